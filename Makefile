@@ -1,0 +1,42 @@
+# EmbedLab: `make run` opens the app, `make test` runs the whole suite.
+# Both create ./.venv on first use and reinstall only when requirements.txt changes.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.stamp-requirements
+HOST   ?= 127.0.0.1   # localhost only; `make run HOST=0.0.0.0` serves a workshop LAN
+PORT   ?= 8501
+PYTEST_ARGS ?=
+
+.PHONY: run test install system-deps bench clean
+
+run: $(STAMP)
+	$(PY) -m streamlit run app.py --server.address $(strip $(HOST)) --server.port $(PORT)
+
+test: $(STAMP) system-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+# Chromium for the browser tests and Debian's Fashion-MNIST for the offline default: installed
+# when apt-get is available and we are root; otherwise the tests that need them skip with a reason.
+system-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  need=""; command -v chromium >/dev/null || need="$$need chromium"; \
+	  [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need="$$need dataset-fashion-mnist"; \
+	  if [ -n "$$need" ]; then echo "installing:$$need"; \
+	    (apt-get install -y -qq $$need >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq $$need >/dev/null)) \
+	    || echo "warning: could not install$$need; tests that need them will skip"; fi; \
+	fi
+
+bench: $(STAMP)
+	$(PY) -m core bench --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache test-artifacts

@@ -1,0 +1,297 @@
+"""EmbedLab's command line.
+
+    python -m core train [--backbone B] [--dataset D] [--objective ce,lacvit,flyp] [--steps S | --epochs E] ...
+    python -m core runs | show RUN | backbones | datasets | import-dataset PATH --name N
+
+Every command honours `--runs-dir DIR` (overrides EMBEDLAB_HOME for that command). A bad argument
+or unknown name prints one line on stderr and exits 2; `train` prints a progress bar on stderr and,
+as its last stdout line, one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from .errors import EmbedLabError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit code 2."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _root(args) -> Path:
+    from .paths import home
+
+    return home(getattr(args, "runs_dir", None))
+
+
+def _json_line(obj) -> None:
+    print(json.dumps(obj, default=_jsonable))
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _jsonable(x):
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return str(x)
+
+
+# ---------------------------------------------------------------------------------- commands
+def cmd_train(args) -> int:
+    from .store import RunStore
+    from .train import TrainConfig, train, validate
+
+    root = _root(args)
+    objectives = [o.strip() for o in args.objective.split(",") if o.strip()]
+    configs = []
+    for objective in objectives:
+        cfg = TrainConfig(objective=objective)
+        overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                     if f.name != "objective" and getattr(args, f.name, None) is not None}
+        if args.epochs is not None and args.steps is None:
+            overrides["steps"] = None
+        cfg = dataclasses.replace(cfg, **overrides)
+        configs.append(validate(cfg, root))  # every config checked before the first run starts
+    store = RunStore(root, recover=True)
+    results = []
+    for cfg in configs:
+        results.append(_train_with_bar(cfg, store, root, quiet=args.quiet, train=train))
+    if len(results) == 1:
+        _json_line(results[0])
+        return 0 if results[0]["status"] == "finished" else 1
+    status = "finished" if all(r["status"] == "finished" for r in results) else "failed"
+    _json_line({"status": status, "runs": results, "seconds": round(sum(r.get("seconds", 0) for r in results), 2)})
+    return 0 if status == "finished" else 1
+
+
+def _train_with_bar(cfg, store, root, *, quiet: bool, train) -> dict:
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}  # one bar per phase ("caching train features", "train", ...)
+    last = {"loss": None, "val_acc": None}
+
+    def bar(key: str, total: int, desc: str) -> tqdm:
+        if key not in bars:
+            for other in bars.values():
+                other.close()
+            bars.clear()
+            bars[key] = tqdm(total=total, desc=desc, file=sys.stderr, dynamic_ncols=True, leave=key == "train")
+        return bars[key]
+
+    def on_event(event):
+        if quiet:
+            return
+        kind = event["type"]
+        if kind == "prepare":
+            b = bar(event["what"], event["total"], f"[{cfg.objective}] {event['what']}")
+            b.update(event["done"] - b.n)
+        elif kind == "step":
+            b = bar("train", event["total"], f"[{cfg.objective}] {cfg.backbone} on {cfg.dataset}")
+            b.update(event["step"] - b.n)
+            last["loss"] = event["loss"]
+            b.set_postfix(stage=event["stage"], loss=f"{event['loss']:.4f}", val_acc=last["val_acc"])
+        elif kind == "eval":
+            acc = event.get("val_acc", event.get("val_centroid_acc"))
+            last["val_acc"] = None if acc is None else f"{acc:.3f}"
+        elif kind == "done":
+            for b in bars.values():
+                b.close()
+            msg = f"[{cfg.objective}] {event['status']}"
+            if event.get("val_acc") is not None:
+                msg += f": val_acc={event['val_acc']:.3f}"
+            if event.get("error"):
+                msg += f": {event['error']}"
+            print(msg, file=sys.stderr)
+
+    return train(cfg, store=store, root=root, on_event=on_event)
+
+
+def cmd_runs(args) -> int:
+    from .store import RunStore
+
+    runs = RunStore(_root(args), recover=True).list(status=[args.status] if args.status else None)
+    rows = [{"run_id": r.id, "status": r.status, "objective": r.objective, "backbone": r.backbone, "dataset": r.dataset,
+             "val_acc": r.summary.get("val_acc"), "seconds": round(r.duration, 1) if r.duration else None,
+             "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started)) if r.started else None} for r in runs]
+    if args.json:
+        _json_line(rows)
+        return 0
+    if not rows:
+        print(f"no runs in {_root(args)}")
+        return 0
+    cols = ["run_id", "status", "objective", "backbone", "dataset", "val_acc", "seconds", "started"]
+    table = [[_fmt(row[c]) for c in cols] for row in rows]
+    widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    for t in table:
+        print("  ".join(v.ljust(w) for v, w in zip(t, widths)))
+    return 0
+
+
+def cmd_show(args) -> int:
+    from .store import RunStore
+
+    store = RunStore(_root(args))
+    r = store.get(args.run)
+    last = {k: v[-1][1] for k, v in store.metrics(r.id).items() if v}
+    info = {"run_id": r.id, "status": r.status, "error": r.error, "config": r.config, "summary": r.summary,
+            "progress": r.progress, "last_metrics": last, "dir": str(store.run_dir(r.id))}
+    if args.json:
+        _json_line(info)
+    else:
+        print(json.dumps(info, indent=2, default=_jsonable))
+    return 0
+
+
+def cmd_backbones(args) -> int:
+    from .backbones import ONLINE_SUGGESTIONS, list_backbones
+
+    rows = [{"name": n, "clip": e.is_clip, "offline": e.offline, "description": e.description} for n, e in list_backbones().items()]
+    rows += [{"name": n, "clip": "/" in n, "offline": False, "description": d} for n, d in ONLINE_SUGGESTIONS]
+    if args.json:
+        _json_line(rows)
+        return 0
+    for row in rows:
+        tag = "offline" if row["offline"] else "online "
+        print(f"{row['name']:<40} {tag} {'clip' if row['clip'] else '    '}  {row['description']}")
+    print("\nany other timm name (e.g. resnet18.a1_in1k) or open_clip MODEL/PRETRAINED (e.g. ViT-B-32/laion2b_s34b_b79k) works too")
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    from .datasets import list_datasets
+
+    rows = [{"name": n, "kind": e.kind, "offline": e.offline, "description": e.description} for n, e in list_datasets(_root(args)).items()]
+    if args.json:
+        _json_line(rows)
+        return 0
+    for row in rows:
+        print(f"{row['name']:<16} {row['kind']:<9} {'offline' if row['offline'] else 'online '}  {row['description']}")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from .dataset_import import import_dataset
+
+    report = import_dataset(args.path, args.name, root=_root(args), overwrite=args.overwrite)
+    print(report.summary(), file=sys.stderr)
+    _json_line({"name": report.name, "images": report.n_images, "classes": report.counts, "skipped": len(report.skipped),
+                "skipped_files": [{"path": p, "reason": r} for p, r in report.skipped[:50]]})
+    return 0
+
+
+# ------------------------------------------------------------------------------------ parser
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    from .train import TrainConfig
+
+    d = TrainConfig()
+    p.add_argument("--objective", default="ce,lacvit,flyp", help="ce, lacvit, flyp, or a comma list (default: all three)")
+    p.add_argument("--backbone", help="EmbedLab, timm or open_clip MODEL/PRETRAINED name (default: offline efficientnet_lite0 / lite0-minilm)")
+    p.add_argument("--weights", help="pretrained (default), random, or a path to a safetensors / state-dict file")
+    p.add_argument("--dataset", help=f"dataset name (default: {d.dataset})")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, help=f"optimizer steps over all stages (default: {d.steps})")
+    budget.add_argument("--epochs", type=float, help="passes over the training set instead of --steps")
+    p.add_argument("--batch-size", dest="batch_size", type=int, help=f"default {d.batch_size}")
+    p.add_argument("--lr", type=float, help=f"head learning rate (default {d.lr})")
+    p.add_argument("--backbone-lr", dest="backbone_lr", type=float, help="backbone learning rate (default lr/10)")
+    p.add_argument("--weight-decay", dest="weight_decay", type=float)
+    p.add_argument("--temperature", type=float, help=f"LaCViT tau (default {d.temperature})")
+    p.add_argument("--stage1-fraction", dest="stage1_fraction", type=float, help=f"LaCViT contrastive share (default {d.stage1_fraction})")
+    p.add_argument("--trainable", help=f"all, frozen, or k last blocks (default {d.trainable})")
+    p.add_argument("--image-size", dest="image_size", type=int, help="input resolution (default: the backbone's)")
+    p.add_argument("--n-per-class", dest="n_per_class", type=int, help=f"training images per class (default {d.n_per_class})")
+    p.add_argument("--eval-per-class", dest="eval_per_class", type=int, help=f"val/test images per class (default {d.eval_per_class})")
+    p.add_argument("--labels", type=int, help="semi-supervised: number of labelled training images")
+    p.add_argument("--selection", help="train only on a saved data selection (python -m core select)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--optimizer", choices=["adamw", "sgd"])
+    p.add_argument("--eval-every", dest="eval_every", type=int)
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--no-amp", dest="amp", action="store_const", const=False, help="disable mixed precision on CUDA")
+    p.add_argument("--no-cache", dest="cache_features", action="store_const", const=False, help="do not cache frozen features")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--runs-dir", "--data-dir", dest="runs_dir", help="use this folder instead of EMBEDLAB_HOME")
+    parser = _Parser(prog="python -m core", description="EmbedLab: see what fine-tuning does to a vision model's embeddings.",
+                     parents=[common])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = sub.add_parser("train", parents=[common], help="fine-tune (default: CE vs LaCViT vs FLYP on the offline default)")
+    _add_train_args(p)
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("runs", parents=[common], help="list runs")
+    p.add_argument("--status")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_runs)
+    p = sub.add_parser("show", parents=[common], help="show one run")
+    p.add_argument("run")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_show)
+    p = sub.add_parser("backbones", parents=[common], help="list backbones")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_backbones)
+    p = sub.add_parser("datasets", parents=[common], help="list datasets")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_datasets)
+    p = sub.add_parser("import-dataset", parents=[common], help="import a folder or zip with one sub-folder per class")
+    p.add_argument("path")
+    p.add_argument("--name", required=True)
+    p.add_argument("--overwrite", action="store_true", help="replace an imported dataset of the same name")
+    p.set_defaults(func=cmd_import)
+    for register in _EXTRA_COMMANDS:
+        register(sub, common)
+    return parser
+
+
+_EXTRA_COMMANDS: list = []  # other modules add sub-commands here (analysis, bench, selection)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _load_extra_commands()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except EmbedLabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # never a traceback for the user; the log has it with -v
+        logging.getLogger(__name__).debug("internal error", exc_info=True)
+        print(f"internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _load_extra_commands() -> None:
+    import importlib
+
+    for module in ("core.analysis_cli", "core.bench", "core.selection"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise

@@ -1,0 +1,233 @@
+"""Importing a user's images (a folder or a zip with one sub-folder per class) into EMBEDLAB_HOME.
+
+Used by both `python -m core import-dataset` and the upload widget. The import is all-or-nothing:
+files are checked and copied into a temporary folder next to the destination and moved into place
+with one rename, so a failed import leaves nothing behind and an existing dataset is never touched.
+
+Refused (DatasetError, nothing written): not a zip or folder, zip entries with `..` or absolute
+paths, symlinks, archives past the size or compression-ratio caps, empty archives, fewer than two
+classes, a class with fewer than two usable images, a name that already exists.
+Skipped with a summary: corrupt/truncated images, non-images, 0-byte files, `__MACOSX/` and dot
+files, images over PIL's decompression-bomb pixel limit.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+import warnings
+import zipfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from .datasets import IMAGE_SUFFIXES
+from .errors import DatasetError
+from .paths import home as default_home, safe_name, subdir
+
+MAX_TOTAL_BYTES = 2 * 1024**3  # uncompressed size cap of one import
+MAX_FILES = 100_000  # entries in one archive
+MAX_RATIO = 200  # uncompressed / compressed, per entry and overall: past this it is a zip bomb
+MIN_PER_CLASS = 2  # a class needs at least this many usable images
+
+
+@dataclass
+class ImportReport:
+    name: str
+    path: Path
+    counts: dict[str, int]  # class -> usable images
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
+
+    @property
+    def n_images(self) -> int:
+        return sum(self.counts.values())
+
+    def summary(self) -> str:
+        text = f"imported {self.n_images} images in {len(self.counts)} classes as {self.name!r}"
+        if self.skipped:
+            reasons = Counter(reason for _, reason in self.skipped)
+            parts = ", ".join(f"{n} {r}" for r, n in reasons.most_common())
+            text += f"; {len(self.skipped)} files skipped: {parts} — first: {self.skipped[0][0]}"
+        return text
+
+
+def import_dataset(source: str | os.PathLike, name: str, *, root: Path | None = None, overwrite: bool = False) -> ImportReport:
+    """Import a folder or zip of class sub-folders as dataset `name`; see the module docstring."""
+    root = Path(root) if root else default_home()
+    name = safe_name(name, "dataset name")
+    source = Path(source)
+    datasets_dir = subdir(root, "datasets")
+    dest = datasets_dir / name
+    from .datasets import DATASETS
+
+    if name in DATASETS:
+        raise DatasetError(f"dataset name {name!r} is taken by a built-in dataset; choose another name")
+    if dest.exists() and not overwrite:
+        raise DatasetError(f"a dataset called {name!r} already exists; choose another name or delete it first")
+    if not source.exists():
+        raise DatasetError(f"{source} does not exist")
+    with tempfile.TemporaryDirectory(prefix=".import-", dir=datasets_dir) as tmp:
+        staging = Path(tmp) / "raw"
+        if source.is_dir():
+            _copy_folder(source, staging)
+        elif zipfile.is_zipfile(source):
+            _extract_zip(source, staging)
+        else:
+            raise DatasetError(f"{source.name} is not a zip archive or a folder of class sub-folders")
+        class_root = _class_root(staging, source.name)
+        clean = Path(tmp) / "clean"
+        counts, skipped = _collect_images(class_root, clean)
+        _check_classes(counts, source.name, skipped)
+        if dest.exists():  # overwrite: keep the old one until the new one is in place
+            old = Path(tmp) / "old"
+            os.replace(dest, old)
+        os.replace(clean, dest)
+    return ImportReport(name, dest, counts, skipped)
+
+
+def _extract_zip(path: Path, out: Path) -> None:
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise DatasetError(f"{path.name} is not a readable zip archive: {exc}") from exc
+    with zf:
+        infos = [i for i in zf.infolist() if not i.is_dir()]
+        if not infos:
+            raise DatasetError(f"{path.name} is empty: it holds no files")
+        if len(infos) > MAX_FILES:
+            raise DatasetError(f"{path.name} holds {len(infos)} files, more than the limit of {MAX_FILES}")
+        total = 0
+        for info in infos:
+            member = PurePosixPath(info.filename.replace("\\", "/"))
+            if member.is_absolute() or info.filename.startswith(("/", "\\")) or (len(info.filename) > 1 and info.filename[1] == ":"):
+                raise DatasetError(f"{path.name} refused: entry {info.filename!r} has an absolute path")
+            if ".." in member.parts:
+                raise DatasetError(f"{path.name} refused: entry {info.filename!r} points outside the archive ('..')")
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise DatasetError(f"{path.name} refused: entry {info.filename!r} is a symbolic link")
+            if info.compress_size and info.file_size / info.compress_size > MAX_RATIO and info.file_size > 1 << 20:
+                raise DatasetError(f"{path.name} refused: entry {info.filename!r} expands {info.file_size // info.compress_size}x "
+                                   f"(over {MAX_RATIO}x looks like a zip bomb)")
+            total += info.file_size
+        if total > MAX_TOTAL_BYTES:
+            raise DatasetError(f"{path.name} refused: it expands to {total / 1024**3:.1f} GiB, over the {MAX_TOTAL_BYTES / 1024**3:.0f} GiB limit")
+        compressed = sum(i.compress_size for i in infos) or 1
+        if total / compressed > MAX_RATIO and total > 16 << 20:
+            raise DatasetError(f"{path.name} refused: it expands {total // compressed}x overall (over {MAX_RATIO}x looks like a zip bomb)")
+        out.mkdir(parents=True)
+        written = 0
+        for info in infos:
+            target = out.joinpath(*PurePosixPath(info.filename.replace("\\", "/")).parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(target, "wb") as dst:
+                # count what is really written: the header's sizes can lie
+                while chunk := src.read(1 << 20):
+                    written += len(chunk)
+                    if written > MAX_TOTAL_BYTES:
+                        raise DatasetError(f"{path.name} refused: it expands past the {MAX_TOTAL_BYTES / 1024**3:.0f} GiB limit")
+                    dst.write(chunk)
+
+
+def _copy_folder(src: Path, out: Path) -> None:
+    out.mkdir(parents=True)
+    for path in src.rglob("*"):
+        rel = path.relative_to(src)
+        if path.is_symlink():
+            continue  # never follow links out of the user's folder
+        if path.is_dir():
+            (out / rel).mkdir(parents=True, exist_ok=True)
+        elif path.is_file():
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, out / rel)
+
+
+def _hidden(rel: Path) -> bool:
+    return any(part.startswith(".") or part == "__MACOSX" for part in rel.parts)
+
+
+def _class_root(staging: Path, label: str) -> Path:
+    """The folder whose sub-folders are the classes (descends through one wrapping folder)."""
+    root = staging
+    for _ in range(3):
+        entries = [p for p in root.iterdir() if not _hidden(p.relative_to(root))]
+        dirs = [p for p in entries if p.is_dir()]
+        files = [p for p in entries if p.is_file()]
+        if len(dirs) == 1 and not files:
+            root = dirs[0]
+            continue
+        break
+    if not any(p.is_dir() for p in root.iterdir() if not _hidden(p.relative_to(root))):
+        raise DatasetError(f"{label} has no class folders: put the images of each class in a folder named after the class")
+    return root
+
+
+def _collect_images(class_root: Path, clean: Path) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Check every file, copy the usable images to `clean/<class>/`; return counts and skips."""
+    from PIL import Image
+
+    counts: dict[str, int] = {}
+    skipped: list[tuple[str, str]] = []
+    clean.mkdir(parents=True)
+    for path in sorted(class_root.rglob("*")):
+        rel = path.relative_to(class_root)
+        if not path.is_file():
+            continue
+        if _hidden(rel):
+            skipped.append((str(rel), "hidden or __MACOSX"))
+            continue
+        if len(rel.parts) != 2:
+            skipped.append((str(rel), "not inside a class folder"))
+            continue
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            skipped.append((str(rel), "not images"))
+            continue
+        if path.stat().st_size == 0:
+            skipped.append((str(rel), "empty (0 bytes)"))
+            continue
+        reason = _image_problem(path, Image)
+        if reason:
+            skipped.append((str(rel), reason))
+            continue
+        cls = rel.parts[0]
+        (clean / cls).mkdir(exist_ok=True)
+        shutil.copy2(path, clean / cls / rel.parts[1])
+        counts[cls] = counts.get(cls, 0) + 1
+    return counts, skipped
+
+
+def _image_problem(path: Path, Image) -> str | None:
+    """None if PIL can fully decode the file within the pixel limit, else the reason to skip it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as im:
+                im.verify()  # structure and checksums
+            with Image.open(path) as im:
+                im.load()  # the pixels themselves: catches truncation
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            return "too many pixels (decompression bomb)"
+        except Image.UnidentifiedImageError:
+            return "not images"
+        except Exception:  # truncated, bad checksum, unsupported codec
+            return "corrupt"
+    return None
+
+
+def _check_classes(counts: dict[str, int], label: str, skipped: list[tuple[str, str]]) -> None:
+    if not counts:
+        detail = f" ({len(skipped)} files skipped, first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise DatasetError(f"{label} holds no usable images{detail}")
+    if len(counts) < 2:
+        raise DatasetError(f"{label} has a single class ({next(iter(counts))!r}); a classifier needs at least two class folders")
+    small = [c for c, n in counts.items() if n < MIN_PER_CLASS]
+    if small:
+        raise DatasetError(f"{label}: class {small[0]!r} has {counts[small[0]]} usable image(s); every class needs at least {MIN_PER_CLASS}")
+
+
+def delete_dataset(name: str, root: Path | None = None) -> None:
+    root = Path(root) if root else default_home()
+    folder = subdir(root, "datasets") / safe_name(name, "dataset name")
+    if not folder.is_dir():
+        raise DatasetError(f"no imported dataset called {name!r}")
+    shutil.rmtree(folder)

@@ -1,0 +1,87 @@
+"""Compute device, mixed precision and network reachability.
+
+One place decides CPU vs CUDA, which autocast dtype to use and whether the model hub can be
+reached, so the training loop, the extractor, the app sidebar and the CLI all agree.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import socket
+import time
+
+import torch
+
+_logger = logging.getLogger(__name__)
+
+HUB_HOST = "huggingface.co"  # timm and open_clip weights come from the Hugging Face hub
+_ONLINE_TTL_S = 60.0  # re-probe the network at most once a minute
+_online_cache: dict[str, tuple[float, bool]] = {}  # host -> (checked_at, reachable)
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    """`requested` ('cpu', 'cuda', 'cuda:1', 'auto' or None) -> a usable torch.device."""
+    if requested in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        from .errors import InvalidConfig
+
+        raise InvalidConfig(f"device {requested!r} was asked for but no CUDA GPU is available; use --device cpu")
+    return device
+
+
+def describe(device: torch.device | None = None) -> str:
+    """Human-readable device name for the sidebar and reports."""
+    device = device or pick_device()
+    if device.type == "cuda":
+        return f"GPU: {torch.cuda.get_device_name(device)}"
+    return f"CPU: {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """bf16 on GPUs that support it, fp16 on older ones, none on CPU (bf16 on CPU measured slower)."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    dtype = autocast_dtype(device) if enabled else None
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@functools.cache
+def configure_threads() -> int:
+    """Match torch's intra-op threads to the cores we may use (cgroup-aware via sched_getaffinity)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    torch.set_num_threads(max(1, cores))
+    return cores
+
+
+def hub_reachable(host: str = HUB_HOST, timeout: float = 2.0) -> bool:
+    """True if a TCP connection to `host:443` opens within `timeout` seconds (cached for a minute).
+
+    `EMBEDLAB_OFFLINE=1` forces False, so tests and workshops can pin the offline behaviour.
+    """
+    if os.environ.get("EMBEDLAB_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    now = time.monotonic()
+    cached = _online_cache.get(host)
+    if cached and now - cached[0] < _ONLINE_TTL_S:
+        return cached[1]
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            ok = True
+    except OSError:
+        ok = False
+    _logger.info("hub %s reachable: %s", host, ok)
+    _online_cache[host] = (now, ok)
+    return ok

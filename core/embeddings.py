@@ -1,0 +1,102 @@
+"""Embedding sets: what a model makes of one split, stored as float16 arrays.
+
+A run keeps, for its val and test splits, the embeddings *before* fine-tuning (the backbone as
+loaded) and *after* it, with labels, predictions and sample ids, under
+`runs/<id>/embeddings/<phase>-<split>/`. What is embedded depends on the objective: CE the
+encoder (penultimate) features; LaCViT the encoder output and the projection-head output; FLYP
+the image embeddings plus the class-prompt text embeddings as anchors.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .device import autocast
+
+
+@dataclass
+class EmbeddingSet:
+    split: str  # val / test
+    ids: np.ndarray  # [N] sample ids (indices into the dataset)
+    labels: np.ndarray  # [N] int64
+    vectors: dict[str, np.ndarray]  # output name -> [N, D] float16
+    classes: list[str] = field(default_factory=list)
+    preds: np.ndarray | None = None  # [N] int64 predicted class, when the model has a classifier
+    anchors: np.ndarray | None = None  # [C, D] class anchors (FLYP's prompt embeddings)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def accuracy(self) -> float | None:
+        return None if self.preds is None else float((self.preds == self.labels).mean())
+
+
+@torch.inference_mode()
+def compute_embeddings(method, source, split, device: torch.device, *, batch_size: int = 256, stage=None,
+                       amp: bool = True, on_progress: Callable[[int, int], None] | None = None) -> EmbeddingSet:
+    """Run `method`'s encoder (eval mode) over every sample of `split` from `source` (view 0)."""
+    was = method.training
+    method.eval()
+    method.refresh()
+    n = len(split)
+    chunks: dict[str, list[np.ndarray]] = {}
+    preds: list[np.ndarray] = []
+    for start in range(0, n, batch_size):
+        rows = torch.arange(start, min(n, start + batch_size))
+        with autocast(device, amp):
+            emb = method.encoder(source.get(rows, 0))
+        emb = emb.float()
+        for name, value in method.outputs(emb).items():
+            chunks.setdefault(name, []).append(value.float().cpu().numpy().astype(np.float16))
+        logits = method.classify(emb, stage)
+        if logits is not None:
+            preds.append(logits.argmax(-1).cpu().numpy())
+        if on_progress:
+            on_progress(min(n, start + batch_size), n)
+    method.train(was)
+    anchors = method.anchors()
+    return EmbeddingSet(split=split.name, ids=np.asarray(split.ids), labels=np.asarray(split.labels),
+                        vectors={k: np.concatenate(v) for k, v in chunks.items()}, classes=list(split.data.classes),
+                        preds=np.concatenate(preds).astype(np.int64) if preds else None,
+                        anchors=None if anchors is None else anchors.float().cpu().numpy().astype(np.float16))
+
+
+def save_embeddings(folder: Path, es: EmbeddingSet) -> None:
+    """Write atomically: a temp folder renamed into place."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    np.save(tmp / "ids.npy", es.ids)
+    np.save(tmp / "labels.npy", es.labels)
+    for name, arr in es.vectors.items():
+        np.save(tmp / f"vec-{name}.npy", arr)
+    if es.preds is not None:
+        np.save(tmp / "preds.npy", es.preds)
+    if es.anchors is not None:
+        np.save(tmp / "anchors.npy", es.anchors)
+    (tmp / "meta.json").write_text(json.dumps({"split": es.split, "classes": es.classes, "outputs": list(es.vectors)}))
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+
+
+def load_embeddings(folder: Path) -> EmbeddingSet:
+    folder = Path(folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    opt = lambda name: np.load(folder / name) if (folder / name).exists() else None  # noqa: E731
+    return EmbeddingSet(split=meta["split"], ids=np.load(folder / "ids.npy"), labels=np.load(folder / "labels.npy"),
+                        vectors={n: np.load(folder / f"vec-{n}.npy") for n in meta["outputs"]}, classes=meta["classes"],
+                        preds=opt("preds.npy"), anchors=opt("anchors.npy"))
+
+
+def embeddings_dir(run_dir: Path, phase: str, split: str) -> Path:
+    """`phase`: 'before' or 'after'."""
+    return Path(run_dir) / "embeddings" / f"{phase}-{split}"

@@ -1,0 +1,110 @@
+"""Inputs for training and extraction: raw images, or cached features of a frozen prefix.
+
+A frozen backbone (or the frozen first blocks of one) computes the same thing every epoch, every
+stage and every run on the same data. `cached_prefix_features` computes it once per (prefix
+weights, transform, dataset, sample ids, views) and memory-maps it from EMBEDLAB_HOME as float16,
+so head-only training, LaCViT stage 2 and repeated comparisons cost almost nothing.
+View 0 is the deterministic eval transform; views 1.. are fixed random augmentations.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .datasets import Split
+from .paths import subdir
+from .transforms import Preprocess
+
+_logger = logging.getLogger(__name__)
+_AUG_SEED = 10_007  # cached augmented views are fixed, so every run on the same data shares them
+
+
+def pick_views(k: int, n_views: int | None, generator: torch.Generator) -> list[int]:
+    """k distinct training views: fresh augmentations (1..k) for images, random cached views otherwise."""
+    if n_views is None:
+        return list(range(1, k + 1))
+    if n_views < k:
+        return [0] * k
+    return torch.randperm(n_views, generator=generator)[:k].tolist()
+
+
+class ImageSource:
+    """Model inputs straight from uint8 images: preprocessing (and augmentation) per batch."""
+
+    cached = False
+
+    def __init__(self, split: Split, preprocess: Preprocess, device: torch.device):
+        self.split, self.preprocess, self.device = split, preprocess, device
+        self.images = torch.from_numpy(np.ascontiguousarray(split.images))  # [N, H, W, C] uint8, stays on CPU
+        self.n_views = None  # unlimited fresh augmentations
+
+    def get(self, rows: torch.Tensor, view: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """rows: [B] positions in the split; view 0 = eval transform, >0 = a fresh augmentation."""
+        batch = self.images[rows]
+        if self.device.type == "cuda":
+            batch = batch.pin_memory().to(self.device, non_blocking=True)
+        if view == 0:
+            return self.preprocess.eval(batch)
+        return self.preprocess.train(batch, generator)
+
+
+class CachedSource:
+    """Model inputs from cached prefix features `[V, N, ...]` (float16 memmap)."""
+
+    cached = True
+
+    def __init__(self, features: np.ndarray, device: torch.device):
+        self.features, self.device = features, device
+        self.n_views = features.shape[0]
+
+    def get(self, rows: torch.Tensor, view: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """rows: [B] positions in the split; view: which cached view (0 = eval transform)."""
+        batch = torch.from_numpy(np.ascontiguousarray(self.features[view, rows.numpy()]))
+        if self.device.type == "cuda":
+            batch = batch.pin_memory().to(self.device, non_blocking=True)
+        return batch.float()
+
+
+def cached_prefix_features(prefix: torch.nn.Module, prefix_key: str, split: Split, preprocess: Preprocess,
+                           views: int, device: torch.device, cache_root: Path, *, batch_size: int = 128,
+                           on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Features of the frozen `prefix` for every image of `split` and `views` views, cached on disk."""
+    ids_hash = hashlib.sha1(np.ascontiguousarray(split.ids).data).hexdigest()[:12]
+    key = hashlib.sha1(f"{prefix_key}|{preprocess.key()}|{split.data.fingerprint}|{ids_hash}|{views}|{_AUG_SEED}".encode()).hexdigest()[:20]
+    path = subdir(cache_root, "features") / f"{key}.npy"
+    if path.exists():
+        try:
+            return np.load(path, mmap_mode="r")
+        except (ValueError, OSError):  # a torn file from a killed process: rebuild it
+            path.unlink(missing_ok=True)
+    source = ImageSource(split, preprocess, device)
+    n = len(split)
+    out = None
+    generator = torch.Generator().manual_seed(_AUG_SEED)
+    was = prefix.training
+    prefix.eval()
+    done, total = 0, n * views
+    with torch.inference_mode():
+        for v in range(views):
+            for start in range(0, n, batch_size):
+                rows = torch.arange(start, min(n, start + batch_size))
+                feats = prefix(source.get(rows, v, generator)).to(torch.float16).cpu().numpy()
+                if out is None:
+                    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
+                    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(views, n, *feats.shape[1:]))
+                out[v, start:start + len(rows)] = feats
+                done += len(rows)
+                if on_progress:
+                    on_progress(done, total)
+    prefix.train(was)
+    out.flush()
+    del out
+    os.replace(tmp, path)  # atomic: readers never see a half-written cache
+    _logger.info("cached %s prefix features for %d images x %d views -> %s", prefix_key, n, views, path.name)
+    return np.load(path, mmap_mode="r")

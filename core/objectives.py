@@ -1,0 +1,290 @@
+"""Fine-tuning objectives: the losses (small nn.Modules, shapes in the docstrings) and the
+methods that wire a backbone, heads and losses into training stages.
+
+    ce       cross-entropy with a linear head on the embedding
+    lacvit   seed 000: stage 1 label-aware contrastive loss on an MLP projection head (two
+             augmented views), stage 2 a CE linear head on the (frozen) encoder embedding
+    flyp     seed 004: CLIP loss between image embeddings and class-prompt text embeddings, both
+             towers updated, zero-shot initialisation; WiSE-FT interpolation afterwards
+
+Methods never see where inputs come from: `encoder` maps whatever the data source yields (images,
+or cached features of a frozen prefix) to the `[B, D]` embedding.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .errors import InvalidConfig, UnknownName
+
+PROMPT_TEMPLATES = ("a photo of a {}.", "a photo of the {}.", "an image of a {}.")  # zero-shot head: mean over these
+TRAIN_TEMPLATE = PROMPT_TEMPLATES[0]  # FLYP trains on one template (its Fig. 4: more do not help)
+
+
+# ------------------------------------------------------------------------------------- losses
+class SupConLoss(nn.Module):
+    """Label-aware (supervised) contrastive loss of LaCViT (seed 000, Khosla et al. 2020 L_out).
+
+        L = mean_{i with P(i) != {}}  -1/|P(i)| sum_{p in P(i)} log( exp(z_i.z_p/tau) / sum_{a != i} exp(z_i.z_a/tau) )
+
+    P(i) are the other samples of i's label in the batch. The seed sums over anchors; we average
+    over anchors that have a positive (same minimiser, batch-size independent scale). An anchor
+    with no positive contributes nothing; a batch with none gives 0 (with a graph), never NaN.
+
+    Args (forward):
+        features: [N, D] L2-normalised embeddings (N = views x batch).
+        labels: [N] int64 class ids.
+    Returns: scalar loss.
+    """
+
+    def __init__(self, temperature: float = 0.1):
+        super().__init__()
+        if not temperature > 0:
+            raise InvalidConfig(f"temperature must be > 0, not {temperature}")
+        self.temperature = temperature
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        features = features.float()
+        n = features.shape[0]
+        self_mask = torch.eye(n, dtype=torch.bool, device=features.device)
+        logits = (features @ features.T / self.temperature).masked_fill(self_mask, float("-inf"))  # [N, N]
+        log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)  # denominator over all a != i
+        positives = (labels[:, None] == labels[None, :]) & ~self_mask  # [N, N]
+        n_pos = positives.sum(1)
+        per_anchor = -log_prob.masked_fill(~positives, 0.0).sum(1) / n_pos.clamp(min=1)  # [N]
+        has_pos = n_pos > 0
+        if not has_pos.any():
+            return features.sum() * 0.0
+        return per_anchor[has_pos].mean()
+
+
+class ClipLoss(nn.Module):
+    """Symmetric image-text InfoNCE of CLIP, as FLYP uses it: open_clip's `ClipLoss`.
+
+    Args (forward):
+        image_features: [B, D] L2-normalised; text_features: [B, D] L2-normalised, row i the
+        prompt of image i's class; logit_scale: scalar, already exponentiated.
+    Returns: scalar loss.
+    """
+
+    def __init__(self):
+        super().__init__()
+        from open_clip.loss import ClipLoss as OpenClipLoss
+
+        self.loss = OpenClipLoss()
+
+    def forward(self, image_features, text_features, logit_scale):
+        return self.loss(image_features.float(), text_features.float(), logit_scale.float())
+
+
+# ------------------------------------------------------------------------------------- methods
+@dataclass
+class Batch:
+    """One training batch as the method sees it."""
+
+    views: list[torch.Tensor]  # 1 or 2 encoder inputs [B, ...] (two augmented views for LaCViT)
+    labels: torch.Tensor  # [B] int64
+    labelled: torch.Tensor | None = None  # [B] bool, semi-supervised runs only
+
+
+@dataclass
+class Stage:
+    """A phase of training with its own loss and trainable parameters."""
+
+    name: str
+    fraction: float  # share of the step budget
+    views: int = 1  # augmented views per sample
+    train_encoder: bool = True  # False: the encoder runs frozen (no grad, eval mode) in this stage
+    head_params: list[nn.Parameter] = field(default_factory=list)  # trained at the head learning rate
+
+
+class Method(nn.Module):
+    """Base: an encoder plus objective-specific heads."""
+
+    name = ""
+
+    def __init__(self, backbone, encoder: nn.Module, num_classes: int):
+        super().__init__()
+        self.backbone = backbone
+        # inputs -> [B, D]; a view onto the backbone's modules, kept unregistered so parameters
+        # are owned (and saved) once, under `backbone.`
+        object.__setattr__(self, "encoder", encoder)
+        self.num_classes = num_classes
+
+    def stages(self) -> list[Stage]:
+        raise NotImplementedError
+
+    def loss(self, stage: Stage, batch: Batch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def classify(self, emb: torch.Tensor, stage: Stage | None = None) -> torch.Tensor | None:
+        """[B, D] encoder embedding -> [B, C] logits, or None if this stage has no classifier yet."""
+        raise NotImplementedError
+
+    def outputs(self, emb: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Named embeddings to store and explore, from the encoder embedding."""
+        return {"encoder": emb}
+
+    def anchors(self) -> torch.Tensor | None:
+        """[C, D] class anchors drawn with the embeddings (FLYP's class-prompt embeddings)."""
+        return None
+
+    def refresh(self) -> None:
+        """Recompute anything derived from trainable weights (FLYP's class-text matrix) before eval."""
+
+    def encode(self, x: torch.Tensor, train_encoder: bool = True) -> torch.Tensor:
+        if train_encoder:
+            return self.encoder(x)
+        with torch.no_grad():
+            was = self.encoder.training
+            self.encoder.eval()
+            out = self.encoder(x)
+            self.encoder.train(was)
+        return out
+
+
+class CrossEntropyMethod(Method):
+    """`ce`: a linear head on the embedding, cross-entropy on labelled samples."""
+
+    name = "ce"
+
+    def __init__(self, backbone, encoder, num_classes, **_):
+        super().__init__(backbone, encoder, num_classes)
+        self.head = nn.Linear(backbone.embed_dim, num_classes)
+
+    def stages(self):
+        return [Stage("ce", 1.0, head_params=list(self.head.parameters()))]
+
+    def loss(self, stage, batch):
+        logits = self.head(self.encode(batch.views[0]))
+        return _labelled_ce(logits, batch)
+
+    def classify(self, emb, stage=None):
+        return self.head(emb)
+
+
+class LaCViTMethod(Method):
+    """`lacvit`: label-aware contrastive stage on an MLP projection, then a CE head stage."""
+
+    name = "lacvit"
+
+    def __init__(self, backbone, encoder, num_classes, *, temperature: float = 0.1, stage1_fraction: float = 0.7,
+                 stage2_train_encoder: bool = False, proj_dim: int = 128, **_):
+        super().__init__(backbone, encoder, num_classes)
+        d = backbone.embed_dim
+        self.projection = nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, proj_dim))  # D -> D -> 128
+        self.head = nn.Linear(d, num_classes)
+        self.supcon = SupConLoss(temperature)
+        if not 0.0 < stage1_fraction < 1.0:
+            raise InvalidConfig(f"LaCViT stage-1 fraction must be in (0, 1), not {stage1_fraction}")
+        self.stage1_fraction = stage1_fraction
+        self.stage2_train_encoder = stage2_train_encoder
+
+    def stages(self):
+        return [Stage("contrastive", self.stage1_fraction, views=2, head_params=list(self.projection.parameters())),
+                Stage("head", 1.0 - self.stage1_fraction, train_encoder=self.stage2_train_encoder,
+                      head_params=list(self.head.parameters()))]
+
+    def loss(self, stage, batch):
+        if stage.name == "contrastive":
+            z = torch.cat([F.normalize(self.projection(self.encode(v)), dim=-1) for v in batch.views])  # [2B, 128]
+            labels = batch.labels.repeat(len(batch.views))
+            if batch.labelled is not None:
+                keep = batch.labelled.repeat(len(batch.views))
+                z, labels = z[keep], labels[keep]
+            return self.supcon(z, labels)
+        logits = self.head(self.encode(batch.views[0], stage.train_encoder))
+        return _labelled_ce(logits, batch)
+
+    def classify(self, emb, stage=None):
+        return None if stage is not None and stage.name == "contrastive" else self.head(emb)
+
+    def outputs(self, emb):
+        return {"encoder": emb, "projection": F.normalize(self.projection(emb), dim=-1)}
+
+
+class FLYPMethod(Method):
+    """`flyp`: contrastive image / class-prompt fine-tuning of both towers (seed 004)."""
+
+    name = "flyp"
+
+    def __init__(self, backbone, encoder, num_classes, *, class_names: list[str], **_):
+        super().__init__(backbone, encoder, num_classes)
+        if not backbone.is_clip:
+            raise InvalidConfig(f"FLYP needs a CLIP-style backbone with a text tower; {backbone.name!r} has none "
+                                "(try lite0-minilm, test_clip or an open_clip MODEL/PRETRAINED name)")
+        self.class_names = list(class_names)
+        self.clip_loss = ClipLoss()
+        self._train_tokens = backbone.tokenize([TRAIN_TEMPLATE.format(c) for c in self.class_names])
+        self._eval_tokens = [backbone.tokenize([t.format(c) for c in self.class_names]) for t in PROMPT_TEMPLATES]
+        self.register_buffer("class_text", torch.zeros(num_classes, backbone.embed_dim), persistent=False)
+        self.refresh()
+
+    def stages(self):
+        return [Stage("flyp", 1.0)]
+
+    def loss(self, stage, batch):
+        image = F.normalize(self.encode(batch.views[0]), dim=-1)  # [B, D]
+        present = torch.unique(batch.labels)  # encode each class prompt once per batch
+        text_all = F.normalize(self.backbone.encode_text(_select(self._train_tokens, present.cpu())), dim=-1)  # [U, D]
+        index = torch.searchsorted(present, batch.labels)
+        text = text_all[index]  # [B, D], row i = prompt of image i's class
+        return self.clip_loss(image, text, self.backbone.logit_scale.exp())
+
+    def classify(self, emb, stage=None):
+        return self.backbone.logit_scale.exp().detach() * F.normalize(emb, dim=-1) @ self.class_text.T
+
+    def outputs(self, emb):
+        return {"image": F.normalize(emb, dim=-1)}
+
+    def anchors(self):
+        return self.class_text
+
+    @torch.no_grad()
+    def refresh(self):
+        """Class-prompt embeddings under the current text tower: mean over templates, re-normalised."""
+        was = self.backbone.training
+        self.backbone.eval()
+        per_template = [F.normalize(self.backbone.encode_text(tokens).float(), dim=-1) for tokens in self._eval_tokens]
+        self.class_text = F.normalize(torch.stack(per_template).mean(0), dim=-1).to(self.class_text.device)
+        self.backbone.train(was)
+
+
+def _labelled_ce(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    labels = batch.labels
+    if batch.labelled is not None:
+        if not batch.labelled.any():
+            return logits.sum() * 0.0
+        logits, labels = logits[batch.labelled], labels[batch.labelled]
+    return F.cross_entropy(logits.float(), labels)
+
+
+def _select(tokens, index: torch.Tensor):
+    """Rows `index` of a token tensor or of a dict of token tensors (HF tokenizers)."""
+    if isinstance(tokens, dict):
+        return {k: v[index] for k, v in tokens.items()}
+    return tokens[index]
+
+
+@dataclass(frozen=True)
+class ObjectiveEntry:
+    build: Callable[..., Method]
+    description: str
+    needs_clip: bool = False
+
+
+OBJECTIVES: dict[str, ObjectiveEntry] = {  # objective name -> entry
+    "ce": ObjectiveEntry(CrossEntropyMethod, "cross-entropy with a linear head"),
+    "lacvit": ObjectiveEntry(LaCViTMethod, "label-aware contrastive (LaCViT): SupCon on a projection head, then a CE head"),
+    "flyp": ObjectiveEntry(FLYPMethod, "FLYP: CLIP loss against class prompts, both towers updated, WiSE-FT", needs_clip=True),
+}
+
+
+def create_method(objective: str, backbone, encoder: nn.Module, num_classes: int, **kwargs) -> Method:
+    if objective not in OBJECTIVES:
+        raise UnknownName(f"unknown objective {objective!r}; choose from: {', '.join(OBJECTIVES)}")
+    return OBJECTIVES[objective].build(backbone, encoder, num_classes, **kwargs)

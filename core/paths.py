@@ -1,0 +1,58 @@
+"""Where EmbedLab keeps things: one folder, `EMBEDLAB_HOME` (default `./.embedlab`).
+
+    $EMBEDLAB_HOME/
+        runs.db            run database (SQLite, WAL)
+        runs/<run_id>/     per-run artifacts: config.json, checkpoint.safetensors, embeddings/
+        datasets/<name>/   imported user datasets, one sub-folder per class
+        downloads/         torchvision downloads (CIFAR, SVHN, ...)
+        cache/             features, embeddings, projections, decoded datasets
+
+Every user-supplied name goes through `safe_name` / `confined` so nothing is read or written
+outside this folder.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from .errors import UnsafePath
+
+ENV_VAR = "EMBEDLAB_HOME"
+DEFAULT_HOME = ".embedlab"
+_SAFE_NAME = re.compile(r"^[\w][\w .+\-]{0,99}$", re.UNICODE)  # letters, digits, _ . + - space
+
+
+def home(override: str | os.PathLike | None = None) -> Path:
+    """The EmbedLab home folder, created if missing. `override` wins over the environment."""
+    root = Path(override or os.environ.get(ENV_VAR) or DEFAULT_HOME).expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def subdir(root: Path, *parts: str) -> Path:
+    path = root.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def safe_name(name: str, what: str = "name") -> str:
+    """Return `name` if it is a plain single path component, else raise UnsafePath."""
+    if not isinstance(name, str) or not _SAFE_NAME.match(name) or name in {".", ".."} or ".." in name:
+        raise UnsafePath(
+            f"{what} {name!r} is not allowed: use letters, digits, spaces, '.', '_', '+' or '-' "
+            "(at most 100 characters, no '..' and no path separators)"
+        )
+    return name
+
+
+def confined(root: Path, *parts: str) -> Path:
+    """`root/parts...`, refusing anything that resolves outside `root` (.., absolute paths, links)."""
+    root = Path(root).resolve()
+    for part in parts:
+        if Path(part).is_absolute():
+            raise UnsafePath(f"absolute path {part!r} is not allowed here")
+    target = root.joinpath(*parts).resolve()
+    if target != root and root not in target.parents:
+        raise UnsafePath(f"path {'/'.join(parts)!r} points outside {root}")
+    return target

@@ -1,0 +1,255 @@
+"""The run store: SQLite (WAL) in EMBEDLAB_HOME plus one artifact folder per run.
+
+Tables: `runs` (config, status, summary, error, owner process) and `metrics` (time series of
+(step, key, value)). Each thread gets its own connection; writes are short transactions with a
+busy timeout so the training worker, the UI's polling and a CLI in another process never see
+"database is locked". A run still `running` (or `queued`) whose owner process is gone is marked
+`interrupted` when a store is opened with `recover=True` (app start, CLI start).
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from .errors import UnknownName
+from .paths import confined, home as default_home, safe_name, subdir
+
+STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
+TERMINAL = ("finished", "failed", "cancelled", "interrupted")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    status TEXT NOT NULL,
+    objective TEXT,
+    backbone TEXT,
+    dataset TEXT,
+    config TEXT NOT NULL,
+    summary TEXT NOT NULL DEFAULT '{}',
+    error TEXT,
+    owner TEXT,
+    progress TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    value REAL,
+    t REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS metrics_run_key ON metrics (run_id, key, step);
+"""
+_OWNER = f"{socket.gethostname()}:{os.getpid()}"  # this process, as recorded on the runs it owns
+
+
+@dataclass
+class RunRecord:
+    id: str
+    status: str
+    created: float
+    config: dict
+    summary: dict = field(default_factory=dict)
+    started: float | None = None
+    finished: float | None = None
+    error: str | None = None
+    owner: str | None = None
+    progress: dict = field(default_factory=dict)
+
+    @property
+    def objective(self) -> str:
+        return self.config.get("objective", "")
+
+    @property
+    def backbone(self) -> str:
+        return self.config.get("backbone", "")
+
+    @property
+    def dataset(self) -> str:
+        return self.config.get("dataset", "")
+
+    @property
+    def duration(self) -> float | None:
+        if self.started is None:
+            return None
+        return (self.finished or time.time()) - self.started
+
+
+class RunStore:
+    """Thread-safe access to the run database and artifact folders of one EMBEDLAB_HOME."""
+
+    def __init__(self, root: Path | str | None = None, *, recover: bool = False):
+        self.root = Path(root) if root else default_home()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.root / "runs.db"
+        self._local = threading.local()
+        self._conn().executescript(_SCHEMA)  # executescript manages its own transaction
+        if recover:
+            self.recover_interrupted()
+
+    # --- connections -------------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None, check_same_thread=True)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.row_factory = sqlite3.Row
+            self._local.conn = conn
+        return conn
+
+    class _Tx:
+        def __init__(self, conn):
+            self.conn = conn
+
+        def __enter__(self):
+            self.conn.execute("BEGIN IMMEDIATE")  # take the write lock up front: no upgrade deadlocks
+            return self.conn
+
+        def __exit__(self, exc_type, *_):
+            self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+    def _tx(self):
+        return self._Tx(self._conn())
+
+    # --- runs --------------------------------------------------------------------------------
+    def create_run(self, config: dict, status: str = "queued", run_id: str | None = None) -> str:
+        run_id = safe_name(run_id, "run id") if run_id else _new_id(config.get("objective", "run"))
+        with self._tx() as db:
+            db.execute("INSERT INTO runs (id, created, status, objective, backbone, dataset, config, owner) VALUES (?,?,?,?,?,?,?,?)",
+                       (run_id, time.time(), status, config.get("objective"), config.get("backbone"), config.get("dataset"),
+                        json.dumps(config), _OWNER))
+        self.run_dir(run_id)
+        (self.run_dir(run_id) / "config.json").write_text(json.dumps(config, indent=2))
+        return run_id
+
+    def get(self, run_id: str) -> RunRecord:
+        row = self._conn().execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise UnknownName(f"no run {run_id!r} in {self.root}")
+        return _record(row)
+
+    def exists(self, run_id: str) -> bool:
+        return self._conn().execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is not None
+
+    def list(self, *, status: Iterable[str] | None = None, objective: str | None = None, limit: int | None = None) -> list[RunRecord]:
+        sql, args = "SELECT * FROM runs", []
+        where = []
+        if status:
+            status = list(status)
+            where.append(f"status IN ({','.join('?' * len(status))})")
+            args += status
+        if objective:
+            where.append("objective = ?")
+            args.append(objective)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [_record(r) for r in self._conn().execute(sql, args).fetchall()]
+
+    def set_status(self, run_id: str, status: str, *, error: str | None = None) -> None:
+        assert status in STATUSES, status
+        now = time.time()
+        with self._tx() as db:
+            if status == "running":
+                db.execute("UPDATE runs SET status=?, started=COALESCE(started, ?), finished=NULL, error=NULL, owner=? WHERE id=?",
+                           (status, now, _OWNER, run_id))
+            elif status in TERMINAL:
+                db.execute("UPDATE runs SET status=?, finished=?, error=? WHERE id=?", (status, now, error, run_id))
+            else:
+                db.execute("UPDATE runs SET status=?, error=?, owner=? WHERE id=?", (status, error, _OWNER, run_id))
+
+    def update_summary(self, run_id: str, values: dict[str, Any]) -> None:
+        with self._tx() as db:
+            row = db.execute("SELECT summary FROM runs WHERE id=?", (run_id,)).fetchone()
+            summary = json.loads(row["summary"]) if row else {}
+            summary.update(values)
+            db.execute("UPDATE runs SET summary=? WHERE id=?", (json.dumps(summary, default=float), run_id))
+
+    def set_progress(self, run_id: str, progress: dict[str, Any]) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE runs SET progress=? WHERE id=?", (json.dumps(progress, default=float), run_id))
+
+    def delete(self, run_id: str) -> None:
+        safe_name(run_id, "run id")
+        with self._tx() as db:
+            db.execute("DELETE FROM metrics WHERE run_id=?", (run_id,))
+            db.execute("DELETE FROM runs WHERE id=?", (run_id,))
+        shutil.rmtree(confined(self.root, "runs", run_id), ignore_errors=True)
+
+    def recover_interrupted(self) -> list[str]:
+        """Mark runs whose owner process is gone as `interrupted`; return their ids."""
+        stale = [r for r in self.list(status=("running", "queued")) if not _owner_alive(r.owner)]
+        for r in stale:
+            self.set_status(r.id, "interrupted", error="the process running it stopped (server restart or crash); resume continues from the last checkpoint")
+        return [r.id for r in stale]
+
+    # --- metrics -----------------------------------------------------------------------------
+    def log_metrics(self, run_id: str, step: int, values: dict[str, float]) -> None:
+        now = time.time()
+        rows = [(run_id, int(step), k, None if v is None else float(v), now) for k, v in values.items()]
+        with self._tx() as db:
+            db.executemany("INSERT INTO metrics (run_id, step, key, value, t) VALUES (?,?,?,?,?)", rows)
+
+    def metrics(self, run_id: str, keys: Iterable[str] | None = None) -> dict[str, list[tuple[int, float]]]:
+        """{key: [(step, value), ...]} in step order."""
+        sql, args = "SELECT step, key, value FROM metrics WHERE run_id=?", [run_id]
+        if keys:
+            keys = list(keys)
+            sql += f" AND key IN ({','.join('?' * len(keys))})"
+            args += keys
+        out: dict[str, list[tuple[int, float]]] = {}
+        for row in self._conn().execute(sql + " ORDER BY step, rowid", args):
+            out.setdefault(row["key"], []).append((row["step"], row["value"]))
+        return out
+
+    # --- artifacts ---------------------------------------------------------------------------
+    def run_dir(self, run_id: str) -> Path:
+        return subdir(confined(self.root, "runs", safe_name(run_id, "run id")))
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+def _record(row: sqlite3.Row) -> RunRecord:
+    return RunRecord(id=row["id"], status=row["status"], created=row["created"], config=json.loads(row["config"]),
+                     summary=json.loads(row["summary"] or "{}"), started=row["started"], finished=row["finished"],
+                     error=row["error"], owner=row["owner"], progress=json.loads(row["progress"] or "{}"))
+
+
+def _new_id(objective: str) -> str:
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{objective}-{secrets.token_hex(2)}"
+
+
+def _owner_alive(owner: str | None) -> bool:
+    """Is the process recorded as `host:pid` still running? Other hosts' runs are left alone."""
+    if not owner or ":" not in owner:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname():
+        return True
+    if owner == _OWNER:
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return True

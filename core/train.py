@@ -1,0 +1,617 @@
+"""One training loop for every objective.
+
+    $ python -m core train --backbone test_vit --dataset mnist5k --objective lacvit --steps 20
+
+`train(cfg, store=..., run_id=...)` reads top to bottom: set up (device, seed, data, backbone,
+method, inputs), evaluate at step 0, then for each stage of the objective: get the learning rate,
+draw a batch, forward + loss, check it is finite, backward, step, log, evaluate and checkpoint
+every `eval_every` steps; finally store embeddings before/after, WiSE-FT for FLYP, and a summary.
+It emits plain dict events (`stage`, `step`, `eval`, `done`) and checks a cancel flag every step.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import backbones as bb
+from . import datasets as ds
+from .device import autocast, autocast_dtype, configure_threads, pick_device
+from .embeddings import compute_embeddings, embeddings_dir, load_embeddings, save_embeddings
+from .errors import EmbedLabError, InvalidConfig, UnknownName
+from .features import CachedSource, ImageSource, cached_prefix_features, pick_views
+from .objectives import OBJECTIVES, Batch, Method, create_method
+
+_logger = logging.getLogger(__name__)
+
+Event = dict[str, Any]
+CHECKPOINT = "checkpoint.safetensors"  # trainable weights (+ buffers) of the method, safetensors only
+TRAINER_STATE = "trainer_state.pt"  # optimizer state + position, loaded with weights_only=True
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; serialises to JSON and back."""
+
+    # what
+    objective: str = "ce"  # ce | lacvit | flyp (| content-style)
+    backbone: str = ""  # "" = the default for the objective (offline: efficientnet_lite0 / lite0-minilm)
+    weights: str = "pretrained"  # pretrained | random | path to a safetensors / state-dict file
+    dataset: str = "fashion-mnist"  # any name from `python -m core datasets`
+    # data
+    n_per_class: int | None = 100  # training images per class (None = all)
+    eval_per_class: int | None = 50  # val and test images per class (None = all)
+    labels: int | None = None  # semi-supervised: labelled training images (None = all labelled)
+    selection: str | None = None  # a data-selection id (python -m core select) restricting the train set
+    image_size: int | None = None  # input resolution (None = the backbone's default)
+    # budget
+    steps: int | None = 60  # optimizer steps over all stages; or
+    epochs: float | None = None  # passes over the training set (steps wins if both are set)
+    batch_size: int = 64
+    # optimisation
+    lr: float = 1e-3  # heads (linear / projection)
+    backbone_lr: float | None = None  # trainable backbone layers (None = lr / 10)
+    weight_decay: float = 0.05
+    warmup: float = 0.1  # fraction of each stage's steps spent warming up linearly
+    optimizer: str = "adamw"  # adamw | sgd
+    grad_clip: float = 1.0  # max gradient norm
+    trainable: str = "2"  # all | frozen | k = last k blocks (+ the layers after them)
+    # objective knobs
+    temperature: float = 0.1  # LaCViT tau
+    stage1_fraction: float = 0.7  # LaCViT: share of steps in the contrastive stage
+    stage2_train_encoder: bool = False  # LaCViT stage 2: also train the encoder
+    # machinery
+    seed: int = 0
+    eval_every: int | None = None  # steps between evaluations (None = about 10 per run)
+    snapshots: int = 5  # val-embedding snapshots kept along the way (trajectory view)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # mixed precision on CUDA
+    cache_features: bool = True  # cache the frozen prefix's features (see core/features.py)
+    feature_views: int = 3  # cached views per image: 1 clean + 2 augmented
+    wise_alphas: int = 11  # FLYP WiSE-FT: alphas 0, 0.1, ..., 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise InvalidConfig(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    def resolved(self) -> "TrainConfig":
+        """Fill in defaults that depend on the environment (backbone)."""
+        if self.backbone:
+            return self
+        return dataclasses.replace(self, backbone=bb.default_backbone(self.objective))
+
+
+# ------------------------------------------------------------------------------ validation
+def validate(cfg: TrainConfig, root: Path | None = None) -> TrainConfig:
+    """Check every setting before anything is queued; raise InvalidConfig / UnknownName with one clear line."""
+    cfg = cfg.resolved()
+    if cfg.objective not in OBJECTIVES:
+        raise UnknownName(f"unknown objective {cfg.objective!r}; choose from: {', '.join(OBJECTIVES)}")
+    _check_number("learning rate", cfg.lr, positive=True)
+    if cfg.backbone_lr is not None:
+        _check_number("backbone learning rate", cfg.backbone_lr, positive=True, allow_zero=True)
+    _check_number("weight decay", cfg.weight_decay, positive=True, allow_zero=True)
+    _check_number("temperature", cfg.temperature, positive=True)
+    if not 0 <= cfg.warmup < 1:
+        raise InvalidConfig(f"warmup must be a fraction in [0, 1), not {cfg.warmup}")
+    if cfg.steps is None and cfg.epochs is None:
+        raise InvalidConfig("set a budget: --steps S or --epochs E")
+    if cfg.steps is not None and (not isinstance(cfg.steps, int) or cfg.steps <= 0):
+        raise InvalidConfig(f"steps must be a positive whole number, not {cfg.steps}")
+    if cfg.steps is None:
+        _check_number("epochs", cfg.epochs, positive=True)
+    if not isinstance(cfg.batch_size, int) or cfg.batch_size < 2:
+        raise InvalidConfig(f"batch size must be at least 2, not {cfg.batch_size}")
+    if cfg.optimizer not in ("adamw", "sgd"):
+        raise InvalidConfig(f"optimizer must be adamw or sgd, not {cfg.optimizer!r}")
+    for name in ("n_per_class", "eval_per_class", "labels"):
+        value = getattr(cfg, name)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise InvalidConfig(f"{name.replace('_', ' ')} must be a positive whole number, not {value}")
+    if not 1 <= cfg.feature_views <= 16:
+        raise InvalidConfig(f"feature views must be in 1..16, not {cfg.feature_views}")
+    bb.parse_trainable(cfg.trainable)
+    problem = bb.check_name(cfg.backbone)
+    if problem:
+        raise UnknownName(problem)
+    if OBJECTIVES[cfg.objective].needs_clip and not _is_clip_name(cfg.backbone):
+        raise InvalidConfig(f"{cfg.objective} needs a CLIP-style backbone with a text tower; {cfg.backbone!r} has none "
+                            "(try lite0-minilm, test_clip or an open_clip MODEL/PRETRAINED name)")
+    if cfg.objective == "flyp" and bb.parse_trainable(cfg.trainable) == 0:
+        raise InvalidConfig("FLYP fine-tunes the encoders: set trainable to 'all' or a number of last blocks, not 'frozen'")
+    data = ds.load_dataset(cfg.dataset, root)
+    parts = ds.splits(data, n_per_class=cfg.n_per_class, eval_per_class=cfg.eval_per_class, labels=cfg.labels,
+                      seed=cfg.seed, selection=_selection_ids(cfg, root))
+    n_train = len(parts["train"]) if cfg.labels is None or cfg.objective == "content-style" else int(parts["train"].labelled.sum())
+    if cfg.batch_size > n_train:
+        raise InvalidConfig(f"batch size {cfg.batch_size} is larger than the {n_train} training images; lower it to at most {n_train}")
+    if len(parts["val"]) == 0:
+        raise InvalidConfig(f"dataset {cfg.dataset!r} has no validation images; add more images per class")
+    if len(np.unique(parts["train"].labels)) < 2:
+        raise InvalidConfig(f"dataset {cfg.dataset!r} needs at least 2 classes with training images")
+    pick_device(cfg.device)
+    return cfg
+
+
+def _check_number(name: str, value, *, positive: bool = False, allow_zero: bool = False) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise InvalidConfig(f"{name} must be a finite number, not {value}")
+    if positive and (value < 0 or (value == 0 and not allow_zero)):
+        raise InvalidConfig(f"{name} must be {'>= 0' if allow_zero else '> 0'}, not {value}")
+
+
+def _is_clip_name(name: str) -> bool:
+    if name in bb.BACKBONES:
+        return bb.BACKBONES[name].is_clip
+    return bb.is_open_clip_name(name)
+
+
+def _selection_ids(cfg: TrainConfig, root: Path | None) -> np.ndarray | None:
+    if not cfg.selection:
+        return None
+    from .selection import load_selection
+
+    return load_selection(cfg.selection, root)
+
+
+# ----------------------------------------------------------------------------- the run state
+@dataclass
+class Session:
+    """Everything a run builds before its first step."""
+
+    cfg: TrainConfig
+    device: torch.device
+    data: ds.ImageData
+    parts: dict[str, ds.Split]
+    backbone: bb.Backbone
+    method: Method
+    sources: dict[str, Any]  # split name -> ImageSource | CachedSource
+    train_rows: np.ndarray  # positions in the train split that this objective trains on
+    total_steps: int
+    run_dir: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def build_session(cfg: TrainConfig, root: Path | None = None, run_dir: Path | None = None,
+                  emit: Callable[[Event], None] = lambda e: None) -> Session:
+    """Device, seed, data, backbone, method and input sources for `cfg` (already validated)."""
+    from .paths import home
+
+    root = root or home()
+    configure_threads()
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    data = ds.load_dataset(cfg.dataset, root)
+    parts = ds.splits(data, n_per_class=cfg.n_per_class, eval_per_class=cfg.eval_per_class, labels=cfg.labels,
+                      seed=cfg.seed, selection=_selection_ids(cfg, root))
+    backbone = bb.create_backbone(cfg.backbone, weights=cfg.weights, image_size=cfg.image_size, trainable=cfg.trainable)
+    backbone.preprocess = dataclasses.replace(backbone.preprocess, hflip=data.hflip)
+    backbone.to(device)
+    split = backbone.split_image() if cfg.cache_features else None
+    if split is not None:
+        prefix, encoder, prefix_key = split
+        sources = {}
+        for name, part in parts.items():
+            views = cfg.feature_views if name == "train" else 1
+            emit({"type": "prepare", "what": f"caching {name} features", "done": 0, "total": len(part) * views})
+            feats = cached_prefix_features(prefix, prefix_key, part, backbone.preprocess, views, device, root / "cache",
+                                           on_progress=lambda d, t, n=name: emit({"type": "prepare", "what": f"caching {n} features", "done": d, "total": t}))
+            sources[name] = CachedSource(feats, device)
+    else:
+        encoder = bb._Call(backbone.encode_image)
+        sources = {name: ImageSource(part, backbone.preprocess, device) for name, part in parts.items()}
+    method = create_method(cfg.objective, backbone, encoder, data.num_classes, temperature=cfg.temperature,
+                           stage1_fraction=cfg.stage1_fraction, stage2_train_encoder=cfg.stage2_train_encoder,
+                           class_names=data.prompt_names)
+    method.to(device)
+    train = parts["train"]
+    rows = np.arange(len(train))
+    if train.labelled is not None and cfg.objective != "content-style":
+        rows = rows[train.labelled]  # supervised objectives see only the labelled images
+    steps = cfg.steps or max(1, math.ceil(cfg.epochs * len(rows) / cfg.batch_size))
+    return Session(cfg, device, data, parts, backbone, method, sources, rows, steps, run_dir)
+
+
+# ------------------------------------------------------------------------------- the loop
+class Cancelled(Exception):
+    pass
+
+
+class Diverged(EmbedLabError):
+    pass
+
+
+def train(cfg: TrainConfig, *, store=None, run_id: str | None = None, root: Path | None = None,
+          on_event: Callable[[Event], None] | None = None, should_stop: Callable[[], bool] = lambda: False,
+          resume: bool = False) -> dict:
+    """Run one fine-tune; returns the summary dict (also stored when `store` is given).
+
+    Exceptions inside the run end it as `failed` with a message; `should_stop()` ends it as
+    `cancelled` within one step. With `resume=True` it continues from the run's last checkpoint.
+    """
+    from .paths import home
+    from .store import RunStore
+
+    root = Path(root) if root else (store.root if store else home())
+    store = store or RunStore(root)
+    cfg = validate(cfg, root)
+    if run_id is None:
+        run_id = store.create_run(cfg.to_dict(), status="queued")
+    run_dir = store.run_dir(run_id)
+    store.set_status(run_id, "running")
+    t0 = time.time()
+    tracker = _Tracker(store, run_id, on_event, t0)
+    try:
+        summary = _run(cfg, tracker, run_dir, root, should_stop, resume)
+        summary["seconds"] = round(time.time() - t0, 2)
+        store.update_summary(run_id, summary)
+        store.set_status(run_id, "finished")
+        status, error = "finished", None
+    except Cancelled:
+        status, error, summary = "cancelled", "cancelled by the user", {}
+        store.set_status(run_id, status, error=error)
+    except (Diverged, EmbedLabError) as exc:
+        status, error, summary = "failed", str(exc), {}
+        store.set_status(run_id, status, error=error)
+    except (torch.cuda.OutOfMemoryError, MemoryError):
+        status, summary = "failed", {}
+        error = f"out of memory at batch size {cfg.batch_size}: lower the batch size (or the image size) and try again"
+        store.set_status(run_id, status, error=error)
+    except Exception as exc:  # a bug or a broken input must end this run, never the server
+        _logger.exception("run %s crashed", run_id)
+        status, error, summary = "failed", f"{type(exc).__name__}: {exc}", {}
+        store.set_status(run_id, status, error=error)
+    finally:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    result = {"run_id": run_id, "status": status, "error": error, **summary}
+    tracker.emit({"type": "done", **result})
+    return result
+
+
+def _run(cfg: TrainConfig, tracker: "_Tracker", run_dir: Path, root: Path, should_stop, resume: bool) -> dict:
+    emit = tracker.emit
+    s = build_session(cfg, root, run_dir, emit)
+    method, device = s.method, s.device
+    stages = method.stages()
+    budgets = _stage_budgets([st.fraction for st in stages], s.total_steps)
+    eval_every = cfg.eval_every or max(1, s.total_steps // 10)
+    snapshot_steps = set(np.linspace(0, s.total_steps, max(2, cfg.snapshots)).round().astype(int).tolist())
+    scaler = torch.amp.GradScaler("cuda") if autocast_dtype(device) == torch.float16 and cfg.amp else None
+    gen = torch.Generator().manual_seed(cfg.seed)
+    fault = _fault_from_env()
+
+    tracker.log_every = max(1, s.total_steps // 100)
+    zero_shot_state = _trainable_state(method) if cfg.objective == "flyp" else None  # before any update
+    start_step, start_stage, opt_state = 0, 0, None
+    if resume:
+        start_step, start_stage, opt_state = _load_checkpoint(method, run_dir)
+        tracker.summary.update({k: v for k, v in tracker.store.get(tracker.run_id).summary.items() if k == "zeroshot_acc"})
+    else:
+        before = _store_embeddings(s, "before", emit)
+        if cfg.objective == "flyp":
+            tracker.summary["zeroshot_acc"] = before["val"].accuracy
+            tracker.store.update_summary(tracker.run_id, {"zeroshot_acc": before["val"].accuracy})
+    step = start_step
+    val_acc = _evaluate(s, stages[start_stage], step, tracker, snapshot_steps)
+
+    stage_start = sum(budgets[:start_stage])
+    for si in range(start_stage, len(stages)):
+        stage = stages[si]
+        n_steps = budgets[si]
+        emit({"type": "stage", "stage": stage.name, "index": si, "steps": n_steps})
+        optimizer = _make_optimizer(cfg, method, stage)
+        if opt_state is not None and si == start_stage:
+            optimizer.load_state_dict(opt_state)
+        order = _BatchOrder(s.train_rows, cfg.batch_size, gen)
+        method.train()
+        window = []  # this log interval's losses, kept on device: no per-step host sync on GPU
+        for local in range(step - stage_start, n_steps):
+            if should_stop():
+                raise Cancelled()
+            lr_scale = _lr_scale(local, n_steps, cfg.warmup)
+            for group in optimizer.param_groups:
+                group["lr"] = group["base_lr"] * lr_scale
+            rows = order.next()
+            views = pick_views(stage.views, s.sources["train"].n_views, gen)
+            batch = _batch(s, rows, views, gen)
+            with autocast(device, cfg.amp):
+                loss = method.loss(stage, batch)
+            if fault and fault[1] == step + 1:
+                loss = _inject(fault[0], loss)
+            window.append(loss.detach())
+            if device.type == "cpu":  # checking costs nothing here; on GPU it waits for the log interval
+                _check_finite(window[-1:], step + 1)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip)
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            step += 1
+            if len(window) >= tracker.log_every or local == n_steps - 1:
+                _check_finite(window, step - len(window) + 1)
+                tracker.log_step(step, s.total_steps, stage.name, torch.stack(window).float().mean().item(),
+                                 optimizer.param_groups[0]["lr"], (step * cfg.batch_size) / max(1, len(s.train_rows)))
+                window = []
+            if step % eval_every == 0 or local == n_steps - 1 or step in snapshot_steps:
+                val_acc = _evaluate(s, stage, step, tracker, snapshot_steps)
+                _save_checkpoint(method, optimizer, run_dir, step, si)
+        stage_start += n_steps
+        opt_state = None
+
+    summary = dict(tracker.summary)
+    after = _store_embeddings(s, "after", emit, stage=stages[-1])
+    summary.update(val_acc=after["val"].accuracy, test_acc=after["test"].accuracy, steps=step,
+                   train_images=len(s.train_rows), backbone=cfg.backbone, dataset=cfg.dataset, objective=cfg.objective)
+    if val_acc is not None and summary["val_acc"] is None:
+        summary["val_acc"] = val_acc
+    if cfg.objective == "flyp" and cfg.wise_alphas > 1:
+        summary["wise_ft"] = wise_ft_curve(s, zero_shot_state, cfg.wise_alphas, emit)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    return summary
+
+
+# -------------------------------------------------------------------------------- helpers
+class _Tracker:
+    """Routes events to the caller and the store; keeps the running summary."""
+
+    def __init__(self, store, run_id, on_event, t0):
+        self.store, self.run_id, self.on_event, self.t0 = store, run_id, on_event, t0
+        self.summary: dict = {}
+        self.log_every = 1
+        self._last_progress = 0.0
+
+    def emit(self, event: Event) -> None:
+        event.setdefault("run_id", self.run_id)
+        if self.on_event:
+            self.on_event(event)
+
+    def log_step(self, step, total, stage, loss, lr, epoch):
+        elapsed = time.time() - self.t0
+        self.store.log_metrics(self.run_id, step, {"loss": loss, "lr": lr})
+        progress = {"step": step, "total": total, "stage": stage, "epoch": round(epoch, 3), "loss": loss, "elapsed": elapsed}
+        self.store.set_progress(self.run_id, progress)
+        self.emit({"type": "step", **progress})
+
+    def log_eval(self, step, values: dict):
+        values = {k: v for k, v in values.items() if v is not None}
+        self.store.log_metrics(self.run_id, step, values)
+        self.emit({"type": "eval", "step": step, **values})
+
+
+class _BatchOrder:
+    """Batches of row positions, a fresh permutation per epoch (drop_last-free, wraps around)."""
+
+    def __init__(self, rows: np.ndarray, batch_size: int, gen: torch.Generator):
+        self.rows, self.batch_size, self.gen = torch.as_tensor(rows), min(batch_size, len(rows)), gen
+        self.perm, self.pos = self._shuffle(), 0
+
+    def _shuffle(self):
+        return self.rows[torch.randperm(len(self.rows), generator=self.gen)]
+
+    def next(self) -> torch.Tensor:
+        if self.pos + self.batch_size > len(self.perm):
+            self.perm, self.pos = self._shuffle(), 0
+        out = self.perm[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return out
+
+
+def _batch(s: Session, rows: torch.Tensor, views: list[int], gen) -> Batch:
+    source = s.sources["train"]
+    train = s.parts["train"]
+    labels = torch.as_tensor(train.labels[rows.numpy()], device=s.device)
+    labelled = None
+    if train.labelled is not None and s.cfg.objective == "content-style":
+        labelled = torch.as_tensor(train.labelled[rows.numpy()], device=s.device)
+    return Batch([source.get(rows, v, gen) for v in views], labels, labelled)
+
+
+def _stage_budgets(fractions: list[float], total: int) -> list[int]:
+    """Split `total` steps by `fractions`, every stage getting at least one step."""
+    if total < len(fractions):
+        raise InvalidConfig(f"a budget of {total} steps is too small for {len(fractions)} stages")
+    raw = [max(1, round(f * total)) for f in fractions]
+    raw[-1] = total - sum(raw[:-1])
+    return raw
+
+
+def _lr_scale(step: int, n_steps: int, warmup: float) -> float:
+    """Linear warm-up then cosine decay to 0 within one stage."""
+    warm = int(warmup * n_steps)
+    if step < warm:
+        return (step + 1) / warm
+    progress = (step - warm) / max(1, n_steps - warm)
+    return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _make_optimizer(cfg: TrainConfig, method: Method, stage) -> torch.optim.Optimizer:
+    head_ids = {id(p) for p in stage.head_params}
+    backbone_params = [p for p in method.backbone.parameters() if p.requires_grad and id(p) not in head_ids] if stage.train_encoder else []
+    head_params = list(stage.head_params)
+    groups = []
+    if head_params:
+        groups.append({"params": head_params, "base_lr": cfg.lr, "lr": cfg.lr})
+    backbone_lr = cfg.backbone_lr if cfg.backbone_lr is not None else cfg.lr / 10
+    if backbone_params and backbone_lr > 0:
+        groups.append({"params": backbone_params, "base_lr": backbone_lr, "lr": backbone_lr})
+    if not groups:
+        raise InvalidConfig(f"stage {stage.name!r} has nothing to train: unfreeze some blocks (trainable)")
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, momentum=0.9, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+
+
+def _check_finite(window: list[torch.Tensor], first_step: int) -> None:
+    losses = torch.stack(window).float()
+    bad = ~torch.isfinite(losses)
+    if bad.any():
+        at = first_step + int(bad.nonzero()[0])
+        raise Diverged(f"diverged at step {at}: the loss became {losses[bad][0].item()}; "
+                       "lower the learning rate (the last good checkpoint is kept)")
+
+
+@torch.no_grad()
+def _evaluate(s: Session, stage, step: int, tracker: _Tracker, snapshot_steps: set[int]) -> float | None:
+    """Val accuracy with the current classifier; nearest-class-mean accuracy while there is none."""
+    es = compute_embeddings(s.method, s.sources["val"], s.parts["val"], s.device, stage=stage, amp=s.cfg.amp)
+    acc = es.accuracy
+    values = {"val_acc": acc}
+    if acc is None:
+        values["val_centroid_acc"] = _centroid_accuracy(s, es)
+    tracker.log_eval(step, values)
+    if step in snapshot_steps and s.run_dir is not None:
+        save_embeddings(s.run_dir / "snapshots" / f"step-{step:06d}", es)
+    return acc if acc is not None else values["val_centroid_acc"]
+
+
+def _centroid_accuracy(s: Session, val_es) -> float:
+    """Classify val by the nearest class mean (cosine) of up to 20 training images per class."""
+    train = s.parts["train"]
+    ref_rows = ds._balanced_subset(np.arange(len(train)), train.labels, 20, seed=1)
+    ref_split = ds.Split(s.data, "train", train.ids[ref_rows])
+    source = s.sources["train"]
+    rows = torch.as_tensor(ref_rows)
+    with torch.inference_mode(), autocast(s.device, s.cfg.amp):
+        was = s.method.training
+        s.method.eval()
+        ref = s.method.encoder(source.get(rows, 0)).float()
+        s.method.train(was)
+    key = next(iter(val_es.vectors))
+    ref_vec = s.method.outputs(ref)[key].float()
+    labels = torch.as_tensor(ref_split.labels, device=ref_vec.device)
+    means = torch.zeros(s.data.num_classes, ref_vec.shape[1], device=ref_vec.device).index_add_(0, labels, F.normalize(ref_vec, dim=-1))
+    val = F.normalize(torch.as_tensor(val_es.vectors[key], device=ref_vec.device).float(), dim=-1)
+    pred = (val @ F.normalize(means, dim=-1).T).argmax(-1).cpu().numpy()
+    return float((pred == val_es.labels).mean())
+
+
+def _store_embeddings(s: Session, phase: str, emit, stage=None) -> dict:
+    """Embed val and test; 'before' (pretrained) sets are shared across runs through a cache folder."""
+    out = {}
+    for split in ("val", "test"):
+        target = embeddings_dir(s.run_dir, phase, split)
+        emit({"type": "prepare", "what": f"embedding {split} ({phase})", "done": 0, "total": len(s.parts[split])})
+        es = compute_embeddings(s.method, s.sources[split], s.parts[split], s.device, stage=stage if phase == "after" else None,
+                                amp=s.cfg.amp)
+        if phase == "before" and s.cfg.objective != "flyp":
+            es.preds = None  # a head that has not trained yet predicts nothing meaningful
+            es.vectors = {"encoder": es.vectors.get("encoder", next(iter(es.vectors.values())))}
+        save_embeddings(target, es)
+        out[split] = es
+    return out
+
+
+def _trainable_state(method: Method) -> dict[str, torch.Tensor]:
+    """Copy of what training changes: parameters that require grad, and every floating buffer."""
+    state = {}
+    for name, p in method.named_parameters():
+        if p.requires_grad:
+            state[name] = p.detach().clone()
+    for name, b in method.named_buffers():
+        if b is not None and name in method.state_dict():
+            state[name] = b.detach().clone()
+    return state
+
+
+def _save_checkpoint(method: Method, optimizer, run_dir: Path, step: int, stage_index: int) -> None:
+    """Write atomically: the previous checkpoint stays until the new one is complete."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().to("cpu").contiguous() for k, v in _trainable_state(method).items()}
+    tmp = run_dir / (CHECKPOINT + ".tmp")
+    save_file(state, str(tmp), metadata={"step": str(step), "stage": str(stage_index)})
+    os.replace(tmp, run_dir / CHECKPOINT)
+    tmp = run_dir / (TRAINER_STATE + ".tmp")
+    torch.save({"optimizer": optimizer.state_dict(), "step": step, "stage": stage_index}, tmp)
+    os.replace(tmp, run_dir / TRAINER_STATE)
+
+
+def load_method_weights(method: Method, run_dir: Path) -> dict:
+    """Load a run's checkpoint into `method`; returns the safetensors metadata."""
+    from safetensors import safe_open
+
+    path = Path(run_dir) / CHECKPOINT
+    if not path.exists():
+        raise EmbedLabError(f"run folder {run_dir} has no checkpoint yet")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    own = method.state_dict()
+    unexpected = [k for k in state if k not in own]
+    if unexpected:
+        raise EmbedLabError(f"checkpoint in {run_dir} does not match this model (unexpected: {unexpected[0]})")
+    device = next(method.parameters()).device
+    method.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=False)
+    return meta
+
+
+def _load_checkpoint(method: Method, run_dir: Path):
+    meta = load_method_weights(method, run_dir)
+    trainer = torch.load(Path(run_dir) / TRAINER_STATE, map_location="cpu", weights_only=True)
+    return int(meta.get("step", trainer["step"])), int(trainer["stage"]), trainer["optimizer"]
+
+
+@torch.no_grad()
+def wise_ft_curve(s: Session, zero_shot: dict[str, torch.Tensor], n_alphas: int, emit) -> list[dict]:
+    """WiSE-FT: val accuracy of theta(a) = (1 - a) theta_zero-shot + a theta_fine-tuned, a in [0, 1]."""
+    method = s.method
+    tuned = _trainable_state(method)
+    params = dict(method.named_parameters())
+    buffers = dict(method.named_buffers())
+    curve = []
+    for alpha in np.linspace(0.0, 1.0, n_alphas):
+        for name, theta1 in tuned.items():
+            theta0 = zero_shot[name]
+            target = params.get(name, buffers.get(name))
+            if target.dtype.is_floating_point:
+                target.copy_((1 - alpha) * theta0 + alpha * theta1)
+        es = compute_embeddings(method, s.sources["val"], s.parts["val"], s.device, amp=s.cfg.amp)
+        curve.append({"alpha": round(float(alpha), 3), "val_acc": es.accuracy})
+        emit({"type": "prepare", "what": "WiSE-FT curve", "done": len(curve), "total": n_alphas})
+    for name, theta1 in tuned.items():
+        params.get(name, buffers.get(name)).copy_(theta1)
+    method.refresh()
+    return curve
+
+
+def _fault_from_env() -> tuple[str, int] | None:
+    """EMBEDLAB_FAULT=kind:step (nan, oom, raise) simulates a fault, for the reliability tests."""
+    spec = os.environ.get("EMBEDLAB_FAULT", "")
+    if ":" not in spec:
+        return None
+    kind, _, at = spec.partition(":")
+    return kind, int(at)
+
+
+def _inject(kind: str, loss: torch.Tensor) -> torch.Tensor:
+    if kind == "nan":
+        return loss * float("nan")
+    if kind == "oom":
+        raise MemoryError("simulated out-of-memory")
+    raise RuntimeError(f"simulated crash ({kind})")

@@ -1,6 +1,50 @@
-"""EmbedLab: the Streamlit entry point (router)."""
+"""EmbedLab: the Streamlit entry point, a router around the pages in pages/.
+
+    $ streamlit run app.py        (or `make run`)
+
+Every page is a thin script; the state lives in core (the run store and one JobManager per server
+process), so reloads, second tabs and other browsers all see the same runs.
+"""
 import streamlit as st
 
-st.set_page_config(page_title="EmbedLab", layout="wide")
-st.title("EmbedLab")
-st.write("See what fine-tuning does to a vision model's embeddings. The full app is being built; use `python -m core train` meanwhile.")
+from core.device import describe, hub_reachable
+from pages._ui import PAGES, get_manager, get_store, home_dir, routed
+
+st.set_page_config(page_title="EmbedLab", page_icon=":material/scatter_plot:", layout="wide")
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _online() -> bool:
+    return hub_reachable()
+
+
+@st.cache_data(show_spinner=False)
+def _device() -> str:
+    return describe()
+
+
+pages = [
+    st.Page(PAGES["train"], title="Train", icon=":material/model_training:", default=True),
+    st.Page(PAGES["explore"], title="Explore", icon=":material/scatter_plot:"),
+    st.Page(PAGES["compare"], title="Compare", icon=":material/compare_arrows:"),
+    st.Page(PAGES["runs"], title="Runs", icon=":material/table_rows:"),
+    st.Page(PAGES["learn"], title="Learn", icon=":material/school:"),
+]
+page = st.navigation(pages)
+
+get_store()  # opening the store once per process marks runs of a dead server as interrupted
+get_manager()  # one JobManager per server process, shared by every session
+
+with st.sidebar:
+    st.markdown("### :material/scatter_plot: EmbedLab")
+    st.caption("See what fine-tuning does to a vision model's embeddings.")
+    online = _online()
+    st.markdown(f":material/memory: **Device** · {_device()}")
+    if online:
+        st.markdown(":material/cloud_done: **Pretrained weights** · :green[online] (Hugging Face hub reachable)")
+    else:
+        st.markdown(":material/cloud_off: **Pretrained weights** · :orange[offline]: bundled models only")
+    st.caption(f"EMBEDLAB_HOME: `{home_dir()}`")
+
+with routed():
+    page.run()

@@ -401,7 +401,10 @@ def _open_clip(name: str, weights: str, image_size: int | None) -> Backbone:
     pp = model.visual.preprocess_cfg if hasattr(model.visual, "preprocess_cfg") else {}
     size = image_size or model.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else size
-    weights_id = f"pretrained:{tag}" if weights == "pretrained" and tag else ("random" if weights == "random" or not tag else f"file:{_file_sha1(weights)}")
+    if weights not in ("pretrained", "random"):  # a file, with or without a tag in the name
+        weights_id = f"file:{_file_sha1(pretrained)}"
+    else:
+        weights_id = f"pretrained:{tag}" if weights == "pretrained" and tag else "random"
     return OpenClipBackbone(name, weights_id, model, open_clip.get_tokenizer(model_name),
                             Preprocess(image_size=int(size), mean=tuple(pp.get("mean", open_clip.OPENAI_DATASET_MEAN)),
                                        std=tuple(pp.get("std", open_clip.OPENAI_DATASET_STD))))

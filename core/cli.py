@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -72,8 +73,11 @@ def cmd_train(args) -> int:
         configs.append(validate(cfg, root))  # every config checked before the first run starts
     store = RunStore(root, recover=True)
     results = []
+    worker_rank = int(os.environ.get("RANK", "0")) if args.ddp else 0  # torchrun ranks > 0 stay silent
     for cfg in configs:
-        results.append(_train_with_bar(cfg, store, root, quiet=args.quiet, train=train))
+        results.append(_train_with_bar(cfg, store, root, quiet=args.quiet or worker_rank > 0, train=train))
+    if worker_rank > 0:
+        return 0 if all(r["status"] == "finished" for r in results) else 1
     if len(results) == 1:
         _json_line(results[0])
         return 0 if results[0]["status"] == "finished" else 1
@@ -199,6 +203,16 @@ def cmd_import(args) -> int:
 
 
 # ------------------------------------------------------------------------------------ parser
+def labels_arg(value: str) -> int | None:
+    """--labels N | all: a positive number of labelled images, or None for 'all'."""
+    if value.strip().lower() == "all":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'all', not {value!r}") from None
+
+
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     from .train import TrainConfig
 
@@ -216,11 +230,17 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", dest="weight_decay", type=float)
     p.add_argument("--temperature", type=float, help=f"LaCViT tau (default {d.temperature})")
     p.add_argument("--stage1-fraction", dest="stage1_fraction", type=float, help=f"LaCViT contrastive share (default {d.stage1_fraction})")
+    p.add_argument("--style-dim", dest="cs_style_dim", type=int, help=f"content-style: style vector size (default {d.cs_style_dim})")
+    p.add_argument("--ce-weight", dest="cs_ce_weight", type=float, help=f"content-style: labelled CE weight (default {d.cs_ce_weight})")
+    p.add_argument("--prior-weight", dest="cs_prior_weight", type=float, help=f"content-style: content-prior weight (default {d.cs_prior_weight})")
+    p.add_argument("--entropy-weight", dest="cs_entropy_weight", type=float, help=f"content-style: entropy share in the prior term (default {d.cs_entropy_weight})")
+    p.add_argument("--style-weight", dest="cs_style_weight", type=float, help=f"content-style: style-normal weight (default {d.cs_style_weight})")
+    p.add_argument("--recon-weight", dest="cs_recon_weight", type=float, help=f"content-style: reconstruction weight (default {d.cs_recon_weight})")
     p.add_argument("--trainable", help=f"all, frozen, or k last blocks (default {d.trainable})")
     p.add_argument("--image-size", dest="image_size", type=int, help="input resolution (default: the backbone's)")
     p.add_argument("--n-per-class", dest="n_per_class", type=int, help=f"training images per class (default {d.n_per_class})")
     p.add_argument("--eval-per-class", dest="eval_per_class", type=int, help=f"val/test images per class (default {d.eval_per_class})")
-    p.add_argument("--labels", type=int, help="semi-supervised: number of labelled training images")
+    p.add_argument("--labels", type=labels_arg, help="semi-supervised: number of labelled training images, or 'all' (default)")
     p.add_argument("--selection", help="train only on a saved data selection (python -m core select)")
     p.add_argument("--seed", type=int)
     p.add_argument("--optimizer", choices=["adamw", "sgd"])
@@ -228,6 +248,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--no-amp", dest="amp", action="store_const", const=False, help="disable mixed precision on CUDA")
     p.add_argument("--no-cache", dest="cache_features", action="store_const", const=False, help="do not cache frozen features")
+    p.add_argument("--ddp", action="store_const", const=True, help="data-parallel: launch with torchrun --nproc_per_node N -m core train ... --ddp")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -289,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
 def _load_extra_commands() -> None:
     import importlib
 
-    for module in ("core.analysis_cli", "core.bench", "core.selection"):
+    for module in ("core.analysis_cli", "core.bench", "core.selection", "core.curves"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

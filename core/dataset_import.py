@@ -18,6 +18,7 @@ import stat
 import tempfile
 import warnings
 import zipfile
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -119,14 +120,26 @@ def _extract_zip(path: Path, out: Path) -> None:
         written = 0
         for info in infos:
             target = out.joinpath(*PurePosixPath(info.filename.replace("\\", "/")).parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(target, "wb") as dst:
-                # count what is really written: the header's sizes can lie
-                while chunk := src.read(1 << 20):
-                    written += len(chunk)
-                    if written > MAX_TOTAL_BYTES:
-                        raise DatasetError(f"{path.name} refused: it expands past the {MAX_TOTAL_BYTES / 1024**3:.0f} GiB limit")
-                    dst.write(chunk)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(target, "wb") as dst:
+                    # count what is really written: the header's sizes can lie
+                    while chunk := src.read(1 << 20):
+                        written += len(chunk)
+                        if written > MAX_TOTAL_BYTES:
+                            raise DatasetError(f"{path.name} refused: it expands past the {MAX_TOTAL_BYTES / 1024**3:.0f} GiB limit")
+                        dst.write(chunk)
+            except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # CRC mismatch (a lying size header), broken data
+                raise DatasetError(f"{path.name} refused: entry {info.filename!r} is damaged ({exc})") from exc
+            except (RuntimeError, NotImplementedError) as exc:  # encrypted, or a compression method Python lacks
+                raise DatasetError(f"{path.name} refused: entry {info.filename!r} cannot be unpacked ({exc}); "
+                                   "re-create the zip without a password, with standard (deflate) compression") from exc
+            except (FileExistsError, IsADirectoryError, NotADirectoryError) as exc:
+                raise DatasetError(f"{path.name} refused: entry {info.filename!r} clashes with another entry "
+                                   "(a file and a folder with the same name)") from exc
+            except OSError as exc:  # a name too long for the disk, disk full
+                raise DatasetError(f"{path.name} refused: entry {info.filename!r} cannot be extracted "
+                                   f"({exc.strerror or exc})") from exc
 
 
 def _copy_folder(src: Path, out: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,7 +247,7 @@ def splits(data: ImageData, *, n_per_class: int | None = None, eval_per_class: i
         out[split_name] = Split(data, split_name, ids)
     if labels is not None:
         train = out["train"]
-        per_class = max(1, labels // data.num_classes)
+        per_class = max(1, -(-labels // data.num_classes))  # round up; the interleaved prefix stays balanced
         keep = _balanced_subset(np.arange(len(train)), train.labels, per_class, seed + 17)[:labels]
         mask = np.zeros(len(train), dtype=bool)
         mask[keep] = True
@@ -296,7 +297,8 @@ def _imported(name: str) -> Callable[[Path], ImageData]:
             if not images:
                 raise DatasetError(f"dataset {name!r} has no readable images in {folder}")
             images, labels = np.stack(images), np.asarray(labels, dtype=np.int64)
-            tmp = cached.with_suffix(".tmp.npz")
+            # a name of this process and thread: two sessions loading a fresh import at once must not share it
+            tmp = cached.with_name(f".{cached.stem}.{os.getpid()}-{threading.get_ident()}.tmp.npz")
             np.savez(tmp, images=images, labels=labels)
             tmp.replace(cached)
         return ImageData(name, images, labels, classes, _stratified_split(labels),
@@ -306,14 +308,23 @@ def _imported(name: str) -> Callable[[Path], ImageData]:
 
 
 def _to_rgb(im):
-    """Any PIL mode (CMYK, 16-bit, palette, alpha, greyscale) -> RGB, alpha composited on white."""
+    """Any PIL mode (CMYK, 16-bit, float, palette, alpha, greyscale) -> RGB, alpha composited on white."""
     from PIL import Image
 
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(im, dtype=np.float64)
-        hi = arr.max() or 1.0
-        im = Image.fromarray((arr * (255.0 / hi)).astype(np.uint8), mode="L")
-    if im.mode == "P":
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # scale by the bit depth, not by this image's maximum: a dark 16-bit photo must stay dark
+        arr = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        hi = float(arr.max(initial=0.0))
+        if im.mode.startswith("I;16") or (im.mode == "I" and 255 < hi <= 65535):
+            scale = 255.0 / 65535.0
+        elif im.mode == "F" and hi <= 1.0:
+            scale = 255.0  # float images in [0, 1]
+        elif hi <= 255:
+            scale = 1.0
+        else:
+            scale = 255.0 / hi  # 32-bit data past 16 bits: stretch
+        im = Image.fromarray(np.clip(arr * scale, 0, 255).round().astype(np.uint8))  # 2-D uint8: mode L
+    if im.mode in ("P", "PA"):
         im = im.convert("RGBA")
     if im.mode in ("RGBA", "LA"):
         background = Image.new("RGBA", im.size, (255, 255, 255, 255))

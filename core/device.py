@@ -56,14 +56,15 @@ def autocast(device: torch.device, enabled: bool = True):
 
 
 @functools.cache
-def configure_threads() -> int:
-    """Match torch's intra-op threads to the cores we may use (cgroup-aware via sched_getaffinity)."""
+def configure_threads(processes: int = 1) -> int:
+    """Match torch's intra-op threads to the cores we may use, shared between `processes` ranks."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    torch.set_num_threads(max(1, cores))
-    return cores
+    threads = max(1, cores // max(1, processes))
+    torch.set_num_threads(threads)
+    return threads
 
 
 def hub_reachable(host: str = HUB_HOST, timeout: float = 2.0) -> bool:

@@ -100,3 +100,28 @@ def load_embeddings(folder: Path) -> EmbeddingSet:
 def embeddings_dir(run_dir: Path, phase: str, split: str) -> Path:
     """`phase`: 'before' or 'after'."""
     return Path(run_dir) / "embeddings" / f"{phase}-{split}"
+
+
+# ------------------------------------------------------------------------- reading a run's sets
+def has_embeddings(run_dir: Path, phase: str, split: str) -> bool:
+    return (embeddings_dir(run_dir, phase, split) / "meta.json").exists()
+
+
+def load_run_embeddings(run_dir: Path, phase: str, split: str) -> EmbeddingSet | None:
+    """A run's stored set, or None when the run has none (unfinished, failed, or 'before' missing)."""
+    return load_embeddings(embeddings_dir(run_dir, phase, split)) if has_embeddings(run_dir, phase, split) else None
+
+
+def list_snapshots(run_dir: Path) -> list[tuple[int, Path]]:
+    """[(step, folder)] of the val snapshots saved along training, in step order."""
+    folder = Path(run_dir) / "snapshots"
+    if not folder.is_dir():
+        return []
+    out = []
+    for p in folder.iterdir():
+        if p.name.startswith("step-") and (p / "meta.json").exists():
+            try:
+                out.append((int(p.name[5:]), p))
+            except ValueError:
+                continue
+    return sorted(out)

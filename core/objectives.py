@@ -75,10 +75,34 @@ class ClipLoss(nn.Module):
         super().__init__()
         from open_clip.loss import ClipLoss as OpenClipLoss
 
-        self.loss = OpenClipLoss()
+        rank, world = dist_info()
+        # under DDP, open_clip gathers features so the loss sees the global batch
+        self.loss = OpenClipLoss(rank=rank, world_size=world)
 
     def forward(self, image_features, text_features, logit_scale):
         return self.loss(image_features.float(), text_features.float(), logit_scale.float())
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size); (0, 1) outside torch.distributed."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_with_local_grad(x: torch.Tensor) -> torch.Tensor:
+    """All ranks' rows of `x` concatenated, keeping the gradient of this rank's rows (as open_clip does)."""
+    import torch.distributed as dist
+
+    rank, world = dist_info()
+    if world == 1:
+        return x
+    parts = [torch.zeros_like(x) for _ in range(world)]
+    dist.all_gather(parts, x.detach().contiguous())
+    parts[rank] = x  # gathered copies carry no gradient; the local one does
+    return torch.cat(parts)
 
 
 # ------------------------------------------------------------------------------------- methods
@@ -99,6 +123,8 @@ class Stage:
     fraction: float  # share of the step budget
     views: int = 1  # augmented views per sample
     train_encoder: bool = True  # False: the encoder runs frozen (no grad, eval mode) in this stage
+    global_loss: bool = False  # under DDP the loss is computed on features gathered from all ranks
+    init_head_from_class_means: bool = False  # start the head as a nearest-class-mean classifier
     head_params: list[nn.Parameter] = field(default_factory=list)  # trained at the head learning rate
 
 
@@ -120,6 +146,10 @@ class Method(nn.Module):
 
     def loss(self, stage: Stage, batch: Batch) -> torch.Tensor:
         raise NotImplementedError
+
+    def forward(self, stage: Stage, batch: Batch) -> torch.Tensor:
+        """The training loss; a forward so DistributedDataParallel can wrap the method."""
+        return self.loss(stage, batch)
 
     def classify(self, emb: torch.Tensor, stage: Stage | None = None) -> torch.Tensor | None:
         """[B, D] encoder embedding -> [B, C] logits, or None if this stage has no classifier yet."""
@@ -185,9 +215,9 @@ class LaCViTMethod(Method):
         self.stage2_train_encoder = stage2_train_encoder
 
     def stages(self):
-        return [Stage("contrastive", self.stage1_fraction, views=2, head_params=list(self.projection.parameters())),
+        return [Stage("contrastive", self.stage1_fraction, views=2, global_loss=True, head_params=list(self.projection.parameters())),
                 Stage("head", 1.0 - self.stage1_fraction, train_encoder=self.stage2_train_encoder,
-                      head_params=list(self.head.parameters()))]
+                      head_params=list(self.head.parameters()), init_head_from_class_means=True)]
 
     def loss(self, stage, batch):
         if stage.name == "contrastive":
@@ -196,12 +226,21 @@ class LaCViTMethod(Method):
             if batch.labelled is not None:
                 keep = batch.labelled.repeat(len(batch.views))
                 z, labels = z[keep], labels[keep]
-            return self.supcon(z, labels)
+            return self.supcon(gather_with_local_grad(z), gather_with_local_grad(labels))
         logits = self.head(self.encode(batch.views[0], stage.train_encoder))
         return _labelled_ce(logits, batch)
 
     def classify(self, emb, stage=None):
         return None if stage is not None and stage.name == "contrastive" else self.head(emb)
+
+    @torch.no_grad()
+    def init_head_from_class_means(self, means: torch.Tensor, mean_norm: float, temperature: float = 0.1) -> None:
+        """head(e) = cos(e, mean_c) * |e| / (temperature * mean |e|): argmax is the nearest class mean.
+
+        means: [C, D] L2-normalised class means of the encoder embedding.
+        """
+        self.head.weight.copy_(means / (temperature * max(mean_norm, 1e-6)))
+        self.head.bias.zero_()
 
     def outputs(self, emb):
         return {"encoder": emb, "projection": F.normalize(self.projection(emb), dim=-1)}
@@ -225,7 +264,7 @@ class FLYPMethod(Method):
         self.refresh()
 
     def stages(self):
-        return [Stage("flyp", 1.0)]
+        return [Stage("flyp", 1.0, global_loss=True)]
 
     def loss(self, stage, batch):
         image = F.normalize(self.encode(batch.views[0]), dim=-1)  # [B, D]
@@ -288,3 +327,6 @@ def create_method(objective: str, backbone, encoder: nn.Module, num_classes: int
     if objective not in OBJECTIVES:
         raise UnknownName(f"unknown objective {objective!r}; choose from: {', '.join(OBJECTIVES)}")
     return OBJECTIVES[objective].build(backbone, encoder, num_classes, **kwargs)
+
+
+from . import content_style as _content_style  # noqa: E402,F401  registers "content-style" (seed 001)

@@ -38,7 +38,8 @@ def subdir(root: Path, *parts: str) -> Path:
 
 def safe_name(name: str, what: str = "name") -> str:
     """Return `name` if it is a plain single path component, else raise UnsafePath."""
-    if not isinstance(name, str) or not _SAFE_NAME.match(name) or name in {".", ".."} or ".." in name:
+    # fullmatch, not match: `$` would let a trailing newline through ("cats\n" is not a plain name)
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or name in {".", ".."} or ".." in name:
         raise UnsafePath(
             f"{what} {name!r} is not allowed: use letters, digits, spaces, '.', '_', '+' or '-' "
             "(at most 100 characters, no '..' and no path separators)"

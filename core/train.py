@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from . import backbones as bb
 from . import datasets as ds
+from . import distributed
 from .device import autocast, autocast_dtype, configure_threads, pick_device
 from .embeddings import compute_embeddings, embeddings_dir, load_embeddings, save_embeddings
 from .errors import EmbedLabError, InvalidConfig, UnknownName
@@ -37,6 +38,7 @@ _logger = logging.getLogger(__name__)
 Event = dict[str, Any]
 CHECKPOINT = "checkpoint.safetensors"  # trainable weights (+ buffers) of the method, safetensors only
 TRAINER_STATE = "trainer_state.pt"  # optimizer state + position, loaded with weights_only=True
+MIN_LOG_INTERVAL_S = 0.25  # step events / metric rows at most 4 times a second
 
 
 @dataclass
@@ -49,8 +51,8 @@ class TrainConfig:
     weights: str = "pretrained"  # pretrained | random | path to a safetensors / state-dict file
     dataset: str = "fashion-mnist"  # any name from `python -m core datasets`
     # data
-    n_per_class: int | None = 100  # training images per class (None = all)
-    eval_per_class: int | None = 50  # val and test images per class (None = all)
+    n_per_class: int | None = 80  # training images per class (None = all)
+    eval_per_class: int | None = 30  # val and test images per class (None = all)
     labels: int | None = None  # semi-supervised: labelled training images (None = all labelled)
     selection: str | None = None  # a data-selection id (python -m core select) restricting the train set
     image_size: int | None = None  # input resolution (None = the backbone's default)
@@ -65,11 +67,18 @@ class TrainConfig:
     warmup: float = 0.1  # fraction of each stage's steps spent warming up linearly
     optimizer: str = "adamw"  # adamw | sgd
     grad_clip: float = 1.0  # max gradient norm
-    trainable: str = "2"  # all | frozen | k = last k blocks (+ the layers after them)
+    trainable: str = "1"  # all | frozen | k = last k blocks (+ the layers after them)
     # objective knobs
     temperature: float = 0.1  # LaCViT tau
     stage1_fraction: float = 0.7  # LaCViT: share of steps in the contrastive stage
     stage2_train_encoder: bool = False  # LaCViT stage 2: also train the encoder
+    probe_lr: float = 1e-2  # heads of stages with a frozen encoder (LaCViT stage 2): a linear probe takes larger steps
+    cs_style_dim: int = 8  # content-style: size of the style vector (see core/content_style.py)
+    cs_ce_weight: float = 1.0  # content-style: weight of CE on the labelled samples
+    cs_prior_weight: float = 1.0  # content-style: weight of the content -> class-prior term (all samples)
+    cs_entropy_weight: float = 1.0  # content-style: share of mean per-sample entropy inside the prior term
+    cs_style_weight: float = 1.0  # content-style: weight of the style -> N(0, I) term (all samples)
+    cs_recon_weight: float = 1.0  # content-style: weight of reconstructing the (detached) embedding
     # machinery
     seed: int = 0
     eval_every: int | None = None  # steps between evaluations (None = about 10 per run)
@@ -77,8 +86,10 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # mixed precision on CUDA
     cache_features: bool = True  # cache the frozen prefix's features (see core/features.py)
-    feature_views: int = 3  # cached views per image: 1 clean + 2 augmented
+    feature_views: int = 2  # cached views per image: 1 clean + 1 augmented
     wise_alphas: int = 11  # FLYP WiSE-FT: alphas 0, 0.1, ..., 1
+    ddp: bool = False  # data-parallel over torchrun processes (see core/distributed.py)
+    experiment: str | None = None  # tag shared by the runs of one label / budget curve (core/curves.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -105,6 +116,7 @@ def validate(cfg: TrainConfig, root: Path | None = None) -> TrainConfig:
     if cfg.objective not in OBJECTIVES:
         raise UnknownName(f"unknown objective {cfg.objective!r}; choose from: {', '.join(OBJECTIVES)}")
     _check_number("learning rate", cfg.lr, positive=True)
+    _check_number("probe learning rate", cfg.probe_lr, positive=True)
     if cfg.backbone_lr is not None:
         _check_number("backbone learning rate", cfg.backbone_lr, positive=True, allow_zero=True)
     _check_number("weight decay", cfg.weight_decay, positive=True, allow_zero=True)
@@ -146,6 +158,10 @@ def validate(cfg: TrainConfig, root: Path | None = None) -> TrainConfig:
         raise InvalidConfig(f"dataset {cfg.dataset!r} has no validation images; add more images per class")
     if len(np.unique(parts["train"].labels)) < 2:
         raise InvalidConfig(f"dataset {cfg.dataset!r} needs at least 2 classes with training images")
+    if cfg.objective == "content-style":
+        from .content_style import check_config
+
+        check_config(cfg)
     pick_device(cfg.device)
     return cfg
 
@@ -190,13 +206,16 @@ class Session:
 
 
 def build_session(cfg: TrainConfig, root: Path | None = None, run_dir: Path | None = None,
-                  emit: Callable[[Event], None] = lambda e: None) -> Session:
+                  emit: Callable[[Event], None] = lambda e: None,
+                  ctx: distributed.DistContext = distributed.DistContext()) -> Session:
     """Device, seed, data, backbone, method and input sources for `cfg` (already validated)."""
     from .paths import home
 
     root = root or home()
-    configure_threads()
+    configure_threads(ctx.world)
     device = pick_device(cfg.device)
+    if device.type == "cuda" and ctx.world > 1:
+        device = torch.device("cuda", ctx.local_rank)
     torch.manual_seed(cfg.seed)
     data = ds.load_dataset(cfg.dataset, root)
     parts = ds.splits(data, n_per_class=cfg.n_per_class, eval_per_class=cfg.eval_per_class, labels=cfg.labels,
@@ -204,6 +223,7 @@ def build_session(cfg: TrainConfig, root: Path | None = None, run_dir: Path | No
     backbone = bb.create_backbone(cfg.backbone, weights=cfg.weights, image_size=cfg.image_size, trainable=cfg.trainable)
     backbone.preprocess = dataclasses.replace(backbone.preprocess, hflip=data.hflip)
     backbone.to(device)
+    backbone.eval()  # a fully frozen prefix (`_Call`) is cached in the backbone's mode: BatchNorm must use running stats
     split = backbone.split_image() if cfg.cache_features else None
     if split is not None:
         prefix, encoder, prefix_key = split
@@ -219,7 +239,8 @@ def build_session(cfg: TrainConfig, root: Path | None = None, run_dir: Path | No
         sources = {name: ImageSource(part, backbone.preprocess, device) for name, part in parts.items()}
     method = create_method(cfg.objective, backbone, encoder, data.num_classes, temperature=cfg.temperature,
                            stage1_fraction=cfg.stage1_fraction, stage2_train_encoder=cfg.stage2_train_encoder,
-                           class_names=data.prompt_names)
+                           class_names=data.prompt_names,
+                           **{k: v for k, v in asdict(cfg).items() if k.startswith("cs_")})  # content-style knobs
     method.to(device)
     train = parts["train"]
     rows = np.arange(len(train))
@@ -250,16 +271,17 @@ def train(cfg: TrainConfig, *, store=None, run_id: str | None = None, root: Path
     from .store import RunStore
 
     root = Path(root) if root else (store.root if store else home())
-    store = store or RunStore(root)
     cfg = validate(cfg, root)
+    ctx = distributed.setup(cfg.ddp, cfg.batch_size)
+    store = (store or RunStore(root)) if ctx.main else distributed.NullStore(root)
     if run_id is None:
         run_id = store.create_run(cfg.to_dict(), status="queued")
     run_dir = store.run_dir(run_id)
     store.set_status(run_id, "running")
     t0 = time.time()
-    tracker = _Tracker(store, run_id, on_event, t0)
+    tracker = _Tracker(store, run_id, on_event if ctx.main else None, t0)
     try:
-        summary = _run(cfg, tracker, run_dir, root, should_stop, resume)
+        summary = _run(cfg, tracker, run_dir, root, should_stop, resume, ctx)
         summary["seconds"] = round(time.time() - t0, 2)
         store.update_summary(run_id, summary)
         store.set_status(run_id, "finished")
@@ -279,6 +301,7 @@ def train(cfg: TrainConfig, *, store=None, run_id: str | None = None, root: Path
         status, error, summary = "failed", f"{type(exc).__name__}: {exc}", {}
         store.set_status(run_id, status, error=error)
     finally:
+        distributed.teardown(ctx)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     result = {"run_id": run_id, "status": status, "error": error, **summary}
@@ -286,10 +309,13 @@ def train(cfg: TrainConfig, *, store=None, run_id: str | None = None, root: Path
     return result
 
 
-def _run(cfg: TrainConfig, tracker: "_Tracker", run_dir: Path, root: Path, should_stop, resume: bool) -> dict:
+def _run(cfg: TrainConfig, tracker: "_Tracker", run_dir: Path, root: Path, should_stop, resume: bool,
+         ctx: distributed.DistContext = distributed.DistContext()) -> dict:
     emit = tracker.emit
-    s = build_session(cfg, root, run_dir, emit)
+    s = build_session(cfg, root, run_dir, emit, ctx)
     method, device = s.method, s.device
+    model = method if ctx.world == 1 else torch.nn.parallel.DistributedDataParallel(
+        method, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
     stages = method.stages()
     budgets = _stage_budgets([st.fraction for st in stages], s.total_steps)
     eval_every = cfg.eval_every or max(1, s.total_steps // 10)
@@ -304,19 +330,22 @@ def _run(cfg: TrainConfig, tracker: "_Tracker", run_dir: Path, root: Path, shoul
     if resume:
         start_step, start_stage, opt_state = _load_checkpoint(method, run_dir)
         tracker.summary.update({k: v for k, v in tracker.store.get(tracker.run_id).summary.items() if k == "zeroshot_acc"})
-    else:
+    elif ctx.main:
         before = _store_embeddings(s, "before", emit)
         if cfg.objective == "flyp":
             tracker.summary["zeroshot_acc"] = before["val"].accuracy
             tracker.store.update_summary(tracker.run_id, {"zeroshot_acc": before["val"].accuracy})
     step = start_step
-    val_acc = _evaluate(s, stages[start_stage], step, tracker, snapshot_steps)
+    val_acc = _evaluate(s, stages[start_stage], step, tracker, snapshot_steps) if ctx.main else None
 
     stage_start = sum(budgets[:start_stage])
     for si in range(start_stage, len(stages)):
         stage = stages[si]
         n_steps = budgets[si]
         emit({"type": "stage", "stage": stage.name, "index": si, "steps": n_steps})
+        if stage.init_head_from_class_means and step == stage_start:
+            # start the new head as the nearest-class-mean classifier: no accuracy cliff at the stage switch
+            method.init_head_from_class_means(*_class_means(s, per_class=50))
         optimizer = _make_optimizer(cfg, method, stage)
         if opt_state is not None and si == start_stage:
             optimizer.load_state_dict(opt_state)
@@ -329,22 +358,23 @@ def _run(cfg: TrainConfig, tracker: "_Tracker", run_dir: Path, root: Path, shoul
             lr_scale = _lr_scale(local, n_steps, cfg.warmup)
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * lr_scale
-            rows = order.next()
+            rows = ctx.shard(order.next())
             views = pick_views(stage.views, s.sources["train"].n_views, gen)
             batch = _batch(s, rows, views, gen)
             with autocast(device, cfg.amp):
-                loss = method.loss(stage, batch)
+                loss = model(stage, batch)
             if fault and fault[1] == step + 1:
                 loss = _inject(fault[0], loss)
             window.append(loss.detach())
             if device.type == "cpu":  # checking costs nothing here; on GPU it waits for the log interval
                 _check_finite(window[-1:], step + 1)
             optimizer.zero_grad(set_to_none=True)
+            scaled = loss * ctx.grad_scale(stage.global_loss)
             if scaler:
-                scaler.scale(loss).backward()
+                scaler.scale(scaled).backward()
                 scaler.unscale_(optimizer)
             else:
-                loss.backward()
+                scaled.backward()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip)
             if scaler:
@@ -353,18 +383,22 @@ def _run(cfg: TrainConfig, tracker: "_Tracker", run_dir: Path, root: Path, shoul
             else:
                 optimizer.step()
             step += 1
-            if len(window) >= tracker.log_every or local == n_steps - 1:
+            if tracker.log_due(len(window)) or local == n_steps - 1:
                 _check_finite(window, step - len(window) + 1)
-                tracker.log_step(step, s.total_steps, stage.name, torch.stack(window).float().mean().item(),
+                mean_loss = torch.stack(window).float().mean()
+                mean_loss = mean_loss if stage.global_loss else ctx.mean(mean_loss)  # local-batch losses: average ranks
+                tracker.log_step(step, s.total_steps, stage.name, mean_loss.item(),
                                  optimizer.param_groups[0]["lr"], (step * cfg.batch_size) / max(1, len(s.train_rows)))
                 window = []
-            if step % eval_every == 0 or local == n_steps - 1 or step in snapshot_steps:
+            if ctx.main and (step % eval_every == 0 or local == n_steps - 1 or step in snapshot_steps):
                 val_acc = _evaluate(s, stage, step, tracker, snapshot_steps)
                 _save_checkpoint(method, optimizer, run_dir, step, si)
         stage_start += n_steps
         opt_state = None
 
     summary = dict(tracker.summary)
+    if not ctx.main:
+        return summary
     after = _store_embeddings(s, "after", emit, stage=stages[-1])
     summary.update(val_acc=after["val"].accuracy, test_acc=after["test"].accuracy, steps=step,
                    train_images=len(s.train_rows), backbone=cfg.backbone, dataset=cfg.dataset, objective=cfg.objective)
@@ -383,8 +417,11 @@ class _Tracker:
     def __init__(self, store, run_id, on_event, t0):
         self.store, self.run_id, self.on_event, self.t0 = store, run_id, on_event, t0
         self.summary: dict = {}
-        self.log_every = 1
-        self._last_progress = 0.0
+        self.log_every = 1  # steps between step logs ...
+        self._last_log = 0.0  # ... and at most one log per MIN_LOG_INTERVAL_S, so fast steps don't wait on SQLite
+
+    def log_due(self, steps_since_log: int) -> bool:
+        return steps_since_log >= self.log_every and time.monotonic() - self._last_log >= MIN_LOG_INTERVAL_S
 
     def emit(self, event: Event) -> None:
         event.setdefault("run_id", self.run_id)
@@ -392,6 +429,7 @@ class _Tracker:
             self.on_event(event)
 
     def log_step(self, step, total, stage, loss, lr, epoch):
+        self._last_log = time.monotonic()
         elapsed = time.time() - self.t0
         self.store.log_metrics(self.run_id, step, {"loss": loss, "lr": lr})
         progress = {"step": step, "total": total, "stage": stage, "epoch": round(epoch, 3), "loss": loss, "elapsed": elapsed}
@@ -425,11 +463,20 @@ class _BatchOrder:
 def _batch(s: Session, rows: torch.Tensor, views: list[int], gen) -> Batch:
     source = s.sources["train"]
     train = s.parts["train"]
-    labels = torch.as_tensor(train.labels[rows.numpy()], device=s.device)
     labelled = None
     if train.labelled is not None and s.cfg.objective == "content-style":
+        rows = torch.cat([rows, _labelled_rows(s, len(rows), gen)])  # semi-supervised: + a labelled batch
         labelled = torch.as_tensor(train.labelled[rows.numpy()], device=s.device)
+    labels = torch.as_tensor(train.labels[rows.numpy()], device=s.device)
     return Batch([source.get(rows, v, gen) for v in views], labels, labelled)
+
+
+def _labelled_rows(s: Session, n: int, gen) -> torch.Tensor:
+    """Up to n rows of the labelled subset, from a shuffled order kept in the session: a semi-supervised
+    batch is a uniform batch over all training images plus a labelled one, so CE sees labels every step."""
+    if "labelled_order" not in s.extra:
+        s.extra["labelled_order"] = _BatchOrder(np.flatnonzero(s.parts["train"].labelled), n, gen)
+    return s.extra["labelled_order"].next()
 
 
 def _stage_budgets(fractions: list[float], total: int) -> list[int]:
@@ -454,9 +501,10 @@ def _make_optimizer(cfg: TrainConfig, method: Method, stage) -> torch.optim.Opti
     head_ids = {id(p) for p in stage.head_params}
     backbone_params = [p for p in method.backbone.parameters() if p.requires_grad and id(p) not in head_ids] if stage.train_encoder else []
     head_params = list(stage.head_params)
+    head_lr = cfg.lr if stage.train_encoder else cfg.probe_lr
     groups = []
     if head_params:
-        groups.append({"params": head_params, "base_lr": cfg.lr, "lr": cfg.lr})
+        groups.append({"params": head_params, "base_lr": head_lr, "lr": head_lr})
     backbone_lr = cfg.backbone_lr if cfg.backbone_lr is not None else cfg.lr / 10
     if backbone_params and backbone_lr > 0:
         groups.append({"params": backbone_params, "base_lr": backbone_lr, "lr": backbone_lr})
@@ -490,24 +538,28 @@ def _evaluate(s: Session, stage, step: int, tracker: _Tracker, snapshot_steps: s
     return acc if acc is not None else values["val_centroid_acc"]
 
 
-def _centroid_accuracy(s: Session, val_es) -> float:
-    """Classify val by the nearest class mean (cosine) of up to 20 training images per class."""
+def _class_means(s: Session, output: str | None = None, per_class: int = 20) -> tuple[torch.Tensor, float]:
+    """Mean L2-normalised embedding per class over up to `per_class` training images (eval view),
+    and the mean embedding norm. `output` picks a named method output (default: the encoder)."""
     train = s.parts["train"]
-    ref_rows = ds._balanced_subset(np.arange(len(train)), train.labels, 20, seed=1)
-    ref_split = ds.Split(s.data, "train", train.ids[ref_rows])
-    source = s.sources["train"]
-    rows = torch.as_tensor(ref_rows)
+    ref_rows = ds._balanced_subset(np.arange(len(train)), train.labels, per_class, seed=1)
     with torch.inference_mode(), autocast(s.device, s.cfg.amp):
         was = s.method.training
         s.method.eval()
-        ref = s.method.encoder(source.get(rows, 0)).float()
+        ref = s.method.encoder(s.sources["train"].get(torch.as_tensor(ref_rows), 0)).float()
         s.method.train(was)
+    vec = s.method.outputs(ref)[output].float() if output else ref
+    labels = torch.as_tensor(train.labels[ref_rows], device=vec.device)
+    means = torch.zeros(s.data.num_classes, vec.shape[1], device=vec.device).index_add_(0, labels, F.normalize(vec, dim=-1))
+    return F.normalize(means, dim=-1), float(vec.norm(dim=-1).mean())
+
+
+def _centroid_accuracy(s: Session, val_es) -> float:
+    """Classify val by the nearest class mean (cosine) of up to 20 training images per class."""
     key = next(iter(val_es.vectors))
-    ref_vec = s.method.outputs(ref)[key].float()
-    labels = torch.as_tensor(ref_split.labels, device=ref_vec.device)
-    means = torch.zeros(s.data.num_classes, ref_vec.shape[1], device=ref_vec.device).index_add_(0, labels, F.normalize(ref_vec, dim=-1))
-    val = F.normalize(torch.as_tensor(val_es.vectors[key], device=ref_vec.device).float(), dim=-1)
-    pred = (val @ F.normalize(means, dim=-1).T).argmax(-1).cpu().numpy()
+    means, _ = _class_means(s, key)
+    val = F.normalize(torch.as_tensor(val_es.vectors[key], device=means.device).float(), dim=-1)
+    pred = (val @ means.T).argmax(-1).cpu().numpy()
     return float((pred == val_es.labels).mean())
 
 

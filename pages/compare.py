@@ -1,5 +1,170 @@
-"""Compare page (placeholder until the Explore/Compare work lands)."""
+"""Compare: 2-4 runs side by side (aligned projections, metrics, similarities, errors, exports)."""
+from __future__ import annotations
+
+from pathlib import Path
+
 import streamlit as st
 
+from assets.scatter_component import build_payload, scatter, thumbs_for
+from core import report
+from core.datasets import load_dataset
+from core.errors import EmbedLabError
+from core.projections import METHOD_LABELS
+from core.store import RunStore
+from core.thumbnails import display_images
+from pages._ui import ensure_router, get_store
+
+ensure_router()  # run inside app.py's router (sidebar, wide layout) even when deep-linked first
+
+
+# CACHED LOADERS -------------------------------------------------------------------------------
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _view(root: str, run_id: str, split: str) -> report.RunView:
+    return report.load_run_view(RunStore(root), run_id, split)  # finished runs never change
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _dataset(root: str, name: str):
+    return load_dataset(name, Path(root))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _analysis(root, run_id, split, output):
+    from core.metrics import analyze_cached
+
+    return analyze_cached(_view(root, run_id, split).dir, root=Path(root), split=split, output=output, details=True)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _compare(root, run_ids, split, method, dims, align):
+    views = [_view(root, r, split) for r in run_ids]
+    outputs = [v.main_output() for v in views]
+    results = [_analysis(root, v.id, split, o) for v, o in zip(views, outputs)]
+    return report.compare_data(views, method=method, dims=dims, outputs=outputs, results=results, align=align)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _thumbs(root, run_id, split):
+    view = _view(root, run_id, split)
+    return thumbs_for(_dataset(root, view.dataset), view.after.ids)
+
+
+# PICK RUNS -------------------------------------------------------------------------------------
 st.header("Compare")
-st.info("Coming soon.")
+store = get_store()
+root = str(store.root)
+runs = report.finished_runs(store)
+if len(runs) < 2:
+    st.info("Compare needs at least two finished runs. Train CE, LaCViT and FLYP on the same dataset on the **Train** page.")
+    st.stop()
+ids = [r.id for r in runs]
+labels = {r.id: report.run_label(r.id, r.config) for r in runs}
+wanted = [r for r in (st.session_state.get("compare_runs") or st.query_params.get_all("run")) if r in ids]
+default = wanted[:4] if len(wanted) >= 2 else report.default_compare_runs(runs)
+
+chosen = st.multiselect("Runs (2 to 4)", ids, default=default, format_func=labels.get, max_selections=4, key="compare_pick")
+st.session_state["compare_runs"] = list(chosen)
+c1, c2, c3, c4 = st.columns([1, 1.2, 1, 2])
+split = c1.segmented_control("Split", ["val", "test"], default="val", key="compare_split") or "val"
+method = c2.selectbox("Projection", list(METHOD_LABELS), format_func=METHOD_LABELS.get, key="compare_method")
+dims = c3.segmented_control("Dims", [2, 3], default=2, format_func=lambda d: f"{d}-D", key="compare_dims") or 2
+align = c4.segmented_control("Alignment", ["procrustes", "shared-pca"], default="procrustes", key="compare_align",
+                             format_func={"procrustes": "Procrustes", "shared-pca": "shared PCA"}.get,
+                             help="Procrustes: each run is projected on its own, then rotated / reflected / scaled onto the "
+                                  "first run on the shared samples. Shared PCA: one PCA basis for all runs (PCA only, and "
+                                  "only when the runs' embeddings have the same dimension; otherwise Procrustes).") or "procrustes"
+if len(chosen) < 2:
+    st.info("Pick at least two runs.")
+    st.stop()
+
+try:
+    with st.spinner(f"Computing metrics and {METHOD_LABELS[method]} projections…"):
+        data = _compare(root, tuple(chosen), split, method, dims, align)
+except EmbedLabError as exc:
+    st.error(str(exc))
+    st.stop()
+views = [_view(root, r, split) for r in chosen]
+names = [v.short if len({w.short for w in views}) == len(views) else v.label for v in views]
+results = data["results"]
+
+# ALIGNED PROJECTIONS ---------------------------------------------------------------------------
+shared = data["shared_ids"]
+proj = data["projection"]
+if len(shared) == 0:
+    st.warning("These runs share no samples (different datasets or splits), so their projections cannot be aligned.")
+else:
+    first = views[0]
+    rows0 = report.positions(first.after.ids, shared)
+    panes = [{"title": f"{n} ({o})", "points": pts[report.positions(v.after.ids, shared)], "anchors": ext}
+             for n, v, o, pts, ext in zip(names, views, data["outputs"], proj["points"], proj["extra"])]
+    same_data = len({v.dataset for v in views}) == 1
+    payload = build_payload(panes, ids=shared, labels=first.after.labels[rows0], preds=None, class_names=first.after.classes,
+                            thumbs=_thumbs(root, first.id, split) if same_data else None, height=520,
+                            view_key=f"{'/'.join(chosen)}/{split}/{method}/{dims}/{align}",
+                            status=f"{len(shared):,} shared samples · hover: image · "
+                                   + ("box/lasso: select (linked across runs)" if dims == 2 else "drag: rotate"))
+    how = ("one PCA basis fitted on all runs" if proj["align"] == "shared-pca" else
+           "each run projected on its own, then rotated onto the first run by orthogonal Procrustes on the shared samples")
+    st.caption(f"{METHOD_LABELS[method]} {dims}-D; {how}. Colour: true label.")
+    event = scatter(payload, key="compare_scatter")
+    selection = (event or {}).get("selection")
+    if selection and selection.get("ids"):
+        sel = [int(i) for i in selection["ids"]]
+        st.subheader(f"Selected {len(sel)} samples", anchor=False)
+        parts = []
+        for v in views:
+            if v.after.preds is not None:
+                pos = report.positions(v.after.ids, sel)
+                parts.append(f"{v.short}: {int((v.after.preds[pos] == v.after.labels[pos]).sum())}/{len(sel)} correct")
+        st.caption(" · ".join(parts))
+        if same_data:
+            data_ = _dataset(root, first.dataset)
+            cls = first.after.classes
+            lab = first.after.labels[report.positions(first.after.ids, sel[:48])]
+            st.image(display_images(data_.images[sel[:48]], 84), caption=[cls[k] for k in lab], width=84)
+
+# METRICS ---------------------------------------------------------------------------------------
+st.subheader("Metrics", anchor=False)
+st.caption(" · ".join(f"**{n}**: {v.label} (`{v.id}`)" for n, v in zip(names, views)))
+df, best = report.metrics_dataframe(results, names)
+
+
+def _mark_best(row):
+    return ["background-color: #d7f0dc; font-weight: 700" if col == best.get(row.name) else "" for col in row.index]
+
+
+st.table(df.style.apply(_mark_best, axis=1).format("{:.3f}", na_rep="–"))
+st.caption(f"Best per row highlighted (alignment, uniformity and different-class cosine: lower is better). Metrics on the "
+           f"{split} split in each run's main output ({', '.join(data['outputs'])}). kNN: leave-one-out, k=20, cosine; "
+           "linear probe: logistic regression on a stratified 70/30 split.")
+
+# CHARTS ----------------------------------------------------------------------------------------
+classes = results[0].get("classes") or views[0].after.classes
+hists = [(n, r["hist"]) for n, r in zip(names, results) if "hist" in r]
+if hists:
+    st.plotly_chart(report.hist_figure(hists, title="Cosine similarity of same-class (solid) and different-class (dashed) pairs"),
+                    key="compare_hist")
+per_class = [(n, r["per_class_acc"]) for n, r in zip(names, results) if r.get("per_class_acc")]
+if per_class:
+    st.plotly_chart(report.per_class_figure(classes, per_class), key="compare_per_class")
+conf = [(n, r["confusion"]) for n, r in zip(names, results) if r.get("confusion")]
+if conf:
+    st.plotly_chart(report.confusion_figure(classes, conf), key="compare_confusion")
+wise = [(n, r["wise_ft"]) for n, r in zip(names, results) if r.get("wise_ft")]
+if wise:
+    st.plotly_chart(report.wise_ft_figure(wise), key="compare_wise")
+
+# EXPORT ----------------------------------------------------------------------------------------
+st.subheader("Export", anchor=False)
+e1, e2, e3 = st.columns(3)
+stem = "embedlab-compare-" + "-".join(r.rsplit("-", 1)[-1] for r in chosen)
+e1.download_button("HTML report", lambda: report.comparison_html(views, method=method, dims=dims, data=data),
+                   file_name=f"{stem}.html", mime="text/html", on_click="ignore", key="compare_dl_html",
+                   help="one self-contained file (plotly.js inlined): opens offline")
+e2.download_button("Projector TSV (zip)",
+                   lambda: report.projector_zip({v.id: report.export_sets(v, phases=("before", "after")) for v in views}),
+                   file_name=f"{stem}-projector.zip", mime="application/zip", on_click="ignore", key="compare_dl_tsv",
+                   help="per run: vectors.tsv + metadata.tsv (with header) for projector.tensorflow.org")
+e3.download_button("Parquet", lambda: report.export_parquet([s for v in views for s in report.export_sets(v, phases=("before", "after"))]),
+                   file_name=f"{stem}.parquet", mime="application/octet-stream", on_click="ignore", key="compare_dl_parquet",
+                   help="one row per sample, run and phase; the vector as list<float32>")

@@ -4,6 +4,9 @@ import os
 os.environ["CUDA_VISIBLE_DEVICES"] = ""  # as open_clip's tests do: everything on the CPU
 os.environ["EMBEDLAB_OFFLINE"] = "1"  # never touch the network; offline paths must fail fast
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# idle OpenMP threads sleep instead of spinning: on a loaded 2-core machine spinning workers
+# burn the cores the other threads (the app server, a second process) need
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest  # noqa: E402
 

@@ -1,0 +1,163 @@
+"""`scatter()`: linked WebGL scatter panes with image thumbnails on hover (a Streamlit custom component).
+
+Why a component: `st.plotly_chart` cannot show an image in a hover label. This one is a plain
+index.html + main.js (no build step) using plotly.js from the installed plotly package, so it works
+offline. What it does in the browser:
+- hover a point: a floating thumbnail of that sample (+ label / prediction); the same sample is
+  ringed in every other pane;
+- box / lasso select: the selected samples are selected in every pane, and their ids come back;
+- click a point: its id comes back (the page shows its nearest neighbours, which come back here
+  as an overlay of rings).
+
+The served folder is assembled once under EMBEDLAB_HOME/cache/components/ (index.html, main.js,
+plotly.min.js) because Streamlit serves a component only from files inside its folder (no links
+out). Thumbnail sprite sheets are written into the same folder, under thumbs/, so the browser can
+fetch them lazily: nothing image-related travels in the payload.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+_FRONTEND = Path(__file__).parent / "frontend"  # the sources: index.html, main.js
+COMPONENT_NAME = "embedlab_scatter"
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+           "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363"]  # class colours (D3 10 + 10)
+CORRECT_COLOURS = {"correct": "#2e7d32", "wrong": "#d32f2f"}  # colour-by-correctness
+COLOR_MODES = ("label", "prediction", "correctness")
+
+_state: dict[str, Any] = {"root": None, "component": None}  # the served folder and the declared component, once per process
+
+
+def class_colour(i: int) -> str:
+    return PALETTE[i % len(PALETTE)]
+
+
+# ------------------------------------------------------------------------------ served folder
+def served_root() -> Path:
+    """The folder Streamlit serves for this component (created once per frontend version)."""
+    if _state["root"] is not None:
+        return _state["root"]
+    import plotly
+
+    from core.paths import home, subdir
+
+    plotly_js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    files = {"index.html": _FRONTEND / "index.html", "main.js": _FRONTEND / "main.js", "plotly.min.js": plotly_js}
+    h = hashlib.sha1()
+    for name in ("index.html", "main.js"):
+        h.update(files[name].read_bytes())
+    h.update(plotly.__version__.encode())
+    root = subdir(home(), "cache", "components") / f"scatter-{h.hexdigest()[:12]}"
+    if not (root / "plotly.min.js").exists():
+        tmp = root.with_name(root.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for name, src in files.items():
+            shutil.copyfile(src, tmp / name)
+        try:
+            os.replace(tmp, root)
+        except OSError:  # another process won the race: theirs is identical
+            shutil.rmtree(tmp, ignore_errors=True)
+    _state["root"] = root
+    return root
+
+
+def thumbs_for(data, ids: np.ndarray) -> dict:
+    """Write the sprite sheets `ids` need (once per dataset) and describe them for the payload."""
+    from core.thumbnails import tile_size, write_sheets
+
+    tile = tile_size(data.images)
+    sub = f"{data.fingerprint}-{tile}"
+    meta = write_sheets(data.images, ids, served_root() / "thumbs" / sub, tile=tile)
+    return {"base": f"thumbs/{sub}/", "tile": meta["tile"], "cols": meta["cols"], "per_sheet": meta["per_sheet"]}
+
+
+# ------------------------------------------------------------------------------------ payload
+def _b64(arr: np.ndarray, dtype) -> str:
+    return base64.b64encode(np.ascontiguousarray(np.asarray(arr), dtype=dtype).tobytes()).decode("ascii")
+
+
+def categories(labels: np.ndarray, preds: np.ndarray | None, class_names: Sequence[str], color_by: str):
+    """(category index per point, [{name, color}]) for colouring by label, prediction or correctness."""
+    labels = np.asarray(labels, dtype=np.int64)
+    if color_by == "correctness" and preds is not None:
+        cat = np.where(np.asarray(preds) == labels, 0, 1)
+        return cat, [{"name": k, "color": v} for k, v in CORRECT_COLOURS.items()]
+    values = np.asarray(preds, dtype=np.int64) if color_by == "prediction" and preds is not None else labels
+    n = max(len(class_names), int(values.max(initial=-1)) + 1)
+    names = list(class_names) + [str(i) for i in range(len(class_names), n)]
+    prefix = "pred " if color_by == "prediction" and preds is not None else ""
+    return values, [{"name": prefix + names[i], "color": class_colour(i)} for i in range(n)]
+
+
+def build_payload(panes: Sequence[dict], *, ids: np.ndarray, labels: np.ndarray, preds: np.ndarray | None,
+                  class_names: Sequence[str], color_by: str = "label", thumbs: dict | None = None, height: int = 560,
+                  view_key: str = "", status: str = "") -> dict:
+    """Everything the browser draws, as JSON with base64 typed arrays.
+
+    Args:
+        panes: [{"title": str, "points": [N, 2|3], "anchors": [C, 2|3] or None, "anchor_names": [...]}],
+            every pane's rows in the same sample order as `ids`.
+        ids, labels, preds: [N] per point (preds may be None).
+        class_names: display names, indexed by label.
+        color_by: 'label', 'prediction' or 'correctness'.
+        thumbs: thumbs_for(...) or None (no images on hover).
+        view_key: keeps zoom / rotation across redraws while it stays the same.
+    """
+    n = len(ids)
+    dims = int(panes[0]["points"].shape[1]) if panes else 2
+    cat, cats = categories(labels, preds, class_names, color_by)
+    out_panes = []
+    for pane in panes:
+        pts = np.asarray(pane["points"], dtype=np.float32)
+        item = {"title": pane.get("title", ""), "x": _b64(pts[:, 0], "<f4"), "y": _b64(pts[:, 1], "<f4"),
+                "z": _b64(pts[:, 2], "<f4") if dims == 3 else None, "anchors": None}
+        anchors = pane.get("anchors")
+        if anchors is not None and len(anchors):
+            a = np.asarray(anchors, dtype=np.float64)
+            names = list(pane.get("anchor_names") or class_names)
+            item["anchors"] = {"x": a[:, 0].round(5).tolist(), "y": a[:, 1].round(5).tolist(),
+                               "z": a[:, 2].round(5).tolist() if dims == 3 else None,
+                               "text": [str(names[i]) if i < len(names) else str(i) for i in range(len(a))],
+                               "color": [class_colour(i) for i in range(len(a))]}
+        out_panes.append(item)
+    payload = {
+        "n": n, "dims": dims, "height": int(height), "view_key": view_key, "status": status,
+        "ids": _b64(ids, "<i4"), "labels": _b64(labels, "<i2"), "preds": None if preds is None else _b64(preds, "<i2"),
+        "cat": _b64(cat, "<u2"), "categories": cats, "class_names": [str(c) for c in class_names],
+        "panes": out_panes, "thumbs": thumbs,
+        "marker_size": 7 if n <= 2000 else 5 if n <= 10000 else 3 if n <= 30000 else 2,
+    }
+    payload["data_key"] = hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return payload
+
+
+def payload_bytes(payload: dict) -> int:
+    """Size of the payload as sent (JSON)."""
+    return len(json.dumps(payload))
+
+
+# ---------------------------------------------------------------------------------- component
+def _component():
+    if _state["component"] is None:
+        import streamlit.components.v1 as components
+
+        _state["component"] = components.declare_component(COMPONENT_NAME, path=str(served_root()))
+    return _state["component"]
+
+
+def scatter(payload: dict, *, overlay: dict | None = None, key: str) -> dict | None:
+    """Draw the panes; return {selection: {pane, ids} | None, click: {pane, id} | None} for this data
+    (None until the user selects or clicks, and after the data changes)."""
+    value = _component()(payload=payload, overlay=overlay, key=key, default=None)
+    if not isinstance(value, dict) or value.get("data_key") != payload["data_key"]:
+        return None
+    return value

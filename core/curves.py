@@ -1,0 +1,385 @@
+"""The two plots of the research seeds, as experiments over many ordinary runs.
+
+    $ python -m core label-curve --backbone efficientnet_lite0 --dataset mnist5k --labels 10,100,1000,all --steps 300
+    $ python -m core budget-curve --backbone test_clip --dataset mnist5k --budgets 20,50,100 --steps 100
+
+* label curve (seed 001, its Figs. 3-5): test error vs the number of labelled training images, for
+  content-style (semi-supervised: the rest of the training split unlabelled) against supervised CE
+  on the same labelled images (the same seed draws the same class-balanced labelled subset).
+* budget curve (seed 002): test accuracy vs the selection budget for random, k-center and VeCAF
+  selections (core/selection.py) of the training split, each trained with the same recipe.
+
+Every point is a normal run (core.train.train) stored in the run store, so it shows up in Runs,
+Explore and Compare. Runs of one curve share `TrainConfig.experiment` (a tag) and carry the curve's
+coordinates in their summary (`curve`, `labels` / `strategy`, `budget`, `selection`), so
+`curve_rows(store, tag)` rebuilds the rows later and the UI can redraw a curve without re-running it.
+Rows are plain dicts; `label_curve_figure` / `budget_curve_figure` turn them into plotly figures
+(mean over seeds, error bars = standard deviation when there is more than one seed).
+"""
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from .errors import InvalidConfig
+
+LABEL_CURVE = "label-curve"
+BUDGET_CURVE = "budget-curve"
+DEFAULT_LABELS = (10, 100, 1000, None)  # None = all training images labelled
+DEFAULT_BUDGETS = (20, 50, 100, 200)
+STRATEGY_COLORS = {"random": "#9D9D9D", "kcenter": "#4C78A8", "vecaf": "#E45756"}
+OBJECTIVE_COLORS = {"ce": "#4C78A8", "lacvit": "#F58518", "flyp": "#54A24B", "content-style": "#B279A2"}
+
+Row = dict
+
+
+def new_experiment_tag(kind: str) -> str:
+    return f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def _base_config(backbone: str, dataset: str, steps: int | None, overrides: dict):
+    from .train import TrainConfig
+
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise InvalidConfig(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    cfg = TrainConfig(backbone=backbone, dataset=dataset, **overrides)
+    return cfg if steps is None else dataclasses.replace(cfg, steps=steps, epochs=None)
+
+
+def _run_all(plans: list[tuple[object, dict]], *, store, root: Path, on_row: Callable[[Row], None] | None,
+             should_stop: Callable[[], bool], before_each: Callable[[dict], None] | None = None) -> list[Row]:
+    """Validate every config first (a bad point fails before the first run), then train them in order."""
+    from .train import train, validate
+
+    # selections do not exist yet: check those configs without theirs now, and again once made
+    configs = [(validate(dataclasses.replace(cfg, selection=None) if meta.get("_select") else cfg, root), meta)
+               for cfg, meta in plans]
+    rows = []
+    for cfg, meta in configs:
+        if should_stop():
+            break
+        if before_each:
+            before_each(meta)
+            cfg = validate(dataclasses.replace(cfg, selection=meta["selection"]), root)
+        result = train(cfg, store=store, root=root, should_stop=should_stop)
+        coords = {k: v for k, v in meta.items() if not k.startswith("_")}
+        if result["run_id"] and store.exists(result["run_id"]):
+            store.update_summary(result["run_id"], {"experiment": cfg.experiment, **coords})
+        row = _row(cfg.experiment, result["run_id"], result["status"], cfg.objective, coords, result, result.get("error"))
+        rows.append(row)
+        if on_row:
+            on_row(row)
+    return rows
+
+
+def _row(experiment, run_id, status, objective, coords: dict, summary: dict, error=None) -> Row:
+    test_acc = summary.get("test_acc")
+    row = {"experiment": experiment, "run_id": run_id, "status": status, "objective": objective, **coords,
+           "test_acc": test_acc, "test_error": None if test_acc is None else 1.0 - test_acc,
+           "val_acc": summary.get("val_acc"), "train_images": summary.get("train_images"), "error": error}
+    if row.get("curve") == LABEL_CURVE:  # x coordinate: 'all' sits at the number of training images
+        row["n_labels"] = row["labels"] if row["labels"] is not None else summary.get("train_images")
+    return row
+
+
+# ---------------------------------------------------------------------------------- label curve
+def label_curve(backbone: str, dataset: str, labels: Sequence[int | None] = DEFAULT_LABELS,
+                objectives: Sequence[str] = ("ce", "content-style"), steps: int | None = 200, *,
+                seeds: Iterable[int] = (0,), n_per_class: int | None = None, experiment: str | None = None,
+                root: Path | None = None, store=None, on_row: Callable[[Row], None] | None = None,
+                should_stop: Callable[[], bool] = lambda: False, **overrides) -> list[Row]:
+    """Test error vs number of labels: one run per (seed, labels, objective); returns the rows.
+
+    Args:
+        labels: labelled training images per point (None = all labelled).
+        objectives: compared objectives; supervised ones (ce, lacvit) train on the labelled images
+            only, content-style also on the unlabelled rest of the training split.
+        steps: optimizer steps per run (the same for every point).
+        n_per_class: training split cap per class (None = all: the unlabelled pool is the point).
+        experiment: tag for the runs (default: a fresh one); overrides: any other TrainConfig field.
+    Returns: rows {experiment, run_id, status, objective, curve, labels, n_labels, seed, test_acc, test_error, ...}.
+    """
+    from .paths import home
+    from .store import RunStore
+
+    root = Path(root) if root else (store.root if store else home())
+    store = store or RunStore(root)
+    experiment = experiment or new_experiment_tag(LABEL_CURVE)
+    base = _base_config(backbone, dataset, steps, {"n_per_class": n_per_class, **overrides, "experiment": experiment})
+    plans = []
+    for seed in seeds:
+        for n_labels in labels:
+            if n_labels is not None and (not isinstance(n_labels, int) or n_labels < 1):
+                raise InvalidConfig(f"labels must be positive whole numbers or 'all', not {n_labels}")
+            for objective in objectives:
+                cfg = dataclasses.replace(base, objective=objective, labels=n_labels, seed=seed)
+                if n_labels is not None and objective != "content-style":
+                    cfg = dataclasses.replace(cfg, batch_size=max(2, min(cfg.batch_size, n_labels)))  # supervised: labelled only
+                plans.append((cfg, {"curve": LABEL_CURVE, "labels": n_labels, "seed": seed}))
+    return _run_all(plans, store=store, root=root, on_row=on_row, should_stop=should_stop)
+
+
+# --------------------------------------------------------------------------------- budget curve
+def budget_curve(backbone: str, dataset: str, budgets: Sequence[int] = DEFAULT_BUDGETS,
+                 strategies: Sequence[str] = ("random", "kcenter", "vecaf"), steps: int | None = 100, *,
+                 objective: str = "ce", seeds: Iterable[int] = (0,), n_per_class: int | None = None,
+                 eta: float | None = None, lam: float | None = None, tau: float | None = None, weights: str = "pretrained",
+                 from_run: str | None = None, experiment: str | None = None, root: Path | None = None, store=None,
+                 on_row: Callable[[Row], None] | None = None, should_stop: Callable[[], bool] = lambda: False,
+                 **overrides) -> list[Row]:
+    """Test accuracy vs selection budget: per (seed, budget, strategy) a selection, then a run on it.
+
+    The pool (training split, `n_per_class` cap) is embedded once per seed by the frozen backbone
+    (or by `from_run`'s encoder) and shared by all strategies and budgets. Selections are saved as
+    `<experiment>-<strategy>-b<budget>-s<seed>`. Other arguments as in `label_curve`; eta / lam /
+    tau are VeCAF's settings (core/selection.py).
+    """
+    from . import selection as sel
+    from .paths import home
+    from .store import RunStore
+
+    root = Path(root) if root else (store.root if store else home())
+    store = store or RunStore(root)
+    experiment = experiment or new_experiment_tag(BUDGET_CURVE)
+    for s in strategies:
+        if s not in sel.STRATEGIES:
+            raise InvalidConfig(f"unknown strategy {s!r}; choose from: {', '.join(sel.STRATEGIES)}")
+    base = _base_config(backbone, dataset, steps, {**overrides, "objective": objective, "experiment": experiment})
+    vecaf_kw = {k: v for k, v in {"eta": eta, "lam": lam, "tau": tau}.items() if v is not None}
+    pools: dict[int, object] = {}
+
+    def make_selection(meta: dict) -> None:
+        seed = meta["seed"]
+        if seed not in pools:
+            pools[seed] = sel.load_pool(backbone, dataset, weights=weights, n_per_class=n_per_class, seed=seed, root=root,
+                                        device=base.device, image_size=base.image_size, from_run=from_run)
+        record = sel.select(backbone, dataset, meta["strategy"], meta["budget"], seed=seed, n_per_class=n_per_class,
+                            weights=weights, selection=meta["selection"], root=root, from_run=from_run, pool=pools[seed],
+                            **(vecaf_kw if meta["strategy"] == "vecaf" else {}))
+        meta.update(coverage_radius=record["coverage_radius"], mean_distance=record["mean_distance"],
+                    classes_covered=record["classes_covered"])
+
+    plans = []
+    for seed in seeds:
+        for budget in budgets:
+            if not isinstance(budget, int) or budget < 2:
+                raise InvalidConfig(f"budgets must be whole numbers >= 2, not {budget}")
+            for strategy in strategies:
+                cfg = dataclasses.replace(base, seed=seed, batch_size=max(2, min(base.batch_size, budget)))
+                sid = f"{experiment}-{strategy}-b{budget}-s{seed}"
+                plans.append((cfg, {"curve": BUDGET_CURVE, "strategy": strategy, "budget": budget, "seed": seed,
+                                    "selection": sid, "_select": True}))
+    return _run_all(plans, store=store, root=root, on_row=on_row, should_stop=should_stop, before_each=make_selection)
+
+
+# ------------------------------------------------------------------------------- stored curves
+def curve_rows(store, experiment: str) -> list[Row]:
+    """The rows of a stored experiment (any status), oldest run first."""
+    rows = []
+    for rec in reversed(store.list()):
+        if rec.config.get("experiment") != experiment:
+            continue
+        s = rec.summary
+        coords = {k: s[k] for k in ("curve", "labels", "seed", "strategy", "budget", "selection", "coverage_radius",
+                                    "mean_distance", "classes_covered") if k in s}
+        if "curve" not in coords:  # still running: coordinates from the config
+            coords = {"curve": BUDGET_CURVE if rec.config.get("selection") else LABEL_CURVE, "seed": rec.config.get("seed"),
+                      **({"selection": rec.config.get("selection")} if rec.config.get("selection") else
+                         {"labels": rec.config.get("labels")})}
+        rows.append(_row(experiment, rec.id, rec.status, rec.objective, coords, s, rec.error))
+    return rows
+
+
+def list_experiments(store, kind: str | None = None) -> list[dict]:
+    """[{experiment, curve, runs, finished, created, backbone, dataset}] newest first; kind: label-curve | budget-curve."""
+    out: dict[str, dict] = {}
+    for rec in store.list():
+        tag = rec.config.get("experiment")
+        if not tag:
+            continue
+        curve = rec.summary.get("curve") or (BUDGET_CURVE if rec.config.get("selection") else LABEL_CURVE)
+        e = out.setdefault(tag, {"experiment": tag, "curve": curve, "runs": 0, "finished": 0, "created": rec.created,
+                                 "backbone": rec.backbone, "dataset": rec.dataset})
+        e["runs"] += 1
+        e["finished"] += rec.status == "finished"
+        e["created"] = max(e["created"], rec.created)
+    rows = sorted(out.values(), key=lambda e: e["created"], reverse=True)
+    return [e for e in rows if kind is None or e["curve"] == kind]
+
+
+def summarise(rows: list[Row], group: str, x: str, y: str) -> dict[str, list[tuple[float, float, float, int]]]:
+    """{group value: [(x, mean y, std y, n), ...] sorted by x} over finished rows with a y value."""
+    cells: dict[tuple, list[float]] = {}
+    for r in rows:
+        if r.get("status") != "finished" or r.get(y) is None or r.get(x) is None:
+            continue
+        cells.setdefault((r[group], float(r[x])), []).append(float(r[y]))
+    out: dict[str, list] = {}
+    for (g, xv), ys in sorted(cells.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+        out.setdefault(g, []).append((xv, float(np.mean(ys)), float(np.std(ys)), len(ys)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------- figures
+def _figure(series: dict, title: str, x_title: str, y_title: str, colors: dict, labels: dict | None = None, log_x=False):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for name, points in series.items():
+        xs, ys, sds, ns = zip(*points)
+        fig.add_trace(go.Scatter(
+            x=xs, y=ys, mode="lines+markers", name=(labels or {}).get(name, name),
+            line={"color": colors.get(name)}, error_y={"type": "data", "array": sds, "visible": max(ns) > 1},
+            customdata=np.array(ns)[:, None], hovertemplate=f"{x_title}: %{{x}}<br>{y_title}: %{{y:.3f}}<br>runs: %{{customdata[0]}}<extra>%{{fullData.name}}</extra>"))
+    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, legend_title_text="", margin={"t": 50, "r": 10},
+                      hovermode="closest")
+    if log_x:
+        fig.update_xaxes(type="log")
+    return fig
+
+
+def label_curve_figure(rows: list[Row], colors: dict | None = None, labels: dict | None = None):
+    """Plotly figure: test error (y) vs number of labelled images (x, log scale), one line per objective."""
+    series = summarise([r for r in rows if r.get("curve", LABEL_CURVE) == LABEL_CURVE], "objective", "n_labels", "test_error")
+    return _figure(series, "Test error vs labelled images", "labelled images", "test error", {**OBJECTIVE_COLORS, **(colors or {})},
+                   labels, log_x=True)
+
+
+def budget_curve_figure(rows: list[Row], colors: dict | None = None, labels: dict | None = None):
+    """Plotly figure: test accuracy (y) vs selection budget (x), one line per strategy."""
+    series = summarise([r for r in rows if r.get("curve", BUDGET_CURVE) == BUDGET_CURVE], "strategy", "budget", "test_acc")
+    names = {"random": "random", "kcenter": "k-center", "vecaf": "VeCAF", **(labels or {})}
+    return _figure(series, "Test accuracy vs selection budget", "selected images", "test accuracy",
+                   {**STRATEGY_COLORS, **(colors or {})}, names)
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def _int_list(value: str, allow_all: bool = False) -> list:
+    out = []
+    for part in value.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if allow_all and part.lower() == "all":
+            out.append(None)
+            continue
+        try:
+            out.append(int(part))
+        except ValueError:
+            raise InvalidConfig(f"expected a comma list of whole numbers{' or all' if allow_all else ''}, not {value!r}") from None
+    if not out:
+        raise InvalidConfig(f"empty list {value!r}")
+    return out
+
+
+def _overrides(args) -> dict:
+    keys = ("trainable", "lr", "batch_size", "n_per_class", "eval_per_class", "device", "weights", "image_size", "cs_style_dim",
+            "cs_ce_weight", "cs_prior_weight", "cs_entropy_weight", "cs_style_weight", "cs_recon_weight")
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+
+
+def _progress(args, total: int):
+    done = {"n": 0}
+
+    def on_row(row):
+        done["n"] += 1
+        if args.json:
+            return
+        what = f"labels={'all' if row.get('labels') is None else row['labels']}" if row["curve"] == LABEL_CURVE else \
+            f"{row['strategy']} budget={row['budget']}"
+        acc = "-" if row["test_acc"] is None else f"{row['test_acc']:.3f}"
+        print(f"[{done['n']}/{total}] {row['objective']} {what} seed={row['seed']}: {row['status']} test_acc={acc}"
+              + (f" ({row['error']})" if row.get("error") else ""), file=sys.stderr, flush=True)
+    return on_row
+
+
+def _finish(kind: str, experiment: str, rows: list[Row], t0: float) -> int:
+    from . import cli
+
+    status = "finished" if rows and all(r["status"] == "finished" for r in rows) else "failed"
+    cli._json_line({"experiment": experiment, "kind": kind, "status": status, "rows": rows, "seconds": round(time.time() - t0, 2)})
+    return 0 if status == "finished" else 1
+
+
+def cmd_label_curve(args) -> int:
+    from . import cli
+
+    t0 = time.time()
+    labels = _int_list(args.labels, allow_all=True)
+    objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
+    seeds = _int_list(args.seeds)
+    experiment = args.experiment or new_experiment_tag(LABEL_CURVE)
+    rows = label_curve(args.backbone, args.dataset, labels, objectives, args.steps, seeds=seeds, experiment=experiment,
+                       root=cli._root(args), on_row=_progress(args, len(labels) * len(objectives) * len(seeds)),
+                       **_overrides(args))
+    return _finish(LABEL_CURVE, experiment, rows, t0)
+
+
+def cmd_budget_curve(args) -> int:
+    from . import cli
+
+    t0 = time.time()
+    budgets = _int_list(args.budgets)
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    seeds = _int_list(args.seeds)
+    experiment = args.experiment or new_experiment_tag(BUDGET_CURVE)
+    rows = budget_curve(args.backbone, args.dataset, budgets, strategies, args.steps, objective=args.objective, seeds=seeds,
+                        eta=args.eta, lam=args.lam, tau=args.tau, from_run=args.from_run, experiment=experiment,
+                        root=cli._root(args), on_row=_progress(args, len(budgets) * len(strategies) * len(seeds)),
+                        **_overrides(args))
+    return _finish(BUDGET_CURVE, experiment, rows, t0)
+
+
+def _common_train_args(p) -> None:
+    p.add_argument("--backbone", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--steps", type=int, help="optimizer steps per run")
+    p.add_argument("--seeds", default="0", help="comma list of seeds (each point is repeated per seed)")
+    p.add_argument("--n-per-class", dest="n_per_class", type=int, help="cap the training split per class (default: all of it)")
+    p.add_argument("--eval-per-class", dest="eval_per_class", type=int, help="val/test images per class")
+    p.add_argument("--trainable", help="all, frozen, or k last blocks")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--weights", help="pretrained (default), random, or a weights file")
+    p.add_argument("--image-size", dest="image_size", type=int)
+    p.add_argument("--device")
+    p.add_argument("--experiment", help="tag for the runs (default: a fresh one)")
+    p.add_argument("--json", action="store_true", help="no progress lines; the last line is JSON either way")
+
+
+def register(sub, common) -> None:
+    p = sub.add_parser(LABEL_CURVE, parents=[common], help="seed 001: test error vs number of labels, content-style vs CE (last line JSON)")
+    _common_train_args(p)
+    p.add_argument("--labels", default="10,100,1000,all", help="comma list of labelled-image counts, 'all' included (default 10,100,1000,all)")
+    p.add_argument("--objectives", default="ce,content-style", help="comma list (default ce,content-style)")
+    for flag, dest in (("--style-dim", "cs_style_dim"),):
+        p.add_argument(flag, dest=dest, type=int)
+    for flag, dest in (("--ce-weight", "cs_ce_weight"), ("--prior-weight", "cs_prior_weight"), ("--entropy-weight", "cs_entropy_weight"),
+                       ("--style-weight", "cs_style_weight"), ("--recon-weight", "cs_recon_weight")):
+        p.add_argument(flag, dest=dest, type=float)
+    p.set_defaults(func=cmd_label_curve, steps=200)
+
+    p = sub.add_parser(BUDGET_CURVE, parents=[common], help="seed 002: test accuracy vs selection budget, random / k-center / VeCAF (last line JSON)")
+    _common_train_args(p)
+    p.add_argument("--budgets", default="20,50,100,200", help="comma list of budgets (default 20,50,100,200)")
+    p.add_argument("--strategies", default="random,kcenter,vecaf")
+    p.add_argument("--objective", default="ce", help="objective the selections are trained with (default ce)")
+    p.add_argument("--eta", type=float, help="vecaf: language augmentation strength (default 0.5 on CLIP backbones)")
+    p.add_argument("--lambda", dest="lam", type=float, help="vecaf: diversity weight")
+    p.add_argument("--tau", type=float, help="vecaf: soft-assignment temperature")
+    p.add_argument("--from-run", dest="from_run", help="embed the pool with a finished run's encoder")
+    p.set_defaults(func=cmd_budget_curve, steps=100)
+
+
+from . import cli as _cli  # noqa: E402
+
+if register not in _cli._EXTRA_COMMANDS:
+    _cli._EXTRA_COMMANDS.append(register)

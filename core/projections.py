@@ -1,0 +1,293 @@
+"""2-D / 3-D projections of embedding sets: PCA, UMAP, t-SNE; aligned panes; trajectories.
+
+    project(x, "umap", dims=2, seed=0)   -> [N, 2] float32, cached on disk by input hash + params
+    align_panes([(ids, Y), ...])          -> the panes rotated onto the first one (Procrustes)
+    trajectory([(step, ids, X), ...])     -> one aligned frame per snapshot
+
+Every method sees L2-normalised rows, so all three follow cosine geometry like the metrics do.
+
+How panes share an orientation: each pane is projected on its own (its own PCA / UMAP / t-SNE;
+the panes may even have different dimensions: CE's encoder vs FLYP's image tower), then every
+pane is mapped onto the reference pane by an orthogonal Procrustes fit (rotation and reflection,
+one uniform scale and a translation, nothing that bends the layout) on the sample ids both panes
+contain. Frames of a trajectory are chained: frame t is fitted onto the already aligned frame t-1.
+`shared_pca` is the alternative when every pane has the same dimension: one PCA basis fitted on all
+panes together, so the axes mean the same thing everywhere.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .metrics import l2_normalize
+
+_logger = logging.getLogger(__name__)
+
+METHODS = ("pca", "umap", "tsne")  # projection methods, cheapest first
+METHOD_LABELS = {"pca": "PCA", "umap": "UMAP", "tsne": "t-SNE"}  # display names
+_CACHE_VERSION = 1  # bump when a method's output for the same key changes
+
+
+# -------------------------------------------------------------------------------- the methods
+# Each method fits on `x` and places the optional `extra` rows (FLYP's class-prompt anchors) out of
+# sample: anchors live far from the images (the modality gap), so fitting on them too would spend
+# a whole axis on that gap and squash every image into a line.
+def _pca(x: np.ndarray, dims: int, seed: int, extra: np.ndarray | None = None, **_):
+    from sklearn.decomposition import PCA
+
+    n, d = x.shape
+    k = min(dims, n, d)
+    solver = "randomized" if n > 5000 and d > 50 else "full"
+    pca = PCA(n_components=k, svd_solver=solver, random_state=seed).fit(x)
+    return _pad(pca.transform(x), dims), None if extra is None else _pad(pca.transform(extra), dims)
+
+
+def _umap(x: np.ndarray, dims: int, seed: int, extra: np.ndarray | None = None, *, n_neighbors: int = 15,
+          min_dist: float = 0.1, **_):
+    n = len(x)
+    if n < max(dims + 2, 8):  # spectral layout needs a few points; tiny sets get PCA
+        return _pca(x, dims, seed, extra)
+    import umap
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "n_jobs overridden by random_state": determinism is the point
+        reducer = umap.UMAP(n_components=dims, n_neighbors=min(n_neighbors, n - 1), min_dist=min_dist,
+                            metric="euclidean", random_state=seed, transform_seed=seed,
+                            init="spectral" if n > dims + 10 else "random")
+        y = reducer.fit_transform(x)
+        return y, None if extra is None else reducer.transform(extra)
+
+
+def _tsne(x: np.ndarray, dims: int, seed: int, extra: np.ndarray | None = None, *, perplexity: float = 30.0,
+          n_iter: int = 500, **_):
+    n = len(x)
+    if n < 8:
+        return _pca(x, dims, seed, extra)
+    perplexity = float(min(perplexity, max(2.0, (n - 1) / 3.0 - 1.0)))
+    try:
+        from openTSNE import TSNE
+    except ImportError:  # openTSNE is in requirements; sklearn's (no out-of-sample) is the fallback
+        from sklearn.manifold import TSNE as SkTSNE
+
+        y = SkTSNE(n_components=dims, perplexity=perplexity, random_state=seed, init="pca").fit_transform(x)
+        return y, None if extra is None else _nearest_place(x, y, extra)
+    # FFT interpolation only exists for 1-2 dimensions; 3-D uses Barnes-Hut
+    tsne = TSNE(n_components=dims, perplexity=perplexity, n_iter=n_iter, random_state=seed, initialization="pca",
+                negative_gradient_method="fft" if dims <= 2 else "bh", n_jobs=1, verbose=False)
+    emb = tsne.fit(x)
+    return np.asarray(emb), None if extra is None else _nearest_place(x, np.asarray(emb), extra)
+
+
+def _nearest_place(x: np.ndarray, y: np.ndarray, extra: np.ndarray, k: int = 10) -> np.ndarray:
+    """Out-of-sample position: the similarity-weighted mean position of the k most similar fitted rows."""
+    sims = extra @ x.T  # rows are unit length
+    k = min(k, len(x))
+    nn = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    w = np.maximum(np.take_along_axis(sims, nn, axis=1), 1e-6)
+    return (y[nn] * w[..., None]).sum(1) / w.sum(1, keepdims=True)
+
+
+_COMPUTE: dict[str, Callable[..., tuple]] = {"pca": _pca, "umap": _umap, "tsne": _tsne}  # method -> fn(x, dims, seed, extra, **params)
+
+
+def _pad(y: np.ndarray, dims: int) -> np.ndarray:
+    if y.shape[1] < dims:
+        y = np.hstack([y, np.zeros((len(y), dims - y.shape[1]), dtype=y.dtype)])
+    return y
+
+
+# ------------------------------------------------------------------------------------ caching
+def cache_dir(root: Path | None = None) -> Path:
+    from .paths import home, subdir
+
+    return subdir(Path(root) if root else home(), "cache", "projections")
+
+
+def cache_key(x: np.ndarray, method: str, dims: int, seed: int, params: dict[str, Any]) -> str:
+    """sha1 of the input (shape, dtype, bytes) plus method, dims, seed, params and the cache version."""
+    x = np.ascontiguousarray(x)
+    h = hashlib.sha1()
+    h.update(f"{x.shape}|{x.dtype}|".encode())
+    h.update(x.data)
+    h.update(json.dumps({"m": method, "d": dims, "s": seed, "p": params, "v": _CACHE_VERSION}, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:24]
+
+
+def project(x: np.ndarray, method: str = "pca", dims: int = 2, *, seed: int = 0, normalize: bool = True,
+            cache: bool = True, root: Path | None = None, **params) -> np.ndarray:
+    """Project [N, D] rows to [N, dims] float32 with `method` (pca | umap | tsne).
+
+    Args:
+        x: the vectors (any float dtype).
+        method: 'pca', 'umap' or 'tsne'.
+        dims: 2 or 3.
+        seed: makes UMAP / t-SNE / randomized PCA deterministic.
+        normalize: L2-normalise rows first (cosine geometry).
+        cache: read / write EMBEDLAB_HOME/cache/projections (keyed by the input's hash and every setting).
+        root: EMBEDLAB_HOME override for the cache.
+        **params: method knobs (umap: n_neighbors, min_dist; tsne: perplexity, n_iter).
+    """
+    return project_with_extra(x, None, method, dims, seed=seed, normalize=normalize, cache=cache, root=root, **params)[0]
+
+
+def project_with_extra(x: np.ndarray, extra: np.ndarray | None, method: str = "pca", dims: int = 2, *, seed: int = 0,
+                       normalize: bool = True, cache: bool = True, root: Path | None = None,
+                       **params) -> tuple[np.ndarray, np.ndarray | None]:
+    """`project` fitted on `x`, plus the `extra` rows (e.g. class anchors) placed out of sample:
+    PCA / UMAP transform them; t-SNE puts each at the similarity-weighted mean of its 10 nearest rows."""
+    method = method.lower().replace("-", "")
+    if method not in _COMPUTE:
+        from .errors import UnknownName
+
+        raise UnknownName(f"unknown projection {method!r}; choose from: {', '.join(METHODS)}")
+    if dims not in (2, 3):
+        from .errors import InvalidConfig
+
+        raise InvalidConfig(f"projections are 2-D or 3-D, not {dims}-D")
+    x = np.asarray(x, dtype=np.float32)
+    extra = None if extra is None or len(extra) == 0 else np.asarray(extra, dtype=np.float32)
+    if normalize:
+        x = l2_normalize(x)
+        extra = None if extra is None else l2_normalize(extra)
+    if len(x) == 0:
+        return np.zeros((0, dims), np.float32), None if extra is None else np.zeros((len(extra), dims), np.float32)
+    path = None
+    if cache:
+        both = x if extra is None else np.vstack([x, extra])
+        key = cache_key(both, method, dims, seed, {**params, "n_fit": len(x)})
+        path = cache_dir(root) / f"{method}-{dims}d-{key}.npy"
+        if path.exists():
+            try:
+                y = np.load(path)
+                if y.shape == (len(both), dims):
+                    return y[:len(x)], None if extra is None else y[len(x):]
+            except (OSError, ValueError):
+                pass
+    y, y_extra = _COMPUTE[method](x, dims, seed, extra, **params)
+    y = np.asarray(y, dtype=np.float32)
+    y_extra = None if y_extra is None else np.asarray(y_extra, dtype=np.float32)
+    if path is not None:
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}.npy")
+        np.save(tmp, y if y_extra is None else np.vstack([y, y_extra]))
+        os.replace(tmp, path)
+    return y, y_extra
+
+
+# ---------------------------------------------------------------------------------- alignment
+def procrustes(source: np.ndarray, target: np.ndarray, *, scale: bool = True) -> dict[str, np.ndarray | float]:
+    """Orthogonal Procrustes fit of `source` onto `target` (same rows): the rotation / reflection R,
+    uniform scale s and translation minimising ||s (source - mu_s) R + mu_t - target||."""
+    mu_s, mu_t = source.mean(0), target.mean(0)
+    a, b = source - mu_s, target - mu_t
+    u, sv, vt = np.linalg.svd(a.T @ b)
+    r = u @ vt
+    norm = float((a ** 2).sum())
+    s = float(sv.sum() / norm) if scale and norm > 0 else 1.0
+    return {"R": r, "s": s, "mu_s": mu_s, "mu_t": mu_t}
+
+
+def apply_transform(y: np.ndarray, t: dict) -> np.ndarray:
+    return ((y - t["mu_s"]) @ t["R"] * t["s"] + t["mu_t"]).astype(np.float32)
+
+
+def align_to(ref_ids: np.ndarray, ref_y: np.ndarray, ids: np.ndarray, y: np.ndarray, *, extra: np.ndarray | None = None,
+             scale: bool = True) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """Align pane `y` (rows = `ids`, plus optional `extra` rows such as anchors) onto the reference pane
+    using the ids both share. Returns (aligned y, aligned extra, number of shared ids); with fewer
+    shared ids than dims + 1 the pane is returned unchanged."""
+    _, ia, ib = np.intersect1d(np.asarray(ref_ids), np.asarray(ids), assume_unique=False, return_indices=True)
+    if len(ia) < y.shape[1] + 1:
+        return y, extra, int(len(ia))
+    t = procrustes(y[ib], ref_y[ia], scale=scale)
+    return apply_transform(y, t), None if extra is None else apply_transform(extra, t), int(len(ia))
+
+
+def align_panes(panes: Sequence[tuple[np.ndarray, np.ndarray]], reference: int = 0,
+                extras: Sequence[np.ndarray | None] | None = None) -> tuple[list[np.ndarray], list[np.ndarray | None], list[int]]:
+    """Align every pane (ids, Y) onto pane `reference`. Returns (Ys, extras, shared counts)."""
+    extras = list(extras) if extras is not None else [None] * len(panes)
+    ref_ids, ref_y = panes[reference]
+    ys, outs, shared = [], [], []
+    for i, (ids, y) in enumerate(panes):
+        if i == reference:
+            ya, ea, n = y, extras[i], len(ids)
+        else:
+            ya, ea, n = align_to(ref_ids, ref_y, ids, y, extra=extras[i])
+        ys.append(ya)
+        outs.append(ea)
+        shared.append(n)
+    return ys, outs, shared
+
+
+def shared_pca(xs: Sequence[np.ndarray], dims: int = 2, *, seed: int = 0, normalize: bool = True) -> list[np.ndarray]:
+    """One PCA basis fitted on all sets stacked (they must share their dimension), applied to each."""
+    from sklearn.decomposition import PCA
+
+    xs = [l2_normalize(x) if normalize else np.asarray(x, np.float32) for x in xs]
+    if len({x.shape[1] for x in xs}) != 1:
+        from .errors import InvalidConfig
+
+        raise InvalidConfig("a shared PCA needs sets of the same dimension")
+    stacked = np.vstack(xs)
+    pca = PCA(n_components=min(dims, *stacked.shape), random_state=seed).fit(stacked)
+    return [_pad(pca.transform(x).astype(np.float32), dims) for x in xs]
+
+
+def shared_pca_extra(sets: Sequence[dict], extra: np.ndarray, dims: int, seed: int) -> np.ndarray:
+    """Place `extra` rows with the shared PCA basis of `sets`."""
+    from sklearn.decomposition import PCA
+
+    stacked = np.vstack([l2_normalize(s["vectors"]) for s in sets])
+    pca = PCA(n_components=min(dims, *stacked.shape), random_state=seed).fit(stacked)
+    return _pad(pca.transform(l2_normalize(extra)).astype(np.float32), dims)
+
+
+def project_panes(sets: Sequence[dict], method: str = "pca", dims: int = 2, *, seed: int = 0, align: str = "procrustes",
+                  reference: int = 0, cache: bool = True, root: Path | None = None, **params) -> dict[str, Any]:
+    """Project several sets and give them one orientation.
+
+    Args:
+        sets: dicts with `ids` [N], `vectors` [N, D] and optional `extra` [M, D] rows placed out of
+            sample in the same projection (FLYP anchors).
+        align: 'procrustes' (default), 'shared-pca' (PCA only, equal dimensions; falls back to
+            procrustes otherwise) or 'none'.
+    Returns:
+        {"points": [Y_i], "extra": [E_i or None], "shared": [n shared ids], "align": what was done}
+    """
+    how = align
+    if align == "shared-pca":
+        if method == "pca" and len({s["vectors"].shape[1] for s in sets}) == 1:
+            pts = shared_pca([s["vectors"] for s in sets], dims, seed=seed)
+            ext = [None if s.get("extra") is None else shared_pca_extra(sets, s["extra"], dims, seed) for s in sets]
+            return {"points": pts, "extra": ext, "shared": [len(s["ids"]) for s in sets], "align": "shared-pca"}
+        how = "procrustes"
+    pts, ext = [], []
+    for s in sets:
+        y, e = project_with_extra(s["vectors"], s.get("extra"), method, dims, seed=seed, cache=cache, root=root, **params)
+        pts.append(y)
+        ext.append(e)
+    if how == "none" or len(sets) < 2:
+        return {"points": pts, "extra": ext, "shared": [len(s["ids"]) for s in sets], "align": "none"}
+    pts, ext, shared = align_panes([(s["ids"], y) for s, y in zip(sets, pts)], reference, ext)
+    return {"points": pts, "extra": ext, "shared": shared, "align": "procrustes"}
+
+
+def trajectory(frames: Sequence[tuple[int, np.ndarray, np.ndarray]], method: str = "pca", dims: int = 2, *,
+               seed: int = 0, cache: bool = True, root: Path | None = None, **params) -> list[np.ndarray]:
+    """Project each snapshot (step, ids, vectors) and chain-align frame t onto aligned frame t-1."""
+    out: list[np.ndarray] = []
+    prev_ids = prev_y = None
+    for _, ids, x in frames:
+        y = project(x, method, dims, seed=seed, cache=cache, root=root, **params)
+        if prev_y is not None:
+            y, _, _ = align_to(prev_ids, prev_y, ids, y)
+        out.append(y)
+        prev_ids, prev_y = ids, y
+    return out

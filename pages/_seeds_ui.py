@@ -1,0 +1,265 @@
+"""Page helpers for the two research-seed methods: content-style (seed 001) and VeCAF (seed 002).
+
+Not a page. Every function draws with the streamlit module it is given (`st`) and holds no business
+logic: the experiments live in core/curves.py, selections in core/selection.py, the objective in
+core/content_style.py. Wiring points:
+
+    from pages import _seeds_ui as seeds
+
+    # Compare page: the seeds' plots, from stored curve experiments (python -m core label-curve / budget-curve)
+    seeds.label_curve_section(st, store, key="cmp_lc")        # picker + error-vs-labels plot + table
+    seeds.budget_curve_section(st, store, key="cmp_bc")       # picker + accuracy-vs-budget plot + table
+    seeds.render_label_curve(st, rows, key=...)                # just the plot (+ table) for rows you have
+    seeds.render_budget_curve(st, rows, key=...)
+
+    # Learn page: one tab each
+    seeds.learn_content_style(st)
+    seeds.learn_vecaf(st)
+
+    # Train page: extra settings, returned as TrainConfig overrides (merge into the config you build)
+    overrides = seeds.content_style_settings(st, key="train_cs")     # {"labels": ..., "cs_*": ...}
+    selection = seeds.selection_picker(st, root, dataset, key="train_sel")  # a saved selection id or None
+
+    # Explore page
+    ids = seeds.selected_ids(run_or_config, root)   # np.ndarray of training sample ids, or None
+    seeds.selection_caption(st, run_or_config, root)  # one line: "trained on selection ... (VeCAF, 200 of 3,500)"
+    seeds.render_selection_map(st, selection_id, root, key=...)  # 2-D PCA of the pool, selected samples highlighted
+
+Note for Explore: a run stores *val/test* embeddings, while a selection holds *training* ids, so the
+selected ids never appear among a run's stored points. `render_selection_map` draws the training pool
+itself (embedded by the selector's frozen backbone) with the selection highlighted.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core import curves
+from core.errors import EmbedLabError
+
+STRATEGY_LABELS = {"random": "random", "kcenter": "k-center", "vecaf": "VeCAF"}
+LABEL_CHOICES = ("all", 10, 100, 1000)  # the Train page's "labelled images" options
+
+
+def _objective_style() -> tuple[dict, dict]:
+    try:  # the app's palette when pages._ui is importable (it needs the app's packages)
+        from pages._ui import OBJECTIVE_COLORS, OBJECTIVE_LABELS
+
+        return dict(OBJECTIVE_LABELS), dict(OBJECTIVE_COLORS)
+    except Exception:
+        return {"ce": "CE", "content-style": "Content-style"}, dict(curves.OBJECTIVE_COLORS)
+
+
+# ------------------------------------------------------------------------------------- curves
+def render_label_curve(st, rows: list[dict], *, key: str = "seeds_label_curve", table: bool = True) -> None:
+    """Test error vs labelled images, one line per objective; `rows` from core.curves (label_curve / curve_rows)."""
+    done = [r for r in rows if r.get("status") == "finished" and r.get("test_error") is not None]
+    if not done:
+        st.info("No finished runs in this curve yet. Make one with `python -m core label-curve --backbone B "
+                "--dataset D --labels 10,100,1000,all`.")
+        return
+    labels, colors = _objective_style()
+    st.plotly_chart(curves.label_curve_figure(rows, colors=colors, labels=labels), key=key)
+    if table:
+        st.dataframe(_table(rows, ("objective", "labels", "seed", "test_error", "test_acc", "status", "run_id")),
+                     hide_index=True, key=f"{key}_table")
+
+
+def render_budget_curve(st, rows: list[dict], *, key: str = "seeds_budget_curve", table: bool = True) -> None:
+    """Test accuracy vs selection budget, one line per strategy; `rows` from core.curves (budget_curve / curve_rows)."""
+    done = [r for r in rows if r.get("status") == "finished" and r.get("test_acc") is not None]
+    if not done:
+        st.info("No finished runs in this curve yet. Make one with `python -m core budget-curve --backbone B "
+                "--dataset D --budgets 20,50,100`.")
+        return
+    st.plotly_chart(curves.budget_curve_figure(rows, labels=STRATEGY_LABELS), key=key)
+    if table:
+        st.dataframe(_table(rows, ("strategy", "budget", "seed", "test_acc", "classes_covered", "coverage_radius",
+                                   "status", "run_id")), hide_index=True, key=f"{key}_table")
+
+
+def label_curve_section(st, store, *, key: str = "seeds_lc") -> list[dict]:
+    """Pick a stored label-curve experiment and draw it; returns its rows ([] when there is none)."""
+    return _section(st, store, curves.LABEL_CURVE, key, render_label_curve)
+
+
+def budget_curve_section(st, store, *, key: str = "seeds_bc") -> list[dict]:
+    """Pick a stored budget-curve experiment and draw it; returns its rows ([] when there is none)."""
+    return _section(st, store, curves.BUDGET_CURVE, key, render_budget_curve)
+
+
+def _section(st, store, kind: str, key: str, render) -> list[dict]:
+    experiments = curves.list_experiments(store, kind)
+    if not experiments:
+        cmd = "label-curve --labels 10,100,1000,all" if kind == curves.LABEL_CURVE else "budget-curve --budgets 20,50,100"
+        st.info(f"No {kind} experiments yet: run `python -m core {cmd} --backbone B --dataset D`.")
+        return []
+    names = {e["experiment"]: f"{e['experiment']} · {e['backbone']} on {e['dataset']} · {e['finished']}/{e['runs']} runs"
+             for e in experiments}
+    tag = st.selectbox("Experiment", list(names), format_func=names.get, key=f"{key}_pick")
+    rows = curves.curve_rows(store, tag)
+    render(st, rows, key=f"{key}_fig")
+    return rows
+
+
+def _table(rows: list[dict], cols: tuple[str, ...]) -> list[dict]:
+    out = []
+    for r in rows:
+        row = {c: r.get(c) for c in cols}
+        if "labels" in row and row["labels"] is None:
+            row["labels"] = "all"
+        if "strategy" in row:
+            row["strategy"] = STRATEGY_LABELS.get(row["strategy"], row["strategy"])
+        out.append(row)
+    return out
+
+
+# -------------------------------------------------------------------------------------- Learn
+def learn_content_style(st) -> None:
+    """Learn-page section for the content-style objective (seed 001)."""
+    st.latex(r"\hat c = \mathrm{softmax}(W_c\,y),\quad s = g_s(y) \in \mathbb{R}^{8},\quad \hat y = g_d(\hat c, s)")
+    st.latex(r"\mathcal{L} = \underbrace{\tfrac{1}{|M|}\textstyle\sum_{i\in M} \mathrm{CE}(W_c y_i, k_i)}_{\text{labelled only}}"
+             r" + \lambda_c\Big[\mathrm{KL}(\bar c\,\|\,\pi) + \tfrac{1}{B}\textstyle\sum_i H(\hat c_i)\Big]"
+             r" + \lambda_s\,\mathrm{KL}\big(\mathcal{N}(\mu_s,\Sigma_s)\,\|\,\mathcal{N}(0,I)\big)"
+             r" + \lambda_r\,\frac{\sum_i \|\hat y_i - \mathrm{sg}(y_i)\|^2}{\sum_i \|\mathrm{sg}(y_i) - \bar y\|^2}")
+    st.markdown(
+        "The backbone's embedding $y$ is split into a **content** code (class probabilities, the classifier) and a "
+        "small **style** code, and a decoder must rebuild $y$ from both. Only the labelled images $M$ get the "
+        "cross-entropy; every image, labelled or not, is pushed to have confident content whose batch average matches "
+        "the class prior $\\pi$, a standard-normal style, and a faithful reconstruction. Because 8 style numbers "
+        "cannot carry the whole embedding, the class information has to flow through the content code, so the "
+        "unlabelled images shape the classifier too.")
+    st.markdown(
+        "**EmbedLab's version:** the paper matches the two priors with adversarial discriminators; here they are "
+        "closed-form surrogates (batch-marginal KL + mean entropy for content, the Gaussian-fit KL for style), and the "
+        "reconstruction target is detached so the encoder cannot cheat by shrinking its embedding. "
+        "**Key knob:** the number of labelled images (`--labels`); the gain over CE is largest with few labels. "
+        "In Explore, the `content` output should cluster by class and the `style` output should not.")
+
+
+def learn_vecaf(st) -> None:
+    """Learn-page section for VeCAF data selection (seed 002)."""
+    st.latex(r"S^\star = \arg\min_{|S| = b}\; \frac{1}{M}\sum_{m=1}^{M} \mathrm{KL}\big(p^m_{\mathrm{pool}}\,\|\,p^m_S\big)"
+             r" - \lambda\, \frac{1}{|S|}\sum_{i\in S}\min_{j\in S,\,j\ne i} d(i,j)")
+    st.latex(r"p^m_S(k) \propto \sum_{i\in S} \mathrm{softmax}_k\big(z_i\cdot\mu^m_k/\tau\big),\qquad "
+             r"e_i^{\mathrm{aug}} = e_i - \eta\,\alpha_i\,(e_i - t_{y_i}),\quad "
+             r"\alpha_i = \mathrm{softmax}_k(s\, e_i\cdot t_k)_{y_i}")
+    st.markdown(
+        "Instead of fine-tuning on a random subset, VeCAF picks the $b$ images whose distribution best matches the "
+        "whole pool's, measured through an ensemble of $M$ k-means partitions of the model's own embeddings (so the "
+        "choice depends on the model being fine-tuned), while keeping picks within a region apart. "
+        "KL(pool ‖ selection) is large whenever a populated region has no pick, so every dense region is covered "
+        "before any is sampled twice.")
+    st.markdown(
+        "With a CLIP-style backbone, each image embedding is first nudged towards the text embedding $t$ of its class "
+        "prompt, in proportion to how strongly the image already attends to that text ($\\alpha$): language "
+        "sharpens the geometry the selector sees. **Compare** with random and k-center (farthest-first) selections in "
+        "the accuracy-vs-budget plot (`python -m core budget-curve`).")
+
+
+# -------------------------------------------------------------------------------------- Train
+def content_style_settings(st, *, key: str = "seeds_cs", defaults: Any = None) -> dict:
+    """Widgets for the content-style objective; returns TrainConfig overrides {labels, cs_*}."""
+    from core.train import TrainConfig
+
+    d = defaults or TrainConfig()
+    choice = st.select_slider("Labelled training images", options=list(LABEL_CHOICES), value="all" if d.labels is None
+                              else (d.labels if d.labels in LABEL_CHOICES else 100), key=f"{key}_labels",
+                              help="The rest of the training split is used without labels (content-style only).")
+    cols = st.columns(3)
+    out = {"labels": None if choice == "all" else int(choice)}
+    out["cs_style_dim"] = int(cols[0].number_input("Style size", 1, 256, d.cs_style_dim, key=f"{key}_sdim"))
+    out["cs_ce_weight"] = float(cols[1].number_input("CE weight", 0.0, 100.0, d.cs_ce_weight, 0.1, key=f"{key}_wce"))
+    out["cs_prior_weight"] = float(cols[2].number_input("Content-prior weight", 0.0, 100.0, d.cs_prior_weight, 0.1, key=f"{key}_wpri"))
+    cols = st.columns(3)
+    out["cs_entropy_weight"] = float(cols[0].number_input("Entropy share", 0.0, 10.0, d.cs_entropy_weight, 0.1, key=f"{key}_went"))
+    out["cs_style_weight"] = float(cols[1].number_input("Style-prior weight", 0.0, 100.0, d.cs_style_weight, 0.1, key=f"{key}_wsty"))
+    out["cs_recon_weight"] = float(cols[2].number_input("Reconstruction weight", 0.0, 100.0, d.cs_recon_weight, 0.1, key=f"{key}_wrec"))
+    return out
+
+
+def selection_picker(st, root: str | Path | None, dataset: str | None = None, *, key: str = "seeds_sel") -> str | None:
+    """A selectbox of saved selections (of `dataset` when given); returns the chosen id or None (= no selection)."""
+    from core.selection import list_selections, selection_info
+
+    options: dict[str | None, str] = {None: "none (the usual class-balanced subset)"}
+    for sid in list_selections(root):
+        try:
+            info = selection_info(sid, root)
+        except EmbedLabError:
+            continue
+        if dataset and info.get("dataset") != dataset:
+            continue
+        options[sid] = f"{sid} · {STRATEGY_LABELS.get(info['strategy'], info['strategy'])}, {info['budget']} images"
+    return st.selectbox("Train on a data selection", list(options), format_func=options.get, key=key,
+                        help="Make one with `python -m core select --strategy vecaf --budget N ...`.")
+
+
+# ------------------------------------------------------------------------------------- Explore
+def _config_of(run: Any) -> dict:
+    if run is None:
+        return {}
+    if isinstance(run, dict):
+        return run.get("config", run) if "config" in run and isinstance(run["config"], dict) else run
+    if hasattr(run, "config") and isinstance(run.config, dict):  # core.store.RunRecord
+        return run.config
+    if hasattr(run, "to_dict"):  # core.train.TrainConfig
+        return run.to_dict()
+    return {}
+
+
+def selected_ids(run: Any, root: str | Path | None = None) -> np.ndarray | None:
+    """Training sample ids of the selection a run trained on (RunRecord, config dict or TrainConfig);
+    None when it used no selection or the selection file is gone."""
+    from core.selection import load_selection
+
+    sid = _config_of(run).get("selection")
+    if not sid:
+        return None
+    try:
+        return load_selection(sid, root)
+    except EmbedLabError:
+        return None
+
+
+def selection_caption(st, run: Any, root: str | Path | None = None) -> None:
+    """One caption line about the run's selection (nothing when it has none)."""
+    from core.selection import selection_info
+
+    sid = _config_of(run).get("selection")
+    if not sid:
+        return
+    try:
+        info = selection_info(sid, root)
+    except EmbedLabError:
+        st.caption(f"Trained on selection `{sid}` (its file is gone).")
+        return
+    st.caption(f"Trained on selection `{sid}`: {STRATEGY_LABELS.get(info['strategy'], info['strategy'])}, "
+               f"{info['budget']:,} of {info['pool']:,} training images, {info['classes_covered']}/{info['classes']} classes.")
+
+
+def render_selection_map(st, selection: str, root: str | Path | None = None, *, key: str = "seeds_sel_map",
+                         max_points: int = 4000) -> None:
+    """2-D PCA of the selection's training pool (its frozen embeddings), selected samples highlighted."""
+    import plotly.graph_objects as go
+
+    from core.selection import pool_map
+
+    try:
+        m = pool_map(selection, root, max_points=max_points)
+    except EmbedLabError as exc:
+        st.error(str(exc))
+        return
+    fig = go.Figure()
+    for flag, name, size, opacity in ((False, "pool", 4, 0.35), (True, "selected", 9, 1.0)):
+        keep = m["selected"] == flag
+        fig.add_trace(go.Scattergl(
+            x=m["xy"][keep, 0], y=m["xy"][keep, 1], mode="markers", name=name,
+            marker={"size": size, "opacity": opacity, "color": m["labels"][keep], "colorscale": "Turbo",
+                    "line": {"width": 1 if flag else 0, "color": "black"}},
+            text=[f"id {i} · {m['classes'][c]}" for i, c in zip(m["ids"][keep], m["labels"][keep])], hoverinfo="text"))
+    fig.update_layout(title=f"{m['strategy']} selection: {int(m['selected'].sum())} of {m['pool']} (PCA of the pool)",
+                      xaxis={"visible": False}, yaxis={"visible": False}, margin={"t": 40, "l": 0, "r": 0, "b": 0})
+    st.plotly_chart(fig, key=key)

@@ -1,0 +1,168 @@
+"""What the pages share: the process-wide store and job manager, labels, formatting, navigation.
+
+Not a page itself (`st.navigation` in app.py lists the pages explicitly). The getters are
+`st.cache_resource`, so every session of this server process talks to the same JobManager; tests
+patch `get_manager` / `get_store` to inject a fake.
+"""
+from __future__ import annotations
+
+import math
+import os
+import runpy
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import streamlit as st
+
+from core.dataset_import import import_dataset
+from core.errors import EmbedLabError
+from core.jobs import JobManager
+from core.paths import home
+from core.store import RunStore
+
+APP_SCRIPT = Path(__file__).resolve().parent.parent / "app.py"  # the router
+PAGES = {  # page name -> script, as registered in app.py
+    "train": "pages/train.py",
+    "explore": "pages/explore.py",
+    "compare": "pages/compare.py",
+    "runs": "pages/runs.py",
+    "learn": "pages/learn.py",
+}
+OBJECTIVE_LABELS = {"ce": "CE", "lacvit": "LaCViT", "flyp": "FLYP", "content-style": "Content-style"}
+OBJECTIVE_COLORS = {"ce": "#4C78A8", "lacvit": "#F58518", "flyp": "#54A24B", "content-style": "#B279A2"}
+STATUS_STYLE = {  # status -> (badge colour, material icon)
+    "queued": ("gray", ":material/schedule:"),
+    "running": ("blue", ":material/progress_activity:"),
+    "finished": ("green", ":material/check_circle:"),
+    "failed": ("red", ":material/error:"),
+    "cancelled": ("orange", ":material/cancel:"),
+    "interrupted": ("violet", ":material/pause_circle:"),
+}
+
+
+# ------------------------------------------------------------------------------ shared resources
+def home_dir() -> str:
+    return str(home())
+
+
+@st.cache_resource(show_spinner=False)
+def _store(root: str) -> RunStore:
+    # recover=True once per process and home: runs a dead server left running become `interrupted`
+    return RunStore(root, recover=True)
+
+
+@st.cache_resource(show_spinner=False)
+def _manager(root: str) -> JobManager:
+    # one run at a time suits one GPU or a small CPU; EMBEDLAB_MAX_RUNNING=2 lets a big box run two
+    return JobManager(_store(root), max_running=max(1, int(os.environ.get("EMBEDLAB_MAX_RUNNING", "1"))))
+
+
+def get_store() -> RunStore:
+    return _store(home_dir())
+
+
+def get_manager() -> JobManager:
+    return _manager(home_dir())
+
+
+_routing = threading.local()  # `active` while app.py runs a page in this script thread
+
+
+@contextmanager
+def routed():
+    """app.py wraps `page.run()` in this, so pages can tell they run inside the router."""
+    _routing.active = True
+    try:
+        yield
+    finally:
+        _routing.active = False
+
+
+def ensure_router() -> None:
+    """Make sure the page runs inside app.py's router; every page calls this first thing.
+
+    Until some session has run `st.navigation`, Streamlit treats the `pages/` folder as a legacy
+    multipage app (always so under AppTest, which resets that mode on every run) and runs
+    `pages/<name>.py` alone: no sidebar, no wide layout, this helper module listed as a page.
+    Then we switch the legacy mode off, run app.py, which routes to this same page (page hashes
+    derive from the url path) with the sidebar and page config, and stop the unrouted run.
+    """
+    if getattr(_routing, "active", False):
+        return
+    from streamlit.runtime.pages_manager import PagesManager
+
+    PagesManager.uses_pages_directory = False
+    runpy.run_path(str(APP_SCRIPT), run_name="__embedlab_app__")
+    st.stop()
+
+
+# ------------------------------------------------------------------------------------ formatting
+def objective_label(objective: str) -> str:
+    return OBJECTIVE_LABELS.get(objective, objective)
+
+
+def pct(value) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}%"
+
+
+def duration(seconds) -> str:
+    if seconds is None:
+        return "–"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def status_badge(status: str, *, text: str | None = None) -> None:
+    color, icon = STATUS_STYLE.get(status, ("gray", None))
+    st.badge(text or status, color=color, icon=icon)
+
+
+def short_id(run_id: str) -> str:
+    """20261130-142233-lacvit-3f2a -> 14:22:33 · 3f2a"""
+    parts = run_id.split("-")
+    if len(parts) >= 4 and len(parts[1]) == 6:
+        t = parts[1]
+        return f"{t[:2]}:{t[2:4]}:{t[4:]} · {parts[-1]}"
+    return run_id
+
+
+# ------------------------------------------------------------------------------------- uploads
+def import_uploaded_zip(upload, name: str, root: str) -> tuple[str, str, str | None]:
+    """Import an `st.file_uploader` zip as dataset `name` (default: the file's stem).
+
+    Returns (kind, message, dataset name or None): kind is success, warning (some files skipped)
+    or error (refused, nothing written), ready for st.success / st.warning / st.error.
+    """
+    if upload is None:
+        return "error", "choose a .zip file first", None
+    name = (name or "").strip() or Path(upload.name).stem
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "upload.zip"
+        path.write_bytes(upload.getvalue())
+        try:
+            report = import_dataset(path, name, root=Path(root))
+        except EmbedLabError as exc:
+            return "error", str(exc), None
+    return ("warning" if report.skipped else "success"), report.summary(), report.name
+
+
+# ------------------------------------------------------------------------------------ navigation
+def open_in_explore(run_id: str) -> None:
+    """Explore reads `st.session_state["explore_run"]` or the `run` query parameter."""
+    st.session_state["explore_run"] = run_id
+    st.switch_page(PAGES["explore"], query_params={"run": run_id})
+
+
+def open_in_compare(run_ids: list[str]) -> None:
+    """Compare reads `st.session_state["compare_runs"]` or repeated `run` query parameters."""
+    st.session_state["compare_runs"] = list(run_ids)
+    st.switch_page(PAGES["compare"], query_params=[("run", r) for r in run_ids])

@@ -1,0 +1,471 @@
+"""Train: pick a backbone, data and objectives; queue one run per objective; watch them train."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import backbones as bb
+from core import datasets as ds
+from core.device import hub_reachable
+from core.errors import EmbedLabError
+from core.jobs import ACTIVE, RESUMABLE
+from core.objectives import OBJECTIVES
+from core.train import TrainConfig
+from pages._ui import (OBJECTIVE_COLORS, duration, ensure_router, get_manager, get_store, home_dir,
+                       import_uploaded_zip, objective_label, open_in_compare, open_in_explore, pct, short_id, status_badge)
+
+ensure_router()
+
+DEFAULTS = TrainConfig()
+OFFLINE_SUGGESTIONS = ("efficientnet_lite0", "lite0-minilm", "test_vit", "test_clip")  # offline, in this order
+OBJECTIVE_HELP = {
+    "ce": "CE: cross-entropy with a linear head",
+    "lacvit": "LaCViT: label-aware contrastive, then a linear head",
+    "flyp": "FLYP: CLIP loss against class prompts (needs a text tower)",
+}
+PREVIEW_CLASSES = 10  # classes shown in the sample grid
+PREVIEW_PER_CLASS = 8  # images per class in the sample grid
+THUMB = 48  # thumbnail side, pixels
+
+
+# ------------------------------------------------------------------------------------ cached data
+@st.cache_data(ttl=60, show_spinner=False)
+def _online() -> bool:
+    return hub_reachable()
+
+
+@st.cache_data(show_spinner=False)
+def _check_backbone(name: str) -> str | None:
+    return bb.check_name(name)
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _auto_backbones(online: bool) -> dict[str, str]:
+    return {o: bb.default_backbone(o, online=online) for o in OBJECTIVES if o in OBJECTIVE_HELP}
+
+
+@st.cache_data(show_spinner="Loading a preview…")
+def _preview(root: str, name: str) -> dict:
+    """Thumbnail strips per class and split counts (small: this is what the cache keeps)."""
+    data = ds.load_dataset(name, Path(root))
+    rng = np.random.default_rng(0)
+    train_ids = np.flatnonzero(data.split == ds.TRAIN)
+    strips = []
+    for c in range(min(PREVIEW_CLASSES, data.num_classes)):
+        ids = train_ids[data.labels[train_ids] == c]
+        pick = rng.choice(ids, size=min(PREVIEW_PER_CLASS, len(ids)), replace=False) if len(ids) else ids
+        strips.append((data.classes[c], _strip(data.images[np.sort(pick)])))
+    counts = {split: data.class_counts(split) for split in ("train", "val", "test")}
+    h, w, c = data.images.shape[1:]
+    return {"strips": strips, "counts": counts, "classes": list(data.classes), "n": len(data.images),
+            "shape": f"{h}×{w}×{c}", "description": data.description}
+
+
+def _strip(images: np.ndarray) -> np.ndarray:
+    """[n, H, W, C] uint8 -> one [THUMB, n * (THUMB + 2), 3] strip with 2-px gaps."""
+    from PIL import Image
+
+    tiles = []
+    for im in images:
+        im = im[..., 0] if im.shape[-1] == 1 else im
+        pil = Image.fromarray(im).convert("RGB")
+        resample = Image.NEAREST if pil.width < THUMB else Image.BILINEAR
+        tiles.append(np.asarray(pil.resize((THUMB, THUMB), resample)))
+        tiles.append(np.full((THUMB, 2, 3), 255, np.uint8))
+    return np.concatenate(tiles[:-1], axis=1) if tiles else np.full((THUMB, THUMB, 3), 255, np.uint8)
+
+
+# ------------------------------------------------------------------------------------- the form
+def _backbone_options(online: bool) -> tuple[list[str], dict[str, str]]:
+    own = bb.list_backbones()
+    described = {name: own[name].description for name in OFFLINE_SUGGESTIONS if name in own}
+    if online:
+        described.update(dict(bb.ONLINE_SUGGESTIONS))
+    return ["auto", *described], described
+
+
+def _dataset_options(root: str, online: bool) -> dict[str, ds.DatasetEntry]:
+    entries = ds.list_datasets(Path(root))
+    return {name: e for name, e in entries.items() if online or e.offline or e.kind == "imported"}
+
+
+def _import_zip() -> None:
+    """on_click of Import: runs before the rerun, so the new dataset can be selected right away."""
+    kind, message, name = import_uploaded_zip(st.session_state.get("upload_zip"), st.session_state.get("import_name"),
+                                              home_dir())
+    st.session_state["import_result"] = (kind, message)
+    if name:
+        st.session_state["dataset"] = name
+
+
+def _config(objective: str, backbone: str, dataset: str) -> TrainConfig:
+    s = st.session_state
+    image_size = s.get("image_size")
+    return TrainConfig(
+        objective=objective, backbone="" if backbone == "auto" else backbone.strip(), dataset=dataset,
+        steps=int(s["steps"]), batch_size=int(s["batch_size"]), n_per_class=int(s["n_per_class"]),
+        eval_per_class=int(s.get("eval_per_class", DEFAULTS.eval_per_class)), seed=int(s["seed"]),
+        lr=float(s.get("lr", DEFAULTS.lr)),
+        backbone_lr=None if s.get("backbone_lr") is None else float(s["backbone_lr"]),
+        temperature=float(s.get("temperature", DEFAULTS.temperature)),
+        stage1_fraction=float(s.get("stage1_fraction", DEFAULTS.stage1_fraction)),
+        trainable=str(s.get("trainable", DEFAULTS.trainable)).strip(),
+        image_size=None if image_size in (None, 0) else int(image_size),
+        weights=s.get("weights", DEFAULTS.weights), weight_decay=float(s.get("weight_decay", DEFAULTS.weight_decay)),
+        optimizer=s.get("optimizer", DEFAULTS.optimizer), warmup=float(s.get("warmup", DEFAULTS.warmup)),
+    )
+
+
+def _number(col, label: str, key: str, value, lo, hi, step, help_text: str, **kw) -> None:
+    """A number input whose value survives page switches (persist_state), keyed for tests."""
+    col.number_input(label, min_value=lo, max_value=hi, value=value, step=step, key=key, persist_state="session",
+                     help=help_text, **kw)
+
+
+def _is_clip(name: str) -> bool:
+    entry = bb.list_backbones().get(name)
+    return entry.is_clip if entry else bb.is_open_clip_name(name)
+
+
+def setup_form(root: str) -> None:
+    online = _online()
+    auto = _auto_backbones(online)
+    options, described = _backbone_options(online)
+
+    st.markdown("##### :material/neurology: Backbone")
+
+    def backbone_label(name: str) -> str:
+        if name == "auto":
+            return f"auto — {auto.get('ce')} (CE, LaCViT) / {auto.get('flyp')} (FLYP)"
+        return f"{name} — {described[name]}" if name in described else name
+
+    backbone = st.selectbox(
+        "Backbone", options, key="backbone", persist_state="session", format_func=backbone_label,
+        accept_new_options=True, label_visibility="collapsed",
+        help="Type to search the suggestions, or enter any timm name (resnet18.a1_in1k) or open_clip "
+             "MODEL/PRETRAINED (ViT-B-32/laion2b_s34b_b79k). 'auto' uses each objective's default.")
+    backbone = (backbone or "auto").strip()
+    problem = None if backbone == "auto" else _check_backbone(backbone)
+    if problem:
+        st.error(problem, icon=":material/error:")
+    elif backbone not in described and backbone != "auto":
+        family = "open_clip" if bb.is_open_clip_name(backbone) else "timm"
+        st.caption(f":material/check: `{backbone}` is a valid {family} name"
+                   + ("" if online else " — offline: pretrained weights must already be cached, or set weights to random"))
+
+    st.markdown("##### :material/photo_library: Data")
+    entries = _dataset_options(root, online)
+    names = list(entries)
+    if st.session_state.get("dataset") not in names:
+        st.session_state["dataset"] = "fashion-mnist" if "fashion-mnist" in names else "mnist5k"
+    st.selectbox("Dataset", names, key="dataset", persist_state="session", label_visibility="collapsed",
+                 format_func=lambda n: f"{n} — {entries[n].description}" if n in entries else n,
+                 help="Built-in datasets work offline; imported ones live in EMBEDLAB_HOME/datasets.")
+    with st.expander("Import your own images (.zip, one folder per class)", icon=":material/upload:"):
+        st.file_uploader("Zip archive", type=["zip"], key="upload_zip",
+                         help="A zip with one sub-folder per class, e.g. cats/1.jpg, dogs/2.png. "
+                              "Corrupt or non-image files are skipped.")
+        st.text_input("Dataset name", key="import_name", persist_state="session",
+                      placeholder="defaults to the zip's name", help="Letters, digits, spaces, '.', '_', '+', '-'.")
+        st.button("Import", key="import_button", icon=":material/download:", on_click=_import_zip)
+    result = st.session_state.get("import_result")
+    if result:
+        kind, message = result
+        {"success": st.success, "warning": st.warning, "error": st.error}[kind](message)
+
+    st.markdown("##### :material/tune: Objectives")
+    objectives = st.multiselect(
+        "Objectives", list(OBJECTIVE_HELP), default=list(OBJECTIVE_HELP), key="objectives", persist_state="session",
+        format_func=objective_label, label_visibility="collapsed",
+        help="One run per objective, all with the same backbone, data, budget and seed.\n\n"
+             + "\n\n".join(f"- {v}" for v in OBJECTIVE_HELP.values()))
+    if "flyp" in objectives and backbone != "auto" and not problem and not _is_clip(backbone):
+        st.warning(f"FLYP needs a backbone with a text tower; `{backbone}` has none. Pick `auto`, `lite0-minilm`, "
+                   "`test_clip` or an open_clip name, or drop FLYP.", icon=":material/warning:")
+
+    st.markdown("##### :material/speed: Budget")
+    c1, c2, c3, c4 = st.columns(4)
+    _number(c1, "Steps", "steps", DEFAULTS.steps, 1, 100_000, 10,
+            "Optimizer steps per run, over all of the objective's stages (LaCViT: contrastive then head).")
+    _number(c2, "Batch size", "batch_size", DEFAULTS.batch_size, 2, 4096, 8,
+            "Images per step. Contrastive losses see more negatives with bigger batches.")
+    _number(c3, "Images per class", "n_per_class", DEFAULTS.n_per_class, 1, 100_000, 10,
+            "Training images per class (a class-balanced subset).")
+    _number(c4, "Seed", "seed", DEFAULTS.seed, 0, 2**31 - 1, 1,
+            "Same seed = same data subset, initialisation and batch order.")
+
+    with st.expander("Advanced settings", icon=":material/settings:"):
+        a1, a2, a3 = st.columns(3)
+        _number(a1, "Learning rate (heads)", "lr", DEFAULTS.lr, 1e-7, 10.0, 1e-4, "For the linear / projection heads.",
+                format="%.0e")
+        _number(a2, "Backbone learning rate", "backbone_lr", None, 0.0, 10.0, 1e-5,
+                "For the trainable backbone blocks; empty = lr / 10.", format="%.0e", placeholder="lr / 10")
+        _number(a3, "Temperature τ (LaCViT)", "temperature", DEFAULTS.temperature, 0.01, 10.0, 0.01,
+                "Lower τ focuses the contrastive loss on the hardest negatives (see Learn).")
+        b1, b2, b3 = st.columns(3)
+        b1.selectbox("Trainable blocks", ["frozen", "1", "2", "3", "4", "6", "all"], index=2, key="trainable",
+                     persist_state="session", accept_new_options=True,
+                     help="'frozen' trains the heads only; k trains the last k blocks; 'all' everything.")
+        _number(b2, "Image size", "image_size", None, 16, 1024, 16, "Input resolution; empty = the backbone's default.",
+                placeholder="backbone default")
+        _number(b3, "Val/test images per class", "eval_per_class", DEFAULTS.eval_per_class, 1, 100_000, 10,
+                "Evaluation subset per class.")
+        d1, d2, d3 = st.columns(3)
+        _number(d1, "LaCViT contrastive share", "stage1_fraction", DEFAULTS.stage1_fraction, 0.05, 0.95, 0.05,
+                "Fraction of the steps in stage 1 (contrastive); the rest trains the head.")
+        _number(d2, "Weight decay", "weight_decay", DEFAULTS.weight_decay, 0.0, 1.0, 0.01, "AdamW weight decay.")
+        _number(d3, "Warm-up", "warmup", DEFAULTS.warmup, 0.0, 0.9, 0.05,
+                "Fraction of each stage spent warming the learning rate up.")
+        e1, e2, _ = st.columns(3)
+        e1.radio("Weights", ["pretrained", "random"], key="weights", persist_state="session", horizontal=True,
+                 help="Random init shows what the objective alone learns.")
+        e2.radio("Optimizer", ["adamw", "sgd"], key="optimizer", persist_state="session", horizontal=True)
+
+    n = len(objectives)
+    label = f"Start {n} run{'s' if n != 1 else ''}" if n else "Start"
+    if st.button(label, key="start", type="primary", icon=":material/play_arrow:", disabled=not n or bool(problem),
+                 width="stretch"):
+        cfgs = [_config(o, backbone, st.session_state["dataset"]) for o in objectives]
+        try:
+            ids = get_manager().submit_many(cfgs)
+        except EmbedLabError as exc:
+            st.error(str(exc), icon=":material/error:")
+        else:
+            st.session_state.setdefault("train_batches", []).insert(0, ids)
+            st.query_params["runs"] = ids  # reloading the page shows this batch again
+            st.toast(f"Queued {len(ids)} run{'s' if len(ids) != 1 else ''}: "
+                     + ", ".join(objective_label(c.objective) for c in cfgs), icon=":material/schedule:")
+    if not n:
+        st.caption("Pick at least one objective.")
+
+
+def preview_panel(root: str) -> None:
+    name = st.session_state.get("dataset")
+    entries = ds.list_datasets(Path(root))
+    if name not in entries:
+        return
+    st.markdown(f"##### :material/grid_view: {name}")
+    if not entries[name].offline and entries[name].kind == "online":
+        st.info("This dataset downloads on first use; the preview appears once it is here.",
+                icon=":material/cloud_download:")
+        return
+    try:
+        p = _preview(root, name)
+    except EmbedLabError as exc:
+        st.error(str(exc))
+        return
+    counts = p["counts"]
+    n_train, n_val, n_test = (sum(counts[s].values()) for s in ("train", "val", "test"))
+    st.caption(f"{p['n']:,} images · {len(p['classes'])} classes · {p['shape']} · "
+               f"train {n_train:,} / val {n_val:,} / test {n_test:,}")
+    samples, bars = st.tabs(["Samples", "Class counts"])
+    with samples:
+        for cls, strip in p["strips"]:
+            left, right = st.columns([1, 5], vertical_alignment="center")
+            left.markdown(f"<div style='text-align:right;font-size:0.85rem'>{cls}</div>", unsafe_allow_html=True)
+            right.image(strip)
+        if len(p["classes"]) > PREVIEW_CLASSES:
+            st.caption(f"showing {PREVIEW_CLASSES} of {len(p['classes'])} classes")
+    with bars:
+        fig = go.Figure()
+        for split, colour in (("train", "#4C78A8"), ("val", "#F58518"), ("test", "#54A24B")):
+            fig.add_bar(y=p["classes"], x=[counts[split][c] for c in p["classes"]], name=split, orientation="h",
+                        marker_color=colour)
+        fig.update_layout(barmode="stack", height=max(220, 22 * len(p["classes"]) + 80), margin=dict(l=0, r=0, t=10, b=0),
+                          legend=dict(orientation="h", y=1.05, x=0), yaxis=dict(autorange="reversed"))
+        st.plotly_chart(fig, key="class_counts", config={"displayModeBar": False})
+
+
+# ------------------------------------------------------------------------------------ live runs
+def _snapshots(run_ids: list[str]) -> list[dict]:
+    out = []
+    mgr = get_manager()
+    for run_id in run_ids:
+        try:
+            out.append(mgr.progress(run_id))
+        except EmbedLabError:  # deleted meanwhile (Runs page, another session)
+            continue
+    return out
+
+
+def _watched() -> tuple[list[list[str]], list[str]]:
+    """(this session's batches, newest first; other active runs on this server)."""
+    store = get_store()
+    if "train_batches" not in st.session_state:  # a reload or a shared link: the URL names the latest batch
+        restored = [r for r in st.query_params.get_all("runs") if store.exists(r)]
+        st.session_state["train_batches"] = [restored] if restored else []
+    batches = [[r for r in batch if store.exists(r)] for batch in st.session_state["train_batches"]]
+    batches = [b for b in batches if b]
+    st.session_state["train_batches"] = batches
+    mine = {r for b in batches for r in b}
+    others = [r for r in get_manager().active() if r not in mine]
+    others += [r.id for r in store.list(status=ACTIVE) if r.id not in mine and r.id not in others]
+    return batches, others
+
+
+def _curves(snaps: list[dict]) -> None:
+    loss, acc = go.Figure(), go.Figure()
+    for p in snaps:
+        cfg = p["config"]
+        name = f"{objective_label(cfg['objective'])} · {cfg['backbone']}"
+        colour = OBJECTIVE_COLORS.get(cfg["objective"])
+        if p["loss"]:
+            x, y = zip(*p["loss"])
+            loss.add_scatter(x=x, y=y, mode="lines", name=name, line=dict(color=colour, width=2),
+                             hovertemplate="step %{x}: loss %{y:.3f}<extra>%{fullData.name}</extra>")
+        if p["val_acc"]:
+            x, y = zip(*p["val_acc"])
+            acc.add_scatter(x=x, y=[100 * v for v in y], mode="lines+markers", name=name,
+                            line=dict(color=colour, width=2), marker=dict(size=6),
+                            hovertemplate="step %{x}: %{y:.1f}%<extra>%{fullData.name}</extra>")
+    for fig, title, ytitle in ((loss, "Training loss", "loss"), (acc, "Validation accuracy", "accuracy (%)")):
+        fig.update_layout(title=dict(text=title, font=dict(size=14)), height=300, margin=dict(l=0, r=0, t=36, b=0),
+                          legend=dict(orientation="h", y=-0.12, yanchor="top", x=0), uirevision="keep",
+                          yaxis_title=ytitle)
+    acc.update_yaxes(rangemode="tozero")
+    for fig in (loss, acc):
+        if not fig.data:
+            fig.add_annotation(text="waiting for the first step…", showarrow=False, x=0.5, y=0.5, xref="paper",
+                               yref="paper", font=dict(color="#888"))
+            fig.update_xaxes(visible=False)
+            fig.update_yaxes(visible=False)
+    left, right = st.columns(2)
+    left.plotly_chart(loss, key="live_loss", config={"displayModeBar": False})
+    right.plotly_chart(acc, key="live_acc", config={"displayModeBar": False})
+    st.caption("LaCViT's accuracy during its contrastive stage is nearest-class-mean accuracy: "
+               "it has no classifier head yet.")
+
+
+def _progress_line(p: dict) -> None:
+    if p["phase"] == "training" and p["total"]:
+        eta = f" · ETA {duration(p['eta'])}" if p["eta"] is not None else ""
+        stage = f" · {p['stage']}" if p["stage"] else ""
+        st.progress(min(1.0, p["step"] / p["total"]), text=f"step {p['step']}/{p['total']}{stage}{eta}")
+    else:
+        done, total = p["phase_done"], p["phase_total"]
+        frac = min(1.0, done / total) if done is not None and total else 0.0
+        suffix = f" · {done:,}/{total:,}" if done is not None and total else ""
+        st.progress(frac, text=f"{'stopping' if p['stopping'] else p['phase']}{suffix}")
+
+
+def _run_card(p: dict) -> None:
+    mgr = get_manager()
+    cfg, status, run_id = p["config"], p["status"], p["run_id"]
+    with st.container(border=True, key=f"card-{run_id}"):
+        head, body, actions = st.columns([2.1, 4.6, 1.3], vertical_alignment="center")
+        with head:
+            st.markdown(f"**{objective_label(cfg['objective'])}** · `{cfg['backbone']}`")
+            st.caption(f"{cfg['dataset']} · {cfg.get('steps') or '?'} steps · {short_id(run_id)}")
+        with body:
+            if status == "queued":
+                pos = p["queue_position"]
+                status_badge("queued", text=f"queued · #{pos} in line" if pos else "queued")
+            elif status == "running":
+                _progress_line(p)
+            elif status == "finished":
+                s = p["summary"]
+                numbers = [("Val acc", pct(s.get("val_acc")), None), ("Test acc", pct(s.get("test_acc")), None)]
+                if cfg["objective"] == "flyp":
+                    numbers.append(("Zero-shot", pct(s.get("zeroshot_acc")), "Val accuracy before fine-tuning"))
+                numbers.append(("Time", duration(s.get("seconds") or p["elapsed"]), None))
+                for col, (label, value, help_text) in zip(st.columns(4), numbers):
+                    col.metric(label, value, help=help_text)
+            else:
+                status_badge(status)
+                if p["error"]:
+                    st.caption(p["error"])
+        with actions:
+            if status in ACTIVE and p["local"]:
+                st.button("Stopping…" if p["stopping"] else "Cancel", key=f"cancel-{run_id}", icon=":material/stop:",
+                          on_click=mgr.cancel, args=(run_id,), disabled=p["stopping"], width="stretch")
+            elif status == "finished":
+                if st.button("Explore", key=f"explore-{run_id}", icon=":material/scatter_plot:", type="primary",
+                             width="stretch"):
+                    open_in_explore(run_id)
+            elif status in RESUMABLE:
+                if st.button("Resume", key=f"resume-{run_id}", icon=":material/replay:", width="stretch"):
+                    try:
+                        mgr.resume(run_id)
+                    except EmbedLabError as exc:
+                        st.toast(str(exc), icon=":material/error:")
+                    else:
+                        st.rerun()  # a full rerun: the panel polls fast again (the user's own click, no race)
+
+
+def _clear_finished() -> None:
+    batches = st.session_state.get("train_batches", [])
+    snaps = {p["run_id"]: p["status"] for p in _snapshots([r for b in batches for r in b])}
+    kept = [[r for r in b if snaps.get(r) in ACTIVE] for b in batches]
+    st.session_state["train_batches"] = [b for b in kept if b]
+    if st.session_state["train_batches"]:
+        st.query_params["runs"] = st.session_state["train_batches"][0]
+    else:
+        st.query_params.pop("runs", None)
+
+
+def live_panel() -> None:
+    """Always rendered (never conditionally): the fragment that polls the job manager."""
+    batches, others = _watched()
+    latest = _snapshots(batches[0]) if batches else []
+    earlier = _snapshots([r for b in batches[1:] for r in b])
+    other = _snapshots(others)
+    everything = latest + earlier + other
+
+    title, buttons = st.columns([3, 2], vertical_alignment="bottom")
+    with title:
+        n_run = sum(p["status"] == "running" for p in everything)
+        n_queue = sum(p["status"] == "queued" for p in everything)
+        st.subheader("Runs", anchor=False)
+        if n_run or n_queue:
+            st.caption(f"{n_run} running · {n_queue} queued — runs keep going if you close this tab")
+    with buttons:
+        finished = [p["run_id"] for p in latest if p["status"] == "finished"]
+        b1, b2 = st.columns(2)
+        if len(finished) >= 2 and b1.button("Compare these", key="compare_latest", icon=":material/compare_arrows:",
+                                            width="stretch"):
+            open_in_compare(finished)
+        if batches:
+            b2.button("Clear finished", key="clear_finished", icon=":material/clear_all:", on_click=_clear_finished,
+                      width="stretch")
+
+    if not everything:
+        st.info("No runs yet. The defaults above compare CE, LaCViT and FLYP on the offline default backbone and "
+                "dataset: press **Start** and watch them train here.", icon=":material/info:")
+        return
+    if latest:
+        _curves(latest)
+        for p in latest:
+            _run_card(p)
+    if other:
+        st.markdown("###### Also on this server")
+        for p in other:
+            _run_card(p)
+    if earlier:
+        with st.expander(f"Earlier in this session ({len(earlier)})"):
+            for p in earlier:
+                _run_card(p)
+
+
+# ------------------------------------------------------------------------------------- the page
+root = home_dir()
+st.title("Train", anchor=False)
+st.caption("Fine-tune one backbone with several objectives on the same data, budget and seed, then explore how each "
+           "reshaped the embedding space.")
+left, right = st.columns([1.2, 1], gap="large")
+with left:
+    with st.container(border=True):
+        setup_form(root)
+with right:
+    with st.container(border=True):
+        preview_panel(root)
+
+st.divider()
+# One top-level fragment, always called. It polls every second if anything was training at this full
+# run (Start is a full run, so new runs poll fast at once), else every 5 s. It never calls st.rerun()
+# on its own: a timer-driven full rerun would overwrite a page switch the user clicked meanwhile
+# (Streamlit keeps the newest rerun request's page).
+_training = bool(get_store().list(status=ACTIVE, limit=1))
+st.fragment(live_panel, run_every=1.0 if _training else 5.0)()

@@ -1,0 +1,174 @@
+"""Browser test: the real app in headless Chromium; hover shows the thumbnail, a box selection shows
+the image grid, a click shows nearest neighbours. Screenshots go to test-artifacts/."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from explore_runs import tiny_runs  # noqa: E402
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+TIMEOUT_MS = 120_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium, or `make system-deps`)")
+    pytest.importorskip("playwright.sync_api", reason="the playwright python package is not installed")
+    home, ids = tiny_runs(tmp_path_factory.getbasetemp())
+    port = _free_port()
+    env = {**os.environ, "EMBEDLAB_HOME": str(home), "CUDA_VISIBLE_DEVICES": ""}
+    log = open(tmp_path_factory.mktemp("streamlit") / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+                             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+                             "--server.fileWatcherType", "none"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail(f"streamlit did not start: {open(log.name).read()[-2000:]}")
+            time.sleep(0.3)
+        yield url, ids
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM,
+                                    args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        pg = browser.new_page(viewport={"width": 1400, "height": 1800})
+        yield pg
+        browser.close()
+
+
+def _scatter_frame(pg):
+    """The component's iframe, once its plot has traces."""
+    deadline = time.time() + TIMEOUT_MS / 1000
+    while time.time() < deadline:
+        for frame in pg.frames:
+            if "embedlab_scatter" in frame.url:
+                try:
+                    if frame.evaluate("() => (document.getElementById('plot').data || []).length > 0"):
+                        return frame
+                except Exception:  # the frame is still loading
+                    pass
+        pg.wait_for_timeout(300)
+    raise AssertionError("the scatter component never drew")
+
+
+def _point_xy(frame, trace: int, point: int):
+    """Pixel position (inside the iframe) of one point of one trace."""
+    return frame.evaluate("""([t, i]) => {
+        const gd = document.getElementById('plot'), tr = gd.data[t], L = gd._fullLayout;
+        const xa = L[tr.xaxis.replace('x', 'xaxis')], ya = L[tr.yaxis.replace('y', 'yaxis')];
+        return [xa._offset + xa.l2p(tr.x[i]), ya._offset + ya.l2p(tr.y[i])]; }""", [trace, point])
+
+
+def test_hover_shows_thumbnail_then_box_select_and_click(page, app_url):
+    url, ids = app_url
+    pg = page
+    # the entry point first: once app.py has run st.navigation, /explore is its page (a fresh server that
+    # is deep-linked first would fall back to the legacy pages/ folder)
+    pg.goto(url)
+    pg.locator("[data-testid='stSidebarNav']").first.wait_for(timeout=TIMEOUT_MS)
+    pg.goto(f"{url}/explore?run={ids['ce']}")
+    frame = _scatter_frame(pg)
+    iframe = pg.locator("iframe[src*='embedlab_scatter']")
+    iframe.scroll_into_view_if_needed()
+    pg.wait_for_timeout(500)
+    box = iframe.bounding_box()
+
+    # HOVER: a floating thumbnail of that sample, its image fetched lazily from a sprite sheet
+    x, y = _point_xy(frame, 0, 0)
+    pg.mouse.move(box["x"] + x - 3, box["y"] + y - 3)
+    pg.mouse.move(box["x"] + x, box["y"] + y, steps=3)
+    tip = frame.locator("#tip")
+    tip.wait_for(state="visible", timeout=10_000)
+    sample_id = tip.get_attribute("data-sample-id")
+    assert sample_id is not None and "label" in tip.inner_text()
+    sheet = frame.evaluate("() => getComputedStyle(document.querySelector('#tip .img')).backgroundImage")
+    assert "sheet-" in sheet
+    size = frame.evaluate("""(src) => new Promise((ok) => { const im = new Image(); im.onload = () => ok(im.naturalWidth);
+                                                          im.onerror = () => ok(0); im.src = src; })""",
+                          sheet[sheet.index('"') + 1:sheet.rindex('"')])
+    assert size > 0, "the thumbnail sheet did not load"
+    pg.wait_for_timeout(300)
+    pg.screenshot(path=str(ARTIFACTS / "explore-hover.png"), clip=box)
+
+    # BOX SELECT in the 'after' pane: the page shows a grid of the selected images
+    frame.locator(".modebar-btn[data-title='Box Select']").first.click()
+    area = frame.evaluate("""() => { const L = document.getElementById('plot')._fullLayout;
+                                     return [L.xaxis2._offset, L.yaxis2._offset, L.xaxis2._length, L.yaxis2._length]; }""")
+    x0, y0 = box["x"] + area[0] + 0.05 * area[2], box["y"] + area[1] + 0.05 * area[3]
+    pg.mouse.move(x0, y0)
+    pg.mouse.down()
+    pg.mouse.move(x0 + 0.9 * area[2], y0 + 0.9 * area[3], steps=12)
+    pg.mouse.up()
+    heading = pg.get_by_text("Selected ", exact=False).first
+    heading.wait_for(timeout=TIMEOUT_MS)
+    assert int(heading.inner_text().split()[1]) > 0
+    pg.locator("[data-testid='stImage']").first.wait_for(timeout=TIMEOUT_MS)
+    assert pg.locator("[data-testid='stImage']").count() > 0
+    # the selection is linked: the 'before' pane has the same samples selected
+    linked = frame.evaluate("() => document.getElementById('plot').data.filter(t => t.xaxis === 'x' && t.selectedpoints)"
+                            ".reduce((n, t) => n + t.selectedpoints.length, 0)")
+    assert linked > 0
+    pg.wait_for_timeout(1500)
+    pg.screenshot(path=str(ARTIFACTS / "explore-selection.png"), full_page=True)
+
+    # CLICK a point: its nearest neighbours before and after fine-tuning
+    frame.locator(".modebar-btn[data-title='Pan']").first.click()
+    box = iframe.bounding_box()
+    x, y = _point_xy(frame, 0, 1)
+    pg.mouse.move(box["x"] + x - 2, box["y"] + y - 2)
+    pg.mouse.move(box["x"] + x, box["y"] + y, steps=3)
+    frame.locator("#tip").wait_for(state="visible", timeout=10_000)  # plotly clicks what it hovers
+    pg.mouse.click(box["x"] + x, box["y"] + y)
+    pg.get_by_text("Nearest neighbours of #", exact=False).first.wait_for(timeout=TIMEOUT_MS)
+    pg.get_by_text("before fine-tuning ·", exact=False).first.wait_for(timeout=TIMEOUT_MS)
+    pg.wait_for_timeout(1500)
+    pg.screenshot(path=str(ARTIFACTS / "explore-neighbours.png"), full_page=True)
+
+
+def test_compare_page_draws_aligned_panes(page, app_url):
+    url, ids = app_url
+    page.goto(f"{url}/compare")
+    frame = _scatter_frame(page)
+    assert frame.evaluate("() => document.getElementById('plot').layout.annotations.length") == 3  # CE, LaCViT, FLYP
+    page.get_by_text("Metrics").first.wait_for(timeout=TIMEOUT_MS)
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(ARTIFACTS / "compare.png"), full_page=True)

@@ -1,0 +1,302 @@
+"""The Streamlit app through AppTest: every page renders, the Train form queues runs, Runs acts on them.
+
+The process-wide JobManager is swapped for one with a fake training function (patched getters in
+pages/_ui.py); the real `core.train.validate` still checks every config, as in the app.
+"""
+import io
+import threading
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+import pages._ui as ui
+from core.jobs import JobManager
+from core.store import RunStore
+from core.train import TrainConfig
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+PAGES = ["pages/train.py", "pages/explore.py", "pages/compare.py", "pages/runs.py", "pages/learn.py"]
+TIMEOUT = 60  # the first run imports torch, timm and open_clip
+
+
+class QuickTrain:
+    """A fake train(): finishes at once with a summary, or waits for `gate` (to see runs queued / running)."""
+
+    def __init__(self, gate: threading.Event | None = None):
+        self.gate = gate
+        self.configs: list[TrainConfig] = []
+
+    def __call__(self, cfg, *, store, run_id, root, on_event, should_stop, resume):
+        self.configs.append(cfg)
+        store.set_status(run_id, "running")
+        on_event({"type": "step", "step": 1, "total": cfg.steps, "stage": "ce", "loss": 2.0})
+        if self.gate is not None:
+            while not self.gate.wait(0.01):
+                if should_stop():
+                    store.set_status(run_id, "cancelled", error="cancelled by the user")
+                    return {"run_id": run_id, "status": "cancelled", "error": "cancelled by the user"}
+        on_event({"type": "eval", "step": 1, "val_acc": 0.75})
+        summary = {"val_acc": 0.75, "test_acc": 0.7, "seconds": 1.5, "steps": cfg.steps}
+        if cfg.objective == "flyp":
+            summary["zeroshot_acc"] = 0.4
+        store.update_summary(run_id, summary)
+        store.set_status(run_id, "finished")
+        return {"run_id": run_id, "status": "finished", "error": None, **summary}
+
+
+@pytest.fixture
+def manager(home, monkeypatch):
+    store = RunStore(home)
+    m = JobManager(store, train_fn=QuickTrain())
+    monkeypatch.setattr(ui, "get_manager", lambda: m)
+    monkeypatch.setattr(ui, "get_store", lambda: store)
+    yield m
+    m.shutdown(timeout=10)
+
+
+def _app(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not at.exception, at.exception
+    if page:
+        at.switch_page(page).run()
+        assert not at.exception, at.exception
+    return at
+
+
+def _wait(manager, ids, timeout=30):
+    for run_id in ids:
+        assert manager.wait(run_id, timeout)
+
+
+# ------------------------------------------------------------------------------------- shell
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders(manager, page):
+    at = _app(page)  # no exception on any page
+    if page in ("pages/train.py", "pages/runs.py", "pages/learn.py"):
+        assert not at.error
+
+
+def test_sidebar_shows_device_home_and_offline(manager, home):
+    at = _app()
+    text = " ".join(m.value for m in at.sidebar.markdown) + " ".join(c.value for c in at.sidebar.caption)
+    assert "Device" in text and "CPU" in text
+    assert "offline" in text
+    assert str(home) in text
+
+
+# ------------------------------------------------------------------------------------- Train
+def test_train_defaults_start_a_three_way_comparison(manager):
+    """No typing: the default state queues CE, LaCViT and FLYP with per-objective default backbones."""
+    at = _app()
+    assert at.selectbox(key="backbone").value == "auto"
+    assert at.multiselect(key="objectives").value == ["ce", "lacvit", "flyp"]
+    assert at.selectbox(key="dataset").value in ("fashion-mnist", "mnist5k")
+    at.button(key="start").click().run()
+    assert not at.exception and not at.error
+    runs = manager.store.list()
+    assert sorted(r.objective for r in runs) == ["ce", "flyp", "lacvit"]
+    by_objective = {r.objective: r for r in runs}
+    assert by_objective["ce"].backbone == by_objective["lacvit"].backbone == "efficientnet_lite0"
+    assert by_objective["flyp"].backbone == "lite0-minilm"
+    assert len({(r.dataset, r.config["steps"], r.config["seed"]) for r in runs}) == 1
+    assert at.session_state["train_batches"][0] == [r.id for r in sorted(runs, key=lambda r: r.created)]
+    _wait(manager, [r.id for r in runs])
+    at.run()  # the live panel (a fragment) shows the finished runs with their headline numbers
+    labels = [m.label for m in at.metric]
+    assert labels.count("Val acc") == 3 and "Zero-shot" in labels
+    assert {b.label for b in at.button} >= {"Explore", "Compare these"}
+
+
+def test_train_form_settings_reach_the_configs(manager):
+    at = _app()
+    at.selectbox(key="backbone").select("test_clip")
+    at.selectbox(key="dataset").select("digits")
+    at.multiselect(key="objectives").set_value(["ce", "flyp"])
+    at.number_input(key="steps").set_value(12)
+    at.number_input(key="batch_size").set_value(16)
+    at.number_input(key="n_per_class").set_value(10)
+    at.number_input(key="seed").set_value(3)
+    at.number_input(key="temperature").set_value(0.2)
+    at.selectbox(key="trainable").select("all")
+    at.run()
+    assert at.button(key="start").label == "Start 2 runs"
+    at.button(key="start").click().run()
+    assert not at.error
+    configs = {r.objective: r.config for r in manager.store.list()}
+    assert set(configs) == {"ce", "flyp"}
+    for cfg in configs.values():
+        assert (cfg["backbone"], cfg["dataset"], cfg["steps"], cfg["batch_size"], cfg["n_per_class"], cfg["seed"],
+                cfg["temperature"], cfg["trainable"]) == ("test_clip", "digits", 12, 16, 10, 3, 0.2, "all")
+
+
+def test_train_validation_error_is_shown_and_nothing_is_queued(manager):
+    at = _app()
+    at.selectbox(key="backbone").select("test_vit").run()
+    assert any("text tower" in w.value for w in at.warning)  # said before Start
+    at.button(key="start").click().run()
+    assert any("CLIP-style" in e.value for e in at.error)
+    assert manager.store.list() == []
+
+
+def test_train_unknown_backbone_name_is_refused(manager):
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["backbone"] = "resnet_does_not_exist"  # typed into the searchable select
+    at.run()
+    assert any("unknown backbone" in e.value for e in at.error)
+    assert at.button(key="start").disabled
+
+
+def test_train_shows_queue_position_and_cancels(manager, monkeypatch):
+    gate = threading.Event()
+    manager._train_fn = QuickTrain(gate=gate)
+    at = _app()
+    at.selectbox(key="dataset").select("digits")
+    at.button(key="start").click().run()
+    first, second, third = at.session_state["train_batches"][0]
+    at.run()
+    badges = " ".join(m.value for m in at.markdown)
+    assert "#1 in line" in badges and "#2 in line" in badges and manager.queue_position(second) == 1
+    at.button(key=f"cancel-{third}").click().run()
+    assert manager.store.get(third).status == "cancelled"
+    at.button(key=f"cancel-{first}").click().run()
+    assert manager.wait(first, 10)
+    assert manager.store.get(first).status == "cancelled"
+    gate.set()
+    _wait(manager, [second])
+    assert manager.store.get(second).status == "finished"
+
+
+def test_explore_button_hands_the_run_id_over(manager):
+    at = _app()
+    at.multiselect(key="objectives").set_value(["ce"])
+    at.button(key="start").click().run()
+    run_id = at.session_state["train_batches"][0][0]
+    _wait(manager, [run_id])
+    at.run()
+    at.button(key=f"explore-{run_id}").click().run()
+    assert not at.exception
+    assert at.session_state["explore_run"] == run_id
+    assert at.query_params.get("run") in (run_id, [run_id])
+
+
+def _zip(classes: dict[str, int], extra: dict[str, bytes] | None = None) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for cls, n in classes.items():
+            for i in range(n):
+                png = io.BytesIO()
+                Image.fromarray((np.random.default_rng(i).random((12, 12, 3)) * 255).astype(np.uint8)).save(png, "PNG")
+                z.writestr(f"{cls}/{i}.png", png.getvalue())
+        for name, data in (extra or {}).items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+class _Upload:
+    def __init__(self, name: str, data: bytes):
+        self.name, self._data = name, data
+
+    def getvalue(self) -> bytes:
+        return self._data
+
+
+def test_zip_upload_import(home):
+    kind, message, name = ui.import_uploaded_zip(_Upload("pets.zip", _zip({"cat": 3, "dog": 3})), "", str(home))
+    assert (kind, name) == ("success", "pets") and "6 images in 2 classes" in message
+    kind, message, name = ui.import_uploaded_zip(_Upload("more.zip", _zip({"a": 2, "b": 2}, {"a/broken.png": b"nope"})),
+                                                 "more pets", str(home))
+    assert (kind, name) == ("warning", "more pets") and "skipped" in message
+    kind, message, name = ui.import_uploaded_zip(_Upload("x.zip", b"not a zip"), "junk", str(home))
+    assert kind == "error" and name is None and "zip" in message
+    kind, message, _ = ui.import_uploaded_zip(None, "", str(home))
+    assert kind == "error"
+
+
+def test_imported_dataset_is_offered_and_previewed(manager, home):
+    ui.import_uploaded_zip(_Upload("pets.zip", _zip({"cat": 4, "dog": 4})), "", str(home))
+    at = _app()
+    assert any(o.startswith("pets") for o in at.selectbox(key="dataset").options)
+    at.selectbox(key="dataset").select("pets").run()
+    assert not at.exception
+    assert any("8 images" in c.value for c in at.caption)
+
+
+# -------------------------------------------------------------------------------------- Runs
+def _seed_runs(store) -> dict[str, str]:
+    ids = {}
+    for objective, status in (("ce", "finished"), ("lacvit", "failed"), ("flyp", "interrupted")):
+        backbone = "test_clip" if objective == "flyp" else "test_vit"
+        run_id = store.create_run(TrainConfig(objective=objective, backbone=backbone, dataset="digits", steps=4,
+                                              n_per_class=5, eval_per_class=5, batch_size=8).to_dict())
+        store.set_status(run_id, "running")
+        if status == "finished":
+            store.update_summary(run_id, {"val_acc": 0.5, "test_acc": 0.4})
+        store.set_status(run_id, status, error=None if status == "finished" else f"{status} on purpose")
+        ids[objective] = run_id
+    return ids
+
+
+def test_runs_table_and_filters(manager):
+    ids = _seed_runs(manager.store)
+    at = _app("pages/runs.py")
+    table = at.dataframe[0].value
+    assert set(table["run"]) == set(ids.values())
+    assert {"status", "objective", "backbone", "dataset", "val acc", "test acc", "duration", "started"} <= set(table.columns)
+    at.multiselect(key="runs_status").set_value(["failed"]).run()
+    assert list(at.dataframe[0].value["run"]) == [ids["lacvit"]]
+    at.multiselect(key="runs_status").set_value([]).run()
+    at.multiselect(key="runs_objective").set_value(["ce", "flyp"]).run()
+    assert set(at.dataframe[0].value["run"]) == {ids["ce"], ids["flyp"]}
+
+
+def _select(at: AppTest, run_ids: list[str]) -> AppTest:
+    """Select table rows the way a click does: through the dataframe's selection state."""
+    rows = [i for i, r in enumerate(at.dataframe[0].value["run"]) if r in run_ids]
+    key = f"runs_table_{at.session_state['runs_table_gen'] if 'runs_table_gen' in at.session_state else 0}"
+    at.session_state[key] = {"selection": {"rows": rows, "columns": [], "cells": []}}
+    return at.run()
+
+
+def test_runs_resume_and_delete(manager):
+    ids = _seed_runs(manager.store)
+    at = _app("pages/runs.py")
+    _select(at, [ids["lacvit"], ids["flyp"]])
+    assert not at.button(key="runs_resume").disabled
+    at.button(key="runs_resume").click().run()
+    assert not at.exception
+    _wait(manager, [ids["lacvit"], ids["flyp"]])
+    assert manager.store.get(ids["lacvit"]).status == "finished"
+    _select(at, [ids["ce"]])
+    at.button(key="runs_delete").click().run()
+    assert not at.exception
+    assert not manager.store.exists(ids["ce"])
+    assert ids["ce"] not in set(at.dataframe[0].value["run"])
+
+
+def test_runs_open_in_explore_and_compare(manager):
+    ids = _seed_runs(manager.store)
+    second = manager.store.create_run(TrainConfig(objective="ce", backbone="test_vit", dataset="digits").to_dict())
+    manager.store.set_status(second, "finished")
+    at = _app("pages/runs.py")
+    _select(at, [ids["ce"], second])
+    assert at.button(key="runs_explore").disabled  # two selected
+    at.button(key="runs_compare").click().run()
+    assert not at.exception
+    assert sorted(at.session_state["compare_runs"]) == sorted([ids["ce"], second])
+
+
+# ------------------------------------------------------------------------------------- Learn
+def test_learn_shows_the_three_losses_and_the_toy_reacts(manager):
+    at = _app("pages/learn.py")
+    latex = " ".join(x.value for x in at.latex)
+    assert r"\sum_{a \neq i}" in latex and r"\tau" in latex  # LaCViT's label-aware contrastive loss
+    assert r"\theta(\alpha)" in latex  # WiSE-FT
+    share = {m.label: m.value for m in at.metric}["Hardest negative's share of the push"]
+    at.select_slider(key="toy_tau").set_value(0.02).run()
+    sharper = {m.label: m.value for m in at.metric}["Hardest negative's share of the push"]
+    assert int(sharper.rstrip("%")) > int(share.rstrip("%"))
+

@@ -1,0 +1,165 @@
+"""Label and budget curves (core/curves.py), their figures, and the page helpers (pages/_seeds_ui.py)."""
+import json
+
+import numpy as np
+import pytest
+
+from core import cli, curves
+from core.errors import InvalidConfig
+from core.store import RunStore
+
+
+class FakeSt:
+    """Records the streamlit calls a helper makes; widgets return their default."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        def call(*args, **kwargs):
+            self.calls.append((name, args, kwargs))
+            if name == "selectbox":
+                return args[1][kwargs.get("index", 0)]
+            if name == "columns":
+                return [self] * (args[0] if isinstance(args[0], int) else len(args[0]))
+            if name == "number_input":
+                return args[3]
+            if name == "select_slider":
+                return kwargs["value"]
+            return None
+        return call
+
+    def names(self):
+        return [c[0] for c in self.calls]
+
+
+def _rows():
+    rows = []
+    for seed, (ce, cs) in enumerate([(0.40, 0.30), (0.50, 0.34)]):
+        for labels, shift in ((10, 0.0), (100, -0.2), (None, -0.3)):
+            for objective, err in (("ce", ce), ("content-style", cs)):
+                rows.append({"curve": curves.LABEL_CURVE, "objective": objective, "labels": labels, "seed": seed,
+                             "n_labels": labels or 1000, "status": "finished", "test_error": err + shift,
+                             "test_acc": 1 - err - shift})
+    rows.append({"curve": curves.LABEL_CURVE, "objective": "ce", "labels": 10, "n_labels": 10, "status": "failed",
+                 "test_error": None, "test_acc": None})
+    return rows
+
+
+def test_summarise_means_and_spreads():
+    series = curves.summarise(_rows(), "objective", "n_labels", "test_error")
+    assert set(series) == {"ce", "content-style"}
+    x, mean, sd, n = series["ce"][0]
+    assert (x, n) == (10.0, 2) and mean == pytest.approx(0.45) and sd == pytest.approx(0.05)  # the failed run is left out
+    assert [p[0] for p in series["ce"]] == [10.0, 100.0, 1000.0]
+
+
+def test_figures():
+    fig = curves.label_curve_figure(_rows())
+    assert [t.name for t in fig.data] == ["ce", "content-style"]
+    assert fig.layout.xaxis.type == "log" and fig.data[0].error_y.visible
+    assert list(fig.data[1].y) == pytest.approx([0.32, 0.12, 0.02])
+    rows = [{"curve": curves.BUDGET_CURVE, "strategy": s, "budget": b, "status": "finished", "test_acc": a}
+            for s, a in (("random", 0.5), ("kcenter", 0.6), ("vecaf", 0.7)) for b in (20, 50)]
+    fig = curves.budget_curve_figure(rows)
+    assert sorted(t.name for t in fig.data) == ["VeCAF", "k-center", "random"]
+    assert {t.name: list(t.y) for t in fig.data}["VeCAF"] == pytest.approx([0.7, 0.7])
+    assert not fig.data[0].error_y.visible
+
+
+def test_label_curve_runs_and_is_found_again(home):
+    store = RunStore(home)
+    seen = []
+    rows = curves.label_curve("test_vit", "digits", labels=[20, None], objectives=("ce", "content-style"), steps=2,
+                              n_per_class=10, eval_per_class=3, batch_size=8, trainable="frozen", experiment="lc-test",
+                              store=store, on_row=seen.append)
+    assert len(rows) == 4 == len(seen) and all(r["status"] == "finished" for r in rows), rows
+    by = {(r["objective"], r["labels"]): r for r in rows}
+    assert by[("ce", 20)]["train_images"] == 20 and by[("content-style", 20)]["train_images"] == 100  # + 80 unlabelled
+    assert by[("ce", None)]["n_labels"] == 100 and by[("ce", 20)]["n_labels"] == 20
+    assert store.get(by[("ce", 20)]["run_id"]).config["batch_size"] == 8
+    again = curves.curve_rows(store, "lc-test")
+    assert [(r["objective"], r["labels"], r["test_error"]) for r in again] == [(r["objective"], r["labels"], r["test_error"]) for r in rows]
+    assert curves.list_experiments(store)[0]["experiment"] == "lc-test"
+    assert len(curves.label_curve_figure(again).data) == 2
+
+    from pages import _seeds_ui
+
+    st = FakeSt()
+    assert len(_seeds_ui.label_curve_section(st, store)) == 4
+    assert "plotly_chart" in st.names() and "dataframe" in st.names()
+
+
+def test_label_curve_rejects_bad_settings(home):
+    with pytest.raises(InvalidConfig):
+        curves.label_curve("test_vit", "digits", labels=[0], steps=2, root=home)
+    with pytest.raises(InvalidConfig):
+        curves.label_curve("test_vit", "digits", labels=[10], steps=2, root=home, not_a_setting=1)
+
+
+def test_budget_curve_cli(home, capsys):
+    code = cli.main(["budget-curve", "--backbone", "test_clip", "--dataset", "digits", "--budgets", "10,20", "--steps", "2",
+                     "--n-per-class", "10", "--eval-per-class", "3", "--trainable", "frozen", "--experiment", "bc-test",
+                     "--json", "--runs-dir", str(home)])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and out["status"] == "finished" and out["experiment"] == "bc-test"
+    rows = out["rows"]
+    assert sorted((r["strategy"], r["budget"]) for r in rows) == sorted((s, b) for s in ("random", "kcenter", "vecaf") for b in (10, 20))
+    assert all(r["train_images"] == r["budget"] for r in rows)
+    from core.selection import load_selection
+
+    for r in rows:
+        assert len(load_selection(r["selection"], home)) == r["budget"]
+    again = curves.curve_rows(RunStore(home), "bc-test")
+    assert {(r["strategy"], r["budget"]) for r in again} == {(r["strategy"], r["budget"]) for r in rows}
+    assert len(curves.budget_curve_figure(again).data) == 3
+
+
+def test_label_curve_cli_parses_all(home, capsys, monkeypatch):
+    seen = {}
+
+    def fake(backbone, dataset, labels, objectives, steps, **kw):
+        seen.update(backbone=backbone, labels=labels, objectives=objectives, steps=steps, **kw)
+        return [{"status": "finished"}]
+
+    monkeypatch.setattr(curves, "label_curve", fake)
+    code = cli.main(["label-curve", "--backbone", "test_vit", "--dataset", "digits", "--labels", "10,100,all",
+                     "--seeds", "0,1", "--trainable", "frozen", "--runs-dir", str(home)])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and out["kind"] == "label-curve"
+    assert seen["labels"] == [10, 100, None] and seen["objectives"] == ["ce", "content-style"] and seen["steps"] == 200
+    assert seen["seeds"] == [0, 1] and seen["trainable"] == "frozen"
+
+
+# -------------------------------------------------------------------------------- page helpers
+def test_page_helpers_draw():
+    from pages import _seeds_ui
+
+    for fn in (_seeds_ui.learn_content_style, _seeds_ui.learn_vecaf):
+        st = FakeSt()
+        fn(st)
+        assert st.names().count("latex") >= 1 and "markdown" in st.names()
+    st = FakeSt()
+    _seeds_ui.render_label_curve(st, _rows(), key="k")
+    assert st.names() == ["plotly_chart", "dataframe"]
+    st = FakeSt()
+    _seeds_ui.render_budget_curve(st, [], key="k")
+    assert st.names() == ["info"]
+    st = FakeSt()
+    overrides = _seeds_ui.content_style_settings(st)
+    assert overrides["labels"] is None and overrides["cs_style_dim"] == 8 and overrides["cs_recon_weight"] == 1.0
+    assert _seeds_ui.selected_ids({"selection": None}) is None
+    assert _seeds_ui.selected_ids({"config": {"selection": "gone"}}) is None
+
+
+def test_selection_picker_lists_saved(home):
+    from core.selection import save_selection
+    from pages import _seeds_ui
+
+    save_selection({"id": "s1", "selected": [1, 2], "strategy": "vecaf", "budget": 2, "dataset": "digits"}, home)
+    save_selection({"id": "s2", "selected": [1], "strategy": "random", "budget": 1, "dataset": "mnist5k"}, home)
+    st = FakeSt()
+    assert _seeds_ui.selection_picker(st, home, "digits") is None  # default: no selection
+    options = st.calls[0][1][1]
+    assert options == [None, "s1"]
+    assert np.array_equal(_seeds_ui.selected_ids({"selection": "s1"}, home), [1, 2])

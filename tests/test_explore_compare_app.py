@@ -1,0 +1,105 @@
+"""AppTest: the Explore and Compare pages render on tiny real runs (no browser)."""
+import sys
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from explore_runs import tiny_runs  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return tiny_runs(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture
+def app_home(runs, monkeypatch):
+    home, ids = runs
+    monkeypatch.setenv("EMBEDLAB_HOME", str(home))
+    return home, ids
+
+
+def _page(name: str, *, state: dict | None = None, query: dict | None = None) -> AppTest:
+    """app.py (the router) run and switched to pages/<name>.py, with session state / query params set first."""
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
+    for k, v in (state or {}).items():
+        at.session_state[k] = v
+    for k, v in (query or {}).items():
+        at.query_params[k] = v
+    return at.switch_page(f"pages/{name}.py").run()
+
+
+def test_explore_renders_latest_run(app_home):
+    _, ids = app_home
+    at = _page("explore")
+    assert not at.exception
+    assert at.selectbox(key="explore_run_pick").value == ids["flyp"]  # the newest finished run
+    assert [m.label for m in at.metric][:3] == ["val accuracy", "kNN accuracy", "linear probe"]
+    assert at.session_state["explore_run"] == ids["flyp"]
+    assert at.query_params["run"] in (ids["flyp"], [ids["flyp"]])
+
+
+def test_explore_session_state_run_controls_neighbours_and_trajectory(app_home):
+    _, ids = app_home
+    at = _page("explore", state={"explore_run": ids["lacvit"]})
+    assert not at.exception
+    assert at.selectbox(key="explore_run_pick").value == ids["lacvit"]
+    assert at.selectbox(key="explore_output").options == ["encoder", "projection"]
+    at.selectbox(key="explore_output").select("projection").run()  # no 'before' projection: after pane only
+    assert not at.exception
+    at.segmented_control(key="explore_color").set_value("correctness")
+    at.segmented_control(key="explore_dims").set_value(3).run()
+    assert not at.exception
+    from core.embeddings import load_run_embeddings
+    from core.store import RunStore
+
+    store = RunStore(app_home[0])
+    some_id = int(load_run_embeddings(store.run_dir(ids["lacvit"]), "after", "val").ids[5])
+    at.session_state["explore_clicked"] = some_id  # what a click in the scatter sets
+    at.segmented_control(key="explore_dims").set_value(2)
+    at.selectbox(key="explore_output").select("encoder").run()
+    assert not at.exception
+    assert any(f"Nearest neighbours of #{some_id}" in s.value for s in at.subheader)
+    at.toggle(key="explore_traj").set_value(True).run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == 1  # the trajectory animation
+
+
+def test_explore_query_param_picks_the_run(app_home):
+    _, ids = app_home
+    at = _page("explore", query={"run": ids["ce"]})
+    assert not at.exception
+    assert at.selectbox(key="explore_run_pick").value == ids["ce"]
+
+
+def test_compare_defaults_to_the_trio(app_home):
+    _, ids = app_home
+    at = _page("compare")
+    assert not at.exception
+    assert at.multiselect(key="compare_pick").value == [ids["ce"], ids["lacvit"], ids["flyp"]]
+    assert len(at.table) == 1
+    charts = at.get("plotly_chart")
+    assert len(charts) == 4  # histograms, per-class accuracy, confusion matrices, WiSE-FT
+    assert len(at.get("download_button")) == 3
+
+
+def test_compare_reads_session_state_and_needs_two(app_home):
+    _, ids = app_home
+    at = _page("compare", state={"compare_runs": [ids["ce"], ids["lacvit"]]})
+    assert not at.exception
+    assert at.multiselect(key="compare_pick").value == [ids["ce"], ids["lacvit"]]
+    assert len(at.get("plotly_chart")) == 3  # no FLYP: no WiSE-FT curve
+    at.multiselect(key="compare_pick").set_value([ids["ce"]]).run()
+    assert not at.exception and "at least two" in at.info[0].value
+
+
+def test_pages_without_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMBEDLAB_HOME", str(tmp_path))
+    for name in ("explore", "compare"):
+        at = _page(name)
+        assert not at.exception
+        assert at.info and "Train" in at.info[0].value

@@ -1,0 +1,286 @@
+"""JobManager: the FIFO queue, the worker thread, cancel / resume / delete, and one real tiny run."""
+import threading
+import time
+
+import pytest
+
+from core.errors import EmbedLabError, InvalidConfig
+from core.jobs import JobManager
+from core.store import RunStore
+from core.train import CHECKPOINT, TrainConfig
+
+TINY = dict(backbone="test_vit", dataset="mnist5k", n_per_class=10, eval_per_class=5, batch_size=16)  # seconds on a CPU
+
+
+class FakeTrain:
+    """Stands in for core.train.train: a few 'steps', records what ran when, and can block or crash."""
+
+    def __init__(self, steps=None, delay=0.0, crash=(), gate: threading.Event | None = None):
+        self.steps, self.delay, self.crash, self.gate = steps, delay, set(crash), gate  # steps None: cfg.steps
+        self.started: list[str] = []  # run ids, in start order
+        self.resumed: dict[str, bool] = {}
+        self.running = 0
+        self.max_running = 0
+        self.lock = threading.Lock()
+        self.first_step = threading.Event()
+
+    def __call__(self, cfg, *, store, run_id, root, on_event, should_stop, resume):
+        with self.lock:
+            self.started.append(run_id)
+            self.resumed[run_id] = resume
+            self.running += 1
+            self.max_running = max(self.max_running, self.running)
+        try:
+            store.set_status(run_id, "running")
+            if cfg.objective in self.crash or cfg.seed in self.crash:
+                raise RuntimeError("boom")
+            total = self.steps or cfg.steps
+            for step in range(1, total + 1):
+                if should_stop():
+                    store.set_status(run_id, "cancelled", error="cancelled by the user")
+                    return {"run_id": run_id, "status": "cancelled", "error": "cancelled by the user"}
+                on_event({"type": "step", "step": step, "total": total, "stage": "ce", "loss": 1.0 / step})
+                self.first_step.set()
+                if self.gate is not None:
+                    self.gate.wait(10)
+                time.sleep(self.delay)
+            on_event({"type": "eval", "step": total, "val_acc": 0.5})
+            store.set_status(run_id, "finished")
+            return {"run_id": run_id, "status": "finished", "error": None, "val_acc": 0.5}
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def _accept(cfg, root):
+    return cfg
+
+
+@pytest.fixture
+def store(home):
+    return RunStore(home)
+
+
+@pytest.fixture
+def make_manager(store):
+    managers = []
+
+    def make(train_fn, **kw):
+        kw.setdefault("validate_fn", _accept)
+        m = JobManager(store, train_fn=train_fn, **kw)
+        managers.append(m)
+        return m
+
+    yield make
+    for m in managers:
+        m.shutdown(timeout=10)
+
+
+def _cfg(i=0, **kw):
+    return TrainConfig(**{**TINY, "seed": i, **kw})
+
+
+def _wait_all(m, ids, timeout=30):
+    for run_id in ids:
+        assert m.wait(run_id, timeout), f"{run_id} did not finish"
+
+
+def test_fifo_one_at_a_time(make_manager, store):
+    fake = FakeTrain(steps=3, delay=0.01)
+    m = make_manager(fake)
+    ids = [m.submit(_cfg(i)) for i in range(5)]
+    _wait_all(m, ids)
+    assert fake.started == ids
+    assert fake.max_running == 1
+    assert [store.get(r).status for r in ids] == ["finished"] * 5
+
+
+def test_submit_creates_queued_run_immediately(make_manager, store):
+    gate = threading.Event()
+    fake = FakeTrain(steps=3, gate=gate)
+    m = make_manager(fake)
+    first = m.submit(_cfg(0))
+    assert fake.first_step.wait(5)
+    second = m.submit(_cfg(1))
+    assert store.get(second).status == "queued"  # every session sees it right away
+    assert m.queue_position(second) == 1 and m.queue_position(first) is None
+    p = m.progress(second)
+    assert p["status"] == "queued" and p["queue_position"] == 1
+    running = m.progress(first)
+    assert running["status"] == "running" and running["step"] == 1 and running["loss"] == [(1, 1.0)]
+    gate.set()
+    _wait_all(m, [first, second])
+
+
+def test_max_running_is_configurable(make_manager):
+    fake = FakeTrain(delay=0.05, steps=4)
+    m = make_manager(fake, max_running=2)
+    ids = [m.submit(_cfg(i)) for i in range(4)]
+    _wait_all(m, ids)
+    assert fake.max_running == 2
+
+
+def test_cancel_queued_never_starts(make_manager, store):
+    gate = threading.Event()
+    fake = FakeTrain(steps=3, gate=gate)
+    m = make_manager(fake)
+    first, second, third = (m.submit(_cfg(i)) for i in range(3))
+    assert fake.first_step.wait(5)
+    assert m.cancel(second)
+    assert store.get(second).status == "cancelled"
+    assert m.queue_position(third) == 1
+    gate.set()
+    _wait_all(m, [first, third])
+    assert second not in fake.started
+    assert fake.started == [first, third]
+    assert not m.cancel(second)  # already over
+
+
+def test_cancel_running_stops_within_a_step(make_manager, store):
+    fake = FakeTrain(delay=0.01)
+    m = make_manager(fake)
+    run_id = m.submit(_cfg(steps=1000))
+    follow = m.submit(_cfg(1, steps=3))
+    assert fake.first_step.wait(5)
+    t0 = time.time()
+    assert m.cancel(run_id)
+    assert m.wait(run_id, 5)
+    assert time.time() - t0 < 1.0
+    assert store.get(run_id).status == "cancelled"
+    assert m.wait(follow, 30) and store.get(follow).status == "finished"
+
+
+def test_crashing_job_fails_and_the_queue_goes_on(make_manager, store):
+    fake = FakeTrain(steps=3, crash={0})  # seed 0 raises
+    m = make_manager(fake)
+    bad, good = m.submit(_cfg(0)), m.submit(_cfg(1))
+    _wait_all(m, [bad, good])
+    assert store.get(bad).status == "failed"
+    assert "boom" in store.get(bad).error
+    assert m.progress(bad)["error"] == "RuntimeError: boom"
+    assert store.get(good).status == "finished"
+
+
+def test_twenty_queued_jobs_all_finish(make_manager, store):
+    fake = FakeTrain(steps=2)
+    m = make_manager(fake)
+    ids = [m.submit(_cfg(i)) for i in range(20)]
+    _wait_all(m, ids, timeout=60)
+    assert fake.started == ids
+    assert all(store.get(r).status == "finished" for r in ids)
+
+
+def test_concurrent_submits_from_eight_threads(make_manager, store):
+    gate = threading.Event()
+    fake = FakeTrain(gate=gate, steps=1)
+    m = make_manager(fake)
+    ids, errors = [], []
+    lock = threading.Lock()
+    barrier = threading.Barrier(8)
+
+    def submit(t):
+        barrier.wait()
+        try:
+            for i in range(3):
+                run_id = m.submit(_cfg(100 * t + i))
+                with lock:
+                    ids.append(run_id)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=submit, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors
+    assert len(ids) == len(set(ids)) == 24
+    assert {r.id for r in store.list()} == set(ids)  # every submit reached the store
+    waiting = m.queued()
+    assert len(waiting) + len(m.running()) == 24
+    assert sorted(m.queue_position(r) for r in waiting) == list(range(1, len(waiting) + 1))
+    gate.set()
+    _wait_all(m, ids, timeout=60)
+    assert sorted(fake.started) == sorted(ids) and fake.max_running == 1
+
+
+def test_invalid_config_queues_nothing(store):
+    m = JobManager(store, train_fn=FakeTrain())  # the real validate
+    with pytest.raises(InvalidConfig, match="learning rate"):
+        m.submit(_cfg(lr=-1.0))
+    with pytest.raises(EmbedLabError, match="CLIP-style"):
+        m.submit_many([_cfg(objective="ce"), _cfg(objective="flyp")])  # test_vit has no text tower
+    assert store.list() == [] and m.queued() == []
+
+
+def test_resume_requeues_with_or_without_checkpoint(make_manager, store):
+    fake = FakeTrain(steps=3)
+    m = make_manager(fake)
+    with_ckpt = store.create_run(_cfg(0).to_dict(), status="queued")
+    store.set_status(with_ckpt, "interrupted", error="server stopped")
+    (store.run_dir(with_ckpt) / CHECKPOINT).write_bytes(b"x")
+    without = store.create_run(_cfg(1).to_dict(), status="queued")
+    store.set_status(without, "failed", error="boom")
+    done = store.create_run(_cfg(2).to_dict(), status="queued")
+    store.set_status(done, "finished")
+    assert m.resume(with_ckpt) == with_ckpt
+    m.resume(without)
+    with pytest.raises(InvalidConfig, match="only interrupted"):
+        m.resume(done)
+    _wait_all(m, [with_ckpt, without])
+    assert fake.resumed == {with_ckpt: True, without: False}  # no checkpoint: start again from step 0
+    assert store.get(with_ckpt).status == "finished"
+
+
+def test_delete_cancels_running_then_deletes(make_manager, store):
+    fake = FakeTrain(delay=0.01)
+    m = make_manager(fake)
+    run_id = m.submit(_cfg(steps=1000))
+    queued, last = m.submit(_cfg(1, steps=2)), m.submit(_cfg(2, steps=2))
+    assert fake.first_step.wait(5)
+    m.delete(queued)  # a queued run is cancelled (it never starts) and deleted
+    assert not store.exists(queued)
+    run_dir = store.run_dir(run_id)
+    m.delete(run_id)  # the running one is stopped first, then deleted
+    assert not store.exists(run_id) and not run_dir.exists()
+    assert m.wait(last, 30) and store.get(last).status == "finished"
+    assert fake.started == [run_id, last]
+
+
+def test_delete_refuses_a_run_of_another_live_process(make_manager, store):
+    m = make_manager(FakeTrain())
+    run_id = store.create_run(_cfg().to_dict(), status="queued")  # owned by this (live) process, not by m
+    with pytest.raises(EmbedLabError, match="another process"):
+        m.delete(run_id)
+    assert store.exists(run_id)
+
+
+def test_real_tiny_run_then_cancel_and_resume(store):
+    """core.train.train for real: test_vit on mnist5k, ~10 steps, then a cancelled run resumed from its checkpoint."""
+    m = JobManager(store)
+    try:
+        run_id = m.submit(TrainConfig(objective="ce", steps=10, **TINY))
+        assert m.wait(run_id, 120)
+        p = m.progress(run_id)
+        assert p["status"] == "finished", p["error"]
+        assert p["step"] == 10 and p["loss"][-1][0] == 10 and p["val_acc"]  # step logs are throttled to 4/s
+        assert p["summary"]["val_acc"] is not None and store.get(run_id).summary["steps"] == 10
+
+        # long enough that the cancel below lands mid-run even though tiny steps take milliseconds
+        long_id = m.submit(TrainConfig(objective="ce", steps=300, eval_every=2, **TINY))
+        deadline = time.time() + 60
+        while m.progress(long_id)["step"] < 4 and time.time() < deadline:
+            time.sleep(0.05)
+        assert m.cancel(long_id) and m.wait(long_id, 30)
+        assert store.get(long_id).status == "cancelled"
+        stopped_at = m.progress(long_id)["step"]
+        assert stopped_at < 300 and (store.run_dir(long_id) / CHECKPOINT).exists()
+
+        m.resume(long_id)  # the same run id continues
+        assert m.wait(long_id, 120)
+        resumed = m.progress(long_id)
+        assert resumed["status"] == "finished", resumed["error"]
+        assert resumed["loss"][0][0] > 2  # continued from the checkpoint, not from step 1
+        assert store.get(long_id).summary["steps"] == 300
+    finally:
+        m.shutdown(timeout=30)

@@ -1,0 +1,124 @@
+"""core.projections: shapes, determinism, the disk cache, alignment, trajectories."""
+import numpy as np
+import pytest
+
+from core import projections as P
+
+
+@pytest.fixture
+def blobs():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 24)) * 3
+    labels = np.repeat(np.arange(4), 25)
+    return (centres[labels] + rng.normal(size=(100, 24))).astype(np.float32), labels
+
+
+@pytest.mark.parametrize("method", ["pca", "tsne"])
+@pytest.mark.parametrize("dims", [2, 3])
+def test_shapes_and_determinism(blobs, home, method, dims):
+    x, _ = blobs
+    a = P.project(x, method, dims, seed=1, cache=False, n_iter=100)
+    b = P.project(x, method, dims, seed=1, cache=False, n_iter=100)
+    assert a.shape == (100, dims) and a.dtype == np.float32
+    assert np.isfinite(a).all()
+    np.testing.assert_array_equal(a, b)
+
+
+def test_umap_shape_and_determinism(blobs, home):
+    x, _ = blobs
+    a = P.project(x, "umap", 2, seed=0, cache=False, n_neighbors=10)
+    b = P.project(x, "umap", 2, seed=0, cache=False, n_neighbors=10)
+    assert a.shape == (100, 2)
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+
+
+def test_cache_hit_does_not_recompute(blobs, home, monkeypatch):
+    x, _ = blobs
+    calls = []
+    real = P._COMPUTE["pca"]
+    monkeypatch.setitem(P._COMPUTE, "pca", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = P.project(x, "pca", 2, seed=0)
+    second = P.project(x, "pca", 2, seed=0)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(first, second)
+    assert len(list((home / "cache" / "projections").glob("pca-2d-*.npy"))) == 1
+    P.project(x, "pca", 3, seed=0)  # other settings: another entry
+    P.project(x[:50], "pca", 2, seed=0)  # other input: another entry
+    assert len(calls) == 3
+
+
+def test_procrustes_recovers_a_known_rotation():
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(60, 2))
+    theta = 0.7
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    target = 2.5 * y @ rot + np.array([3.0, -1.0])
+    t = P.procrustes(y, target)
+    np.testing.assert_allclose(t["R"], rot, atol=1e-8)
+    assert t["s"] == pytest.approx(2.5)
+    np.testing.assert_allclose(P.apply_transform(y, t), target, atol=1e-5)
+
+
+def test_procrustes_handles_reflection_and_3d():
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=(50, 3))
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    q[:, 0] *= -1 if np.linalg.det(q) > 0 else 1  # make it a reflection
+    target = y @ q
+    np.testing.assert_allclose(P.apply_transform(y, P.procrustes(y, target)), target, atol=1e-5)
+
+
+def test_align_to_uses_shared_ids_only():
+    rng = np.random.default_rng(2)
+    ref_ids = np.arange(0, 40)
+    ref = rng.normal(size=(40, 2))
+    rot = np.array([[0.0, -1.0], [1.0, 0.0]])
+    ids = np.arange(20, 70)  # 20 shared ids, 30 new ones
+    pane = rng.normal(size=(50, 2))
+    pane[:20] = ref[20:] @ rot.T  # the shared samples: ref rotated by -90 degrees
+    aligned, _, shared = P.align_to(ref_ids, ref, ids, pane)
+    assert shared == 20
+    np.testing.assert_allclose(aligned[:20], ref[20:], atol=1e-5)
+
+
+def test_project_panes_aligns_before_onto_after(blobs, home):
+    x, _ = blobs
+    ids = np.arange(len(x))
+    q = np.linalg.qr(np.random.default_rng(3).normal(size=(24, 24)))[0]
+    out = P.project_panes([{"ids": ids, "vectors": x}, {"ids": ids, "vectors": x @ q}], "pca", 2, reference=0)
+    # the same geometry, rotated in 24-D: after alignment the panes coincide
+    np.testing.assert_allclose(out["points"][1], out["points"][0], atol=1e-3)
+    assert out["align"] == "procrustes" and out["shared"] == [100, 100]
+    shared = P.project_panes([{"ids": ids, "vectors": x}, {"ids": ids, "vectors": x}], "pca", 2, align="shared-pca")
+    assert shared["align"] == "shared-pca"
+    np.testing.assert_allclose(shared["points"][0], shared["points"][1])
+
+
+def test_anchors_are_placed_out_of_sample(blobs, home):
+    x, labels = blobs
+    anchors = np.stack([x[labels == c].mean(0) for c in range(4)])
+    y, ya = P.project_with_extra(x, anchors, "pca", 2, cache=False)
+    assert y.shape == (100, 2) and ya.shape == (4, 2)
+    # each class anchor lands nearer its own class than any other class centre
+    centres = np.stack([y[labels == c].mean(0) for c in range(4)])
+    assert (np.linalg.norm(ya[:, None] - centres[None], axis=-1).argmin(1) == np.arange(4)).all()
+
+
+def test_trajectory_frames_are_chained(blobs, home):
+    x, _ = blobs
+    ids = np.arange(len(x))
+    q = np.linalg.qr(np.random.default_rng(4).normal(size=(24, 24)))[0]
+    frames = P.trajectory([(0, ids, x), (5, ids, x @ q), (10, ids, -x)], "pca", 2)
+    assert len(frames) == 3
+    for f in frames[1:]:
+        np.testing.assert_allclose(f, frames[0], atol=1e-3)
+
+
+def test_bad_method_and_dims(blobs):
+    from core.errors import EmbedLabError
+
+    x, _ = blobs
+    with pytest.raises(EmbedLabError):
+        P.project(x, "mds", 2, cache=False)
+    with pytest.raises(EmbedLabError):
+        P.project(x, "pca", 4, cache=False)

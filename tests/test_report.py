@@ -1,0 +1,130 @@
+"""core.report: run picking, self-contained HTML, projector TSV, Parquet (on synthetic stored runs)."""
+import io
+import json
+import re
+import zipfile
+
+import numpy as np
+import pytest
+
+from core import report
+from core.embeddings import EmbeddingSet, embeddings_dir, save_embeddings
+from core.errors import UnknownName
+from core.store import RunStore
+
+
+def _fake_run(store, objective, *, dim=16, n=60, seed=0, dataset="digits", anchors=False):
+    """A 'finished' run folder with before / after embeddings, written without training."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(3), n // 3)
+    ids = np.arange(100, 100 + n)
+    centres = rng.normal(size=(3, dim)) * 2
+    run_id = store.create_run({"objective": objective, "backbone": "test_vit", "dataset": dataset}, status="finished")
+    store.set_status(run_id, "finished")
+    run_dir = store.run_dir(run_id)
+    for phase, spread in (("before", 2.0), ("after", 0.5)):
+        vec = (centres[labels] + spread * rng.normal(size=(n, dim))).astype(np.float16)
+        preds = labels.copy() if phase == "after" else None
+        if phase == "after":
+            preds[:5] = (preds[:5] + 1) % 3
+        es = EmbeddingSet("val", ids, labels, {"image" if anchors else "encoder": vec}, classes=["a", "b", "c"], preds=preds,
+                          anchors=centres.astype(np.float16) if anchors else None)
+        save_embeddings(embeddings_dir(run_dir, phase, "val"), es)
+    summary = {"val_acc": float((preds == labels).mean()), "objective": objective}
+    if anchors:
+        summary.update(zeroshot_acc=0.4, wise_ft=[{"alpha": 0.0, "val_acc": 0.4}, {"alpha": 1.0, "val_acc": 0.9}])
+    store.update_summary(run_id, summary)
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    return run_id
+
+
+@pytest.fixture
+def store(home):
+    return RunStore(home)
+
+
+def test_resolve_run_and_default_trio(store):
+    ce = _fake_run(store, "ce")
+    lac = _fake_run(store, "lacvit", seed=1)
+    flyp = _fake_run(store, "flyp", seed=2, anchors=True)
+    assert report.resolve_run(store, ce).id == ce
+    assert report.resolve_run(store, ce[:-2]).id == ce  # unique prefix
+    assert report.resolve_run(store, "latest").id == flyp
+    with pytest.raises(UnknownName):
+        report.resolve_run(store, "no-such-run")
+    runs = report.finished_runs(store)
+    assert report.default_compare_runs(runs) == [ce, lac, flyp]
+
+
+def test_comparison_html_is_self_contained(store):
+    ids = [_fake_run(store, "ce"), _fake_run(store, "flyp", seed=2, anchors=True)]
+    views = [report.load_run_view(store, i) for i in ids]
+    page = report.comparison_html(views)
+    assert page.startswith("<!doctype html>")
+    assert "plotly.js v" in page and len(page) > 1_000_000  # the bundle is inlined
+    assert not re.search(r"<script[^>]+src=[\"']?https?:", page, re.I)  # no CDN script
+    assert "★" in page and "WiSE-FT" in page and "Per-class accuracy" in page
+    assert page.count("Plotly.newPlot") >= 4
+
+
+def test_run_report_html(store):
+    view = report.load_run_view(store, _fake_run(store, "lacvit"))
+    page = report.run_report_html(view)
+    assert "plotly.js v" in page and "before fine-tuning" in page
+
+
+def test_projector_tsv_row_counts(store, tmp_path):
+    view = report.load_run_view(store, _fake_run(store, "ce", n=60))
+    sets = report.export_sets(view, phases=("before", "after"))
+    paths = report.write_projector(sets, tmp_path / "proj")
+    vectors = (tmp_path / "proj" / "vectors.tsv").read_text().splitlines()
+    metadata = (tmp_path / "proj" / "metadata.tsv").read_text().splitlines()
+    assert [p.name for p in paths] == ["vectors.tsv", "metadata.tsv"]
+    assert len(vectors) == 120 and len(metadata) == 121  # + header
+    assert metadata[0].split("\t") == report.METADATA_HEADER
+    assert all(len(line.split("\t")) == 16 for line in vectors)
+    assert {line.split("\t")[6] for line in metadata[1:]} == {"before", "after"}
+    z = zipfile.ZipFile(io.BytesIO(report.projector_zip({view.id: sets})))
+    assert sorted(z.namelist()) == sorted([f"{view.id}/vectors.tsv", f"{view.id}/metadata.tsv"])
+
+
+def test_parquet_round_trip(store, tmp_path):
+    import pyarrow.parquet as pq
+
+    view = report.load_run_view(store, _fake_run(store, "ce", n=30))
+    sets = report.export_sets(view, phases=("before", "after"))
+    path = report.export_parquet(sets, tmp_path / "e.parquet")
+    table = pq.read_table(path)
+    assert table.num_rows == 60
+    df = table.to_pandas()
+    after = df[df.phase == "after"]
+    np.testing.assert_allclose(np.stack(after.vector.to_numpy()), view.after.vectors["encoder"].astype(np.float32))
+    assert after.sample_id.tolist() == view.after.ids.tolist()
+    assert df[df.phase == "before"].pred.isna().all()  # no head before fine-tuning
+    assert after.correct.sum() == 25
+    assert pq.read_table(io.BytesIO(report.export_parquet(sets))).num_rows == 60  # bytes for st.download_button
+
+
+def test_metrics_table_marks_the_best(store):
+    rows, best = report.metrics_table([{"knn_acc": 0.5, "uniformity": -1.0}, {"knn_acc": 0.8, "uniformity": -2.0}], ["a", "b"])
+    keys = {r["key"]: r["metric"] for r in rows}
+    assert best[keys["knn_acc"]] == 1 and best[keys["uniformity"]] == 1
+
+
+def test_trajectory_figure_has_frames_and_slider():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 10)
+    frames = [(s, rng.normal(size=(20, 2))) for s in (0, 5, 10)]
+    fig = report.trajectory_figure(frames, labels, ["a", "b"])
+    assert len(fig.frames) == 3 and fig.layout.sliders[0].steps[-1].label == "10"
+
+
+def test_analyze_cached_memoises_on_disk(store, home, monkeypatch):
+    from core import metrics
+
+    run_dir = store.run_dir(_fake_run(store, "ce"))
+    first = metrics.analyze_cached(run_dir, root=home, split="val", details=True)
+    monkeypatch.setattr(metrics, "analyze", lambda *a, **k: pytest.fail("recomputed"))
+    second = metrics.analyze_cached(run_dir, root=home, split="val", details=True)
+    assert first == second and first["knn_acc"] is not None
+    assert len(list((home / "cache" / "analysis").glob("*.json"))) == 1

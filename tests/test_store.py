@@ -1,0 +1,169 @@
+"""core/store.py: the run database and artifact folders, including crash recovery."""
+import json
+import socket
+import sqlite3
+import threading
+
+import pytest
+
+from core.errors import UnknownName, UnsafePath
+from core.paths import safe_name
+from core.store import RunStore, _OWNER
+
+from helpers import dead_pid
+
+CFG = {"objective": "ce", "backbone": "test_vit", "dataset": "digits", "lr": 0.001}
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = RunStore(tmp_path)
+    yield s
+    s.close()
+
+
+def _set_owner(store, run_id, owner):
+    """What a crashed process leaves behind: a row owned by a process that no longer exists."""
+    with sqlite3.connect(store.db_path) as db:
+        db.execute("UPDATE runs SET owner=? WHERE id=?", (owner, run_id))
+
+
+def test_create_get_and_config_file(store):
+    run_id = store.create_run(CFG)
+    r = store.get(run_id)
+    assert (r.id, r.status, r.config, r.summary, r.owner) == (run_id, "queued", CFG, {}, _OWNER)
+    assert (r.objective, r.backbone, r.dataset) == ("ce", "test_vit", "digits")
+    assert r.started is None and r.duration is None
+    assert json.loads((store.run_dir(run_id) / "config.json").read_text()) == CFG
+    assert store.exists(run_id) and not store.exists("nope")
+    with pytest.raises(UnknownName, match="no run 'nope'"):
+        store.get("nope")
+
+
+def test_status_transitions_set_times_and_error(store):
+    run_id = store.create_run(CFG)
+    store.set_status(run_id, "running")
+    r = store.get(run_id)
+    assert r.status == "running" and r.started is not None and r.finished is None
+    store.set_status(run_id, "failed", error="diverged at step 3")
+    r = store.get(run_id)
+    assert (r.status, r.error) == ("failed", "diverged at step 3") and r.finished >= r.started
+    store.set_status(run_id, "running")  # resume: error cleared, started kept
+    r2 = store.get(run_id)
+    assert (r2.status, r2.error, r2.finished, r2.started) == ("running", None, None, r.started)
+
+
+def test_metrics_round_trip_in_step_order(store):
+    run_id = store.create_run(CFG)
+    store.log_metrics(run_id, 2, {"loss": 1.5, "lr": 0.01})
+    store.log_metrics(run_id, 1, {"loss": 2.5, "lr": 0.005})
+    store.log_metrics(run_id, 2, {"val_acc": 0.25})
+    store.log_metrics(run_id, 3, {"val_acc": None})
+    other = store.create_run(CFG)
+    store.log_metrics(other, 1, {"loss": 99.0})
+    assert store.metrics(run_id) == {"loss": [(1, 2.5), (2, 1.5)], "lr": [(1, 0.005), (2, 0.01)],
+                                     "val_acc": [(2, 0.25), (3, None)]}
+    assert store.metrics(run_id, keys=["loss"]) == {"loss": [(1, 2.5), (2, 1.5)]}
+    assert store.metrics(other) == {"loss": [(1, 99.0)]}
+    # a second store on the same folder (another process, say) sees the same rows
+    assert RunStore(store.root).metrics(run_id, ["lr"]) == {"lr": [(1, 0.005), (2, 0.01)]}
+
+
+def test_list_filters_and_order(store):
+    a = store.create_run({**CFG, "objective": "ce"})
+    b = store.create_run({**CFG, "objective": "lacvit"})
+    c = store.create_run({**CFG, "objective": "flyp"})
+    store.set_status(a, "finished")
+    store.set_status(b, "failed", error="x")
+    assert [r.id for r in store.list()] == [c, b, a]  # newest first
+    assert [r.id for r in store.list(status=["finished"])] == [a]
+    assert {r.id for r in store.list(status=("finished", "failed"))} == {a, b}
+    assert [r.id for r in store.list(objective="lacvit")] == [b]
+    assert store.list(objective="lacvit", status=["finished"]) == []
+    assert [r.id for r in store.list(limit=2)] == [c, b]
+
+
+def test_summary_updates_merge(store):
+    run_id = store.create_run(CFG)
+    store.update_summary(run_id, {"zeroshot_acc": 0.1})
+    store.update_summary(run_id, {"val_acc": 0.5, "wise_ft": [{"alpha": 0.0, "val_acc": 0.1}]})
+    store.update_summary(run_id, {"val_acc": 0.75})
+    assert store.get(run_id).summary == {"zeroshot_acc": 0.1, "val_acc": 0.75, "wise_ft": [{"alpha": 0.0, "val_acc": 0.1}]}
+    store.set_progress(run_id, {"step": 3, "total": 10})
+    assert store.get(run_id).progress == {"step": 3, "total": 10}
+
+
+def test_delete_removes_row_metrics_and_folder(store):
+    keep = store.create_run(CFG)
+    gone = store.create_run(CFG)
+    store.log_metrics(gone, 1, {"loss": 1.0})
+    (store.run_dir(gone) / "checkpoint.safetensors").write_bytes(b"x")
+    folder = store.run_dir(gone)
+    store.delete(gone)
+    assert not store.exists(gone) and not folder.exists()
+    assert store.metrics(gone) == {}
+    assert store.exists(keep) and store.run_dir(keep).is_dir()
+    with pytest.raises(UnsafePath):
+        store.delete("../" + keep)
+    assert store.exists(keep)
+
+
+def test_run_ids_are_safe_names(store):
+    generated = {store.create_run({**CFG, "objective": o}) for o in ("ce", "lacvit", "flyp", "ce")}
+    assert len(generated) == 4
+    for run_id in generated:
+        assert safe_name(run_id) == run_id and "/" not in run_id
+        assert store.run_dir(run_id).parent == store.root / "runs"
+    assert store.create_run(CFG, run_id="my run-1") == "my run-1"
+    for bad in ("../evil", "a/b", "..", "/abs", ""):
+        with pytest.raises(UnsafePath):
+            store.create_run(CFG, run_id=bad or "/")
+        with pytest.raises(UnsafePath):
+            store.run_dir(bad)
+    assert not (store.root / "evil").exists()
+
+
+def test_reopen_after_crash_marks_dead_owners_runs_interrupted(store):
+    dead = f"{socket.gethostname()}:{dead_pid()}"
+    crashed = store.create_run(CFG, status="running")
+    waiting = store.create_run(CFG, status="queued")
+    mine = store.create_run(CFG, status="running")  # owned by this (live) process
+    elsewhere = store.create_run(CFG, status="running")
+    done = store.create_run(CFG, status="finished")
+    for run_id in (crashed, waiting, done):
+        _set_owner(store, run_id, dead)
+    _set_owner(store, elsewhere, "some-other-host:1")  # another machine's process: cannot check, leave it
+    store.close()
+
+    reopened = RunStore(store.root, recover=True)
+    assert {r.id: r.status for r in reopened.list()} == {
+        crashed: "interrupted", waiting: "interrupted", mine: "running", elsewhere: "running", done: "finished"}
+    r = reopened.get(crashed)
+    assert "stopped" in r.error and "resume" in r.error and r.finished is not None
+    # idempotent, and a store opened without recover changes nothing
+    assert reopened.recover_interrupted() == []
+    assert RunStore(store.root).get(mine).status == "running"
+
+
+def test_store_without_recover_leaves_dead_runs_alone(store):
+    crashed = store.create_run(CFG, status="running")
+    _set_owner(store, crashed, f"{socket.gethostname()}:{dead_pid()}")
+    assert RunStore(store.root).get(crashed).status == "running"
+    assert RunStore(store.root).recover_interrupted() == [crashed]
+
+
+def test_concurrent_writers_from_threads(store):
+    run_id = store.create_run(CFG)
+
+    def write(k):
+        for step in range(25):
+            store.log_metrics(run_id, step, {f"m{k}": float(step)})
+
+    threads = [threading.Thread(target=write, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    m = store.metrics(run_id)
+    assert sorted(m) == ["m0", "m1", "m2", "m3"]
+    assert all([v for _, v in series] == [float(s) for s in range(25)] for series in m.values())

@@ -11,10 +11,12 @@ It emits plain dict events (`stage`, `step`, `eval`, `done`) and checks a cancel
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,8 +30,8 @@ from . import backbones as bb
 from . import datasets as ds
 from . import distributed
 from .device import autocast, autocast_dtype, configure_threads, pick_device
-from .embeddings import compute_embeddings, embeddings_dir, load_embeddings, save_embeddings
-from .errors import EmbedLabError, InvalidConfig, UnknownName
+from .embeddings import compute_embeddings, embeddings_dir, save_embeddings
+from .errors import EmbedLabError, InvalidConfig, UnknownName, WeightsUnavailable
 from .features import CachedSource, ImageSource, cached_prefix_features, pick_views
 from .objectives import OBJECTIVES, Batch, Method, create_method
 
@@ -39,6 +41,8 @@ Event = dict[str, Any]
 CHECKPOINT = "checkpoint.safetensors"  # trainable weights (+ buffers) of the method, safetensors only
 TRAINER_STATE = "trainer_state.pt"  # optimizer state + position, loaded with weights_only=True
 MIN_LOG_INTERVAL_S = 0.25  # step events / metric rows at most 4 times a second
+RUN_DISK_ENV = "EMBEDLAB_RUN_DISK_MB"  # per-run artifact budget; past it snapshots / embeddings are skipped
+DEFAULT_RUN_DISK_MB = 500.0
 
 
 @dataclass
@@ -143,6 +147,9 @@ def validate(cfg: TrainConfig, root: Path | None = None) -> TrainConfig:
     problem = bb.check_name(cfg.backbone)
     if problem:
         raise UnknownName(problem)
+    if cfg.weights not in ("pretrained", "random", ""):
+        _check_weights_file(cfg.weights)  # refused here, before any run exists; only safe loaders touch it
+    run_disk_budget()  # a bad EMBEDLAB_RUN_DISK_MB is a setting error too
     if OBJECTIVES[cfg.objective].needs_clip and not _is_clip_name(cfg.backbone):
         raise InvalidConfig(f"{cfg.objective} needs a CLIP-style backbone with a text tower; {cfg.backbone!r} has none "
                             "(try lite0-minilm, test_clip or an open_clip MODEL/PRETRAINED name)")
@@ -171,6 +178,35 @@ def _check_number(name: str, value, *, positive: bool = False, allow_zero: bool 
         raise InvalidConfig(f"{name} must be a finite number, not {value}")
     if positive and (value < 0 or (value == 0 and not allow_zero)):
         raise InvalidConfig(f"{name} must be {'>= 0' if allow_zero else '> 0'}, not {value}")
+
+
+def _check_weights_file(path: str) -> None:
+    """WeightsUnavailable unless `path` reads as tensors with the safe loaders (safetensors, or
+    torch.load(weights_only=True): a pickle that would run code is refused, never executed)."""
+    p = Path(path).expanduser()
+    try:
+        st = p.stat()
+    except OSError:
+        raise WeightsUnavailable(f"weights file {path} does not exist") from None
+    _weights_readable(str(p.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _weights_readable(path: str, size: int, mtime_ns: int) -> bool:  # size / mtime: re-check a changed file
+    bb.read_state_dict(path)
+    return True
+
+
+def run_disk_budget() -> int | None:
+    """Bytes a run's folder may hold (EMBEDLAB_RUN_DISK_MB, default 500; 0 = no limit)."""
+    raw = os.environ.get(RUN_DISK_ENV, "").strip()
+    try:
+        mb = float(raw) if raw else DEFAULT_RUN_DISK_MB
+    except ValueError:
+        raise InvalidConfig(f"{RUN_DISK_ENV} must be a number of megabytes, not {raw!r}") from None
+    if not math.isfinite(mb) or mb < 0:
+        raise InvalidConfig(f"{RUN_DISK_ENV} must be a number of megabytes >= 0, not {raw!r}")
+    return None if mb == 0 else int(mb * 2**20)
 
 
 def _is_clip_name(name: str) -> bool:
@@ -297,8 +333,12 @@ def train(cfg: TrainConfig, *, store=None, run_id: str | None = None, root: Path
         error = f"out of memory at batch size {cfg.batch_size}: lower the batch size (or the image size) and try again"
         store.set_status(run_id, status, error=error)
     except Exception as exc:  # a bug or a broken input must end this run, never the server
-        _logger.exception("run %s crashed", run_id)
-        status, error, summary = "failed", f"{type(exc).__name__}: {exc}", {}
+        status, summary = "failed", {}
+        if _looks_like_oom(exc):  # cuDNN / cuBLAS allocation failures arrive as plain RuntimeErrors
+            error = f"out of memory at batch size {cfg.batch_size}: lower the batch size (or the image size) and try again"
+        else:
+            _logger.exception("run %s crashed", run_id)
+            error = f"{type(exc).__name__}: {exc}"
         store.set_status(run_id, status, error=error)
     finally:
         distributed.teardown(ctx)
@@ -329,9 +369,9 @@ def _run(cfg: TrainConfig, tracker: "_Tracker", run_dir: Path, root: Path, shoul
     start_step, start_stage, opt_state = 0, 0, None
     if resume:
         start_step, start_stage, opt_state = _load_checkpoint(method, run_dir)
-        tracker.summary.update({k: v for k, v in tracker.store.get(tracker.run_id).summary.items() if k == "zeroshot_acc"})
+        tracker.summary.update({k: v for k, v in tracker.store.get(tracker.run_id).summary.items() if k in ("zeroshot_acc", "warnings")})
     elif ctx.main:
-        before = _store_embeddings(s, "before", emit)
+        before = _store_embeddings(s, "before", emit, tracker=tracker)
         if cfg.objective == "flyp":
             tracker.summary["zeroshot_acc"] = before["val"].accuracy
             tracker.store.update_summary(tracker.run_id, {"zeroshot_acc": before["val"].accuracy})
@@ -399,7 +439,9 @@ def _run(cfg: TrainConfig, tracker: "_Tracker", run_dir: Path, root: Path, shoul
     summary = dict(tracker.summary)
     if not ctx.main:
         return summary
-    after = _store_embeddings(s, "after", emit, stage=stages[-1])
+    after = _store_embeddings(s, "after", emit, stage=stages[-1], tracker=tracker)
+    if "warnings" in tracker.summary:  # the copy above predates the 'after' embeddings' own warnings
+        summary["warnings"] = list(tracker.summary["warnings"])
     summary.update(val_acc=after["val"].accuracy, test_acc=after["test"].accuracy, steps=step,
                    train_images=len(s.train_rows), backbone=cfg.backbone, dataset=cfg.dataset, objective=cfg.objective)
     if val_acc is not None and summary["val_acc"] is None:
@@ -440,6 +482,13 @@ class _Tracker:
         values = {k: v for k, v in values.items() if v is not None}
         self.store.log_metrics(self.run_id, step, values)
         self.emit({"type": "eval", "step": step, **values})
+
+    def warn(self, message: str) -> None:
+        """A problem that does not end the run: kept in the run's summary (at once) and emitted."""
+        _logger.warning("run %s: %s", self.run_id, message)
+        self.summary["warnings"] = [*self.summary.get("warnings", []), message]
+        self.store.update_summary(self.run_id, {"warnings": self.summary["warnings"]})
+        self.emit({"type": "warning", "message": message})
 
 
 class _BatchOrder:
@@ -534,7 +583,8 @@ def _evaluate(s: Session, stage, step: int, tracker: _Tracker, snapshot_steps: s
         values["val_centroid_acc"] = _centroid_accuracy(s, es)
     tracker.log_eval(step, values)
     if step in snapshot_steps and s.run_dir is not None:
-        save_embeddings(s.run_dir / "snapshots" / f"step-{step:06d}", es)
+        _save_within_budget(s.run_dir, s.run_dir / "snapshots" / f"step-{step:06d}", es, f"the val snapshot at step {step}",
+                            tracker)
     return acc if acc is not None else values["val_centroid_acc"]
 
 
@@ -563,7 +613,7 @@ def _centroid_accuracy(s: Session, val_es) -> float:
     return float((pred == val_es.labels).mean())
 
 
-def _store_embeddings(s: Session, phase: str, emit, stage=None) -> dict:
+def _store_embeddings(s: Session, phase: str, emit, stage=None, tracker: "_Tracker | None" = None) -> dict:
     """Embed val and test; 'before' (pretrained) sets are shared across runs through a cache folder."""
     out = {}
     for split in ("val", "test"):
@@ -574,9 +624,42 @@ def _store_embeddings(s: Session, phase: str, emit, stage=None) -> dict:
         if phase == "before" and s.cfg.objective != "flyp":
             es.preds = None  # a head that has not trained yet predicts nothing meaningful
             es.vectors = {"encoder": es.vectors.get("encoder", next(iter(es.vectors.values())))}
-        save_embeddings(target, es)
+        _save_within_budget(s.run_dir, target, es, f"the {phase} {split} embeddings", tracker)
         out[split] = es
     return out
+
+
+def _folder_bytes(folder: Path) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:  # removed meanwhile
+                pass
+    return total
+
+
+def _save_within_budget(run_dir: Path, folder: Path, es, what: str, tracker: "_Tracker | None") -> bool:
+    """save_embeddings unless it would take the run folder past its disk budget (or the disk is full):
+    then skip it with a warning in the run's summary. Checkpoints are never skipped (resume needs them)."""
+    budget = run_disk_budget()
+    need = sum(a.nbytes for a in (es.ids, es.labels, es.preds, es.anchors, *es.vectors.values()) if a is not None)
+    if budget is not None and _folder_bytes(run_dir) + need > budget:
+        message = (f"skipped {what}: the run folder would pass its disk budget of {budget / 2**20:g} MB "
+                   f"({RUN_DISK_ENV})")
+    else:
+        try:
+            save_embeddings(folder, es)
+            return True
+        except OSError as exc:  # disk full, quota
+            shutil.rmtree(folder.with_name(folder.name + f".tmp{os.getpid()}"), ignore_errors=True)
+            message = f"skipped {what}: {exc.strerror or exc}"
+    if tracker is not None:
+        tracker.warn(message)
+    else:
+        _logger.warning(message)
+    return False
 
 
 def _trainable_state(method: Method) -> dict[str, torch.Tensor]:
@@ -625,8 +708,12 @@ def load_method_weights(method: Method, run_dir: Path) -> dict:
 
 def _load_checkpoint(method: Method, run_dir: Path):
     meta = load_method_weights(method, run_dir)
-    trainer = torch.load(Path(run_dir) / TRAINER_STATE, map_location="cpu", weights_only=True)
-    return int(meta.get("step", trainer["step"])), int(trainer["stage"]), trainer["optimizer"]
+    try:
+        trainer = torch.load(Path(run_dir) / TRAINER_STATE, map_location="cpu", weights_only=True)
+        return int(meta.get("step", trainer["step"])), int(trainer["stage"]), trainer["optimizer"]
+    except Exception as exc:  # missing, truncated, or a pickle that weights_only refuses to run
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EmbedLabError(f"cannot resume: {TRAINER_STATE} in {Path(run_dir).name} is unreadable or unsafe ({first})") from exc
 
 
 @torch.no_grad()
@@ -653,7 +740,7 @@ def wise_ft_curve(s: Session, zero_shot: dict[str, torch.Tensor], n_alphas: int,
 
 
 def _fault_from_env() -> tuple[str, int] | None:
-    """EMBEDLAB_FAULT=kind:step (nan, oom, raise) simulates a fault, for the reliability tests."""
+    """EMBEDLAB_FAULT=kind:step (nan, inf, oom, cuda_oom, raise) simulates a fault, for the reliability tests."""
     spec = os.environ.get("EMBEDLAB_FAULT", "")
     if ":" not in spec:
         return None
@@ -664,6 +751,15 @@ def _fault_from_env() -> tuple[str, int] | None:
 def _inject(kind: str, loss: torch.Tensor) -> torch.Tensor:
     if kind == "nan":
         return loss * float("nan")
+    if kind == "inf":
+        return loss + float("inf")
     if kind == "oom":
         raise MemoryError("simulated out-of-memory")
+    if kind == "cuda_oom":
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
     raise RuntimeError(f"simulated crash ({kind})")
+
+
+def _looks_like_oom(exc: BaseException) -> bool:
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text.lower() or "_ALLOC_FAILED" in text)

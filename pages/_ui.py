@@ -11,7 +11,6 @@ import os
 import runpy
 import tempfile
 import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 

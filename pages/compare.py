@@ -1,38 +1,20 @@
 """Compare: 2-4 runs side by side (aligned projections, metrics, similarities, errors, exports)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
-from assets.scatter_component import build_payload, scatter, thumbs_for
+from assets.scatter_component import build_payload, scatter
 from core import report
-from core.datasets import load_dataset
 from core.errors import EmbedLabError
 from core.projections import METHOD_LABELS
-from core.store import RunStore
 from core.thumbnails import display_images
+from pages._cached import analysis as _analysis, dataset as _dataset, run_view as _view, thumbs as _thumbs
 from pages._ui import ensure_router, get_store
 
 ensure_router()  # run inside app.py's router (sidebar, wide layout) even when deep-linked first
 
 
 # CACHED LOADERS -------------------------------------------------------------------------------
-@st.cache_resource(show_spinner=False, max_entries=16)
-def _view(root: str, run_id: str, split: str) -> report.RunView:
-    return report.load_run_view(RunStore(root), run_id, split)  # finished runs never change
-
-
-@st.cache_resource(show_spinner=False, max_entries=4)
-def _dataset(root: str, name: str):
-    return load_dataset(name, Path(root))
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def _analysis(root, run_id, split, output):
-    from core.metrics import analyze_cached
-
-    return analyze_cached(_view(root, run_id, split).dir, root=Path(root), split=split, output=output, details=True)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -41,12 +23,6 @@ def _compare(root, run_ids, split, method, dims, align):
     outputs = [v.main_output() for v in views]
     results = [_analysis(root, v.id, split, o) for v, o in zip(views, outputs)]
     return report.compare_data(views, method=method, dims=dims, outputs=outputs, results=results, align=align)
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def _thumbs(root, run_id, split):
-    view = _view(root, run_id, split)
-    return thumbs_for(_dataset(root, view.dataset), view.after.ids)
 
 
 # PICK RUNS -------------------------------------------------------------------------------------

@@ -1,17 +1,14 @@
 """Explore: one run's embeddings before and after fine-tuning, with the image under the mouse."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
-from assets.scatter_component import COLOR_MODES, build_payload, scatter, thumbs_for
+from assets.scatter_component import COLOR_MODES, build_payload, scatter
 from core import report
-from core.datasets import load_dataset
 from core.errors import EmbedLabError
 from core.projections import METHOD_LABELS, trajectory
-from core.store import RunStore
 from core.thumbnails import display_images
+from pages._cached import analysis as _analysis, dataset as _dataset, run_view as _view, thumbs as _thumbs
 from pages._ui import ensure_router, get_store, pct
 
 ensure_router()  # run inside app.py's router (sidebar, wide layout) even when deep-linked first
@@ -20,33 +17,12 @@ POINT_CAPS = [1000, 2000, 5000, 10000, 20000, 50000]  # "max points" choices (a 
 
 
 # CACHED LOADERS -------------------------------------------------------------------------------
-@st.cache_resource(show_spinner=False, max_entries=8)
-def _view(root: str, run_id: str, split: str) -> report.RunView:
-    return report.load_run_view(RunStore(root), run_id, split)  # finished runs never change
-
-
-@st.cache_resource(show_spinner=False, max_entries=4)
-def _dataset(root: str, name: str):
-    return load_dataset(name, Path(root))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _panes(root, run_id, split, output, method, dims, max_points, phases):
     return report.explore_data(_view(root, run_id, split), output=output, method=method, dims=dims,
                                max_points=max_points, phases=phases)
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def _analysis(root, run_id, split, output):
-    from core.metrics import analyze_cached
-
-    return analyze_cached(_view(root, run_id, split).dir, root=Path(root), split=split, output=output, details=True)
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def _thumbs(root, run_id, split):
-    view = _view(root, run_id, split)
-    return thumbs_for(_dataset(root, view.dataset), view.after.ids)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

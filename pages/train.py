@@ -165,9 +165,12 @@ def setup_form(root: str) -> None:
                  format_func=lambda n: f"{n} — {entries[n].description}" if n in entries else n,
                  help="Built-in datasets work offline; imported ones live in EMBEDLAB_HOME/datasets.")
     with st.expander("Import your own images (.zip, one folder per class)", icon=":material/upload:"):
+        cap_mb = st.get_option("server.maxUploadSize")  # .streamlit/config.toml; the uploader refuses bigger files
         st.file_uploader("Zip archive", type=["zip"], key="upload_zip",
                          help="A zip with one sub-folder per class, e.g. cats/1.jpg, dogs/2.png. "
                               "Corrupt or non-image files are skipped.")
+        st.caption(f":material/info: Up to {cap_mb} MB per zip (the server's upload limit); at least 2 class folders "
+                   "with 2 images each. Corrupt, empty and non-image files are skipped and listed.")
         st.text_input("Dataset name", key="import_name", persist_state="session",
                       placeholder="defaults to the zip's name", help="Letters, digits, spaces, '.', '_', '+', '-'.")
         st.button("Import", key="import_button", icon=":material/download:", on_click=_import_zip)
@@ -188,7 +191,7 @@ def setup_form(root: str) -> None:
 
     st.markdown("##### :material/speed: Budget")
     c1, c2, c3, c4 = st.columns(4)
-    _number(c1, "Steps", "steps", DEFAULTS.steps, 1, 100_000, 10,
+    _number(c1, "Steps", "steps", DEFAULTS.steps, None, 100_000, 10,  # no min: validate() explains a bad value
             "Optimizer steps per run, over all of the objective's stages (LaCViT: contrastive then head).")
     _number(c2, "Batch size", "batch_size", DEFAULTS.batch_size, 2, 4096, 8,
             "Images per step. Contrastive losses see more negatives with bigger batches.")
@@ -199,11 +202,11 @@ def setup_form(root: str) -> None:
 
     with st.expander("Advanced settings", icon=":material/settings:"):
         a1, a2, a3 = st.columns(3)
-        _number(a1, "Learning rate (heads)", "lr", DEFAULTS.lr, 1e-7, 10.0, 1e-4, "For the linear / projection heads.",
+        _number(a1, "Learning rate (heads)", "lr", DEFAULTS.lr, None, 10.0, 1e-4, "For the linear / projection heads.",
                 format="%.0e")
         _number(a2, "Backbone learning rate", "backbone_lr", None, 0.0, 10.0, 1e-5,
                 "For the trainable backbone blocks; empty = lr / 10.", format="%.0e", placeholder="lr / 10")
-        _number(a3, "Temperature τ (LaCViT)", "temperature", DEFAULTS.temperature, 0.01, 10.0, 0.01,
+        _number(a3, "Temperature τ (LaCViT)", "temperature", DEFAULTS.temperature, None, 10.0, 0.01,
                 "Lower τ focuses the contrastive loss on the hardest negatives (see Learn).")
         b1, b2, b3 = st.columns(3)
         b1.selectbox("Trainable blocks", ["frozen", "1", "2", "3", "4", "6", "all"], index=2, key="trainable",
@@ -373,6 +376,8 @@ def _run_card(p: dict) -> None:
                 numbers.append(("Time", duration(s.get("seconds") or p["elapsed"]), None))
                 for col, (label, value, help_text) in zip(st.columns(4), numbers):
                     col.metric(label, value, help=help_text)
+                for warning in s.get("warnings", [])[:3]:  # e.g. snapshots skipped past the run's disk budget
+                    st.caption(f":material/warning: {warning}")
             else:
                 status_badge(status)
                 if p["error"]:

@@ -1,78 +1,34 @@
 """Browser test: the real app in headless Chromium; hover shows the thumbnail, a box selection shows
 the image grid, a click shows nearest neighbours. Screenshots go to test-artifacts/."""
-import os
-import shutil
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from e2e_server import ARTIFACTS, serve_app
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from explore_runs import tiny_runs  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
-ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 TIMEOUT_MS = 120_000
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (apt-get install chromium, or `make system-deps`)")
-    pytest.importorskip("playwright.sync_api", reason="the playwright python package is not installed")
+def explore_app(tmp_path_factory):
+    """The app on an EMBEDLAB_HOME holding tiny finished CE / LaCViT / FLYP runs: (url, run ids)."""
     home, ids = tiny_runs(tmp_path_factory.getbasetemp())
-    port = _free_port()
-    env = {**os.environ, "EMBEDLAB_HOME": str(home), "CUDA_VISIBLE_DEVICES": ""}
-    log = open(tmp_path_factory.mktemp("streamlit") / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-                             "--server.fileWatcherType", "none"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail(f"streamlit did not start: {open(log.name).read()[-2000:]}")
-            time.sleep(0.3)
-        yield url, ids
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with serve_app(home, tmp_path_factory.mktemp("streamlit") / "server.log") as url:
+        yield url.rstrip("/"), ids
 
 
-@pytest.fixture(scope="module")
-def page(app_url):
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM,
-                                    args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        pg = browser.new_page(viewport={"width": 1400, "height": 1800})
-        yield pg
-        browser.close()
+@pytest.fixture
+def big_page(browser):
+    pg = browser.new_context(viewport={"width": 1400, "height": 1800}).new_page()
+    yield pg
+    pg.context.close()
 
 
 def _scatter_frame(pg):
@@ -98,9 +54,9 @@ def _point_xy(frame, trace: int, point: int):
         return [xa._offset + xa.l2p(tr.x[i]), ya._offset + ya.l2p(tr.y[i])]; }""", [trace, point])
 
 
-def test_hover_shows_thumbnail_then_box_select_and_click(page, app_url):
-    url, ids = app_url
-    pg = page
+def test_hover_shows_thumbnail_then_box_select_and_click(big_page, explore_app):
+    url, ids = explore_app
+    pg = big_page
     # the entry point first: once app.py has run st.navigation, /explore is its page (a fresh server that
     # is deep-linked first would fall back to the legacy pages/ folder)
     pg.goto(url)
@@ -164,8 +120,9 @@ def test_hover_shows_thumbnail_then_box_select_and_click(page, app_url):
     pg.screenshot(path=str(ARTIFACTS / "explore-neighbours.png"), full_page=True)
 
 
-def test_compare_page_draws_aligned_panes(page, app_url):
-    url, ids = app_url
+def test_compare_page_draws_aligned_panes(big_page, explore_app):
+    url, ids = explore_app
+    page = big_page
     page.goto(f"{url}/compare")
     frame = _scatter_frame(page)
     assert frame.evaluate("() => document.getElementById('plot').layout.annotations.length") == 3  # CE, LaCViT, FLYP

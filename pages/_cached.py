@@ -1,0 +1,34 @@
+"""Cached loaders shared by the Explore and Compare pages (finished runs never change)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from assets.scatter_component import thumbs_for
+from core import report
+from core.datasets import load_dataset
+from core.store import RunStore
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def run_view(root: str, run_id: str, split: str) -> report.RunView:
+    return report.load_run_view(RunStore(root), run_id, split)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def dataset(root: str, name: str):
+    return load_dataset(name, Path(root))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def analysis(root, run_id, split, output):
+    from core.metrics import analyze_cached
+
+    return analyze_cached(run_view(root, run_id, split).dir, root=Path(root), split=split, output=output, details=True)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def thumbs(root, run_id, split):
+    view = run_view(root, run_id, split)
+    return thumbs_for(dataset(root, view.dataset), view.after.ids)

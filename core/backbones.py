@@ -18,6 +18,7 @@ import difflib
 import functools
 import hashlib
 import logging
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -74,7 +75,7 @@ class Backbone(nn.Module):
         last-k training.
         """
         if not any(p.requires_grad for p in self.image_tower().parameters()):
-            return _Call(self.encode_image), nn.Identity(), f"full|{self.fingerprint}"
+            return ImageEncoder(self), nn.Identity(), f"full|{self.fingerprint}"
         return None
 
     # --- trainability ------------------------------------------------------------------------
@@ -340,6 +341,37 @@ def load_weights_file(backbone: Backbone, path: str) -> None:
     backbone.weights_id = f"file:{_file_sha1(path)}"
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+
+
+def import_weights_file(source: str | Path, filename: str, root: Path | None = None) -> Path:
+    """Copy an uploaded weights file into EMBEDLAB_HOME/weights/ after checking it loads safely.
+
+    The file is read with `read_state_dict` (safetensors or torch.load(weights_only=True)) before it
+    is kept, so a pickle that would run code never lands in the weights folder. Returns its path.
+    """
+    from .paths import home, safe_name, subdir
+
+    name = safe_name(Path(filename).name, "weights file name")
+    if not name.lower().endswith(WEIGHT_SUFFIXES):
+        raise WeightsUnavailable(f"{name}: weights must be a {', '.join(WEIGHT_SUFFIXES)} file")
+    read_state_dict(source)  # raises WeightsUnavailable with the reason
+    folder = subdir(Path(root) if root else home(), "weights")
+    target = folder / f"{_file_sha1(source)}-{name}"
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_bytes(Path(source).read_bytes())
+    tmp.replace(target)
+    return target
+
+
+def weights_in_home(weights: str, root: Path) -> bool:
+    """Whether `weights` is 'pretrained', 'random' or a file inside EMBEDLAB_HOME/weights/ (what the app may use)."""
+    if weights in ("pretrained", "random", "", None):
+        return True
+    folder = (Path(root) / "weights").resolve()
+    return folder in Path(weights).resolve().parents
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read tensors from a file, safely: safetensors, or torch.load(weights_only=True)."""
     path = Path(path).expanduser()
@@ -351,6 +383,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
             return load_file(str(path))
         state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's refusal is a page of text ending in advice to set weights_only=False: never that
+        detail = next((ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
+        raise WeightsUnavailable(f"weights file {path} is refused: only safetensors files and plain tensor state dicts "
+                                 f"are loaded (torch.load with weights_only=True){': ' + detail if detail else ''}") from None
     except Exception as exc:
         raise WeightsUnavailable(f"cannot read weights file {path}: {exc}") from exc
     for key in ("state_dict", "model", "module"):  # common checkpoint wrappers
@@ -451,15 +488,19 @@ def _seeded(make: Callable[[], nn.Module]) -> nn.Module:
         return make()
 
 
-class _Call(nn.Module):
-    """Wrap a bound method as a module (the 'prefix' of a fully frozen encoder)."""
+class ImageEncoder(nn.Module):
+    """`backbone.encode_image` as a module: images -> [B, D].
 
-    def __init__(self, fn):
+    The backbone is a registered child, so `.eval()` / `.train()` on the encoder reach it (a frozen
+    backbone cached as a whole must run with BatchNorm's running statistics).
+    """
+
+    def __init__(self, backbone: "Backbone"):
         super().__init__()
-        self.fn = fn
+        self.backbone = backbone
 
     def forward(self, x):
-        return self.fn(x)
+        return self.backbone.encode_image(x)
 
 
 # ------------------------------------------------------------------------ blocks and freezing

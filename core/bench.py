@@ -130,7 +130,7 @@ def loop_ratio(root: Path, *, steps: int, repeats: int) -> dict:
 def extract_ratio(root: Path, *, n: int, repeats: int) -> dict:
     """`compute_embeddings` vs a bare `model(x)` loop under inference_mode (same batches)."""
     from . import datasets as ds
-    from .backbones import create_backbone, _Call
+    from .backbones import ImageEncoder, create_backbone
     from .embeddings import compute_embeddings
     from .features import ImageSource
     from .objectives import create_method
@@ -138,7 +138,7 @@ def extract_ratio(root: Path, *, n: int, repeats: int) -> dict:
     data = ds.load_dataset(_dataset_name(root), root)
     split = ds.splits(data, n_per_class=max(1, n // data.num_classes), seed=0)["train"]
     backbone = create_backbone("efficientnet_lite0", image_size=112, trainable="frozen")
-    method = create_method("ce", backbone, _Call(backbone.encode_image), data.num_classes)
+    method = create_method("ce", backbone, ImageEncoder(backbone), data.num_classes)
     device = torch.device("cpu")
     source = ImageSource(split, backbone.preprocess, device)
     batch = 256
@@ -241,6 +241,10 @@ def projection_times(root: Path, *, quick: bool) -> dict:
         return (centres[rng.integers(0, 10, n)] + 0.5 * rng.normal(size=(n, 384))).astype(np.float32)
 
     out = {}
+    t0 = time.perf_counter()
+    for method in ("umap", "tsne"):  # numba compiles UMAP / openTSNE kernels once per process: time that apart
+        projections.project(clustered(300), method=method, dims=2, seed=0, cache=False)
+    out["projection_jit_warmup_s"] = round(time.perf_counter() - t0, 2)
     for key, method, n in (("pca_50k_s", "pca", 50_000), ("umap_10k_s", "umap", 10_000), ("tsne_5k_s", "tsne", 5_000)):
         x = clustered(n)
         t0 = time.perf_counter()

@@ -46,8 +46,8 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from .errors import InvalidConfig
 from .objectives import OBJECTIVES, Method, ObjectiveEntry, Stage, _labelled_ce

@@ -22,8 +22,8 @@ import dataclasses
 import secrets
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -374,12 +374,12 @@ def register(sub, common) -> None:
     p.add_argument("--objective", default="ce", help="objective the selections are trained with (default ce)")
     p.add_argument("--eta", type=float, help="vecaf: language augmentation strength (default 0.5 on CLIP backbones)")
     p.add_argument("--lambda", dest="lam", type=float, help="vecaf: diversity weight")
-    p.add_argument("--tau", type=float, help="vecaf: soft-assignment temperature")
+    p.add_argument("--tau", type=float, help="vecaf: kernel bandwidth")
     p.add_argument("--from-run", dest="from_run", help="embed the pool with a finished run's encoder")
     p.set_defaults(func=cmd_budget_curve, steps=100)
 
 
-from . import cli as _cli  # noqa: E402
+from . import cli as _cli
 
 if register not in _cli._EXTRA_COMMANDS:
     _cli._EXTRA_COMMANDS.append(register)

@@ -107,12 +107,15 @@ def _extract_zip(path: Path, out: Path) -> None:
                 raise DatasetError(f"{path.name} refused: entry {info.filename!r} points outside the archive ('..')")
             if stat.S_ISLNK(info.external_attr >> 16):
                 raise DatasetError(f"{path.name} refused: entry {info.filename!r} is a symbolic link")
+            if info.flag_bits & 0x1:
+                raise DatasetError(f"{path.name} refused: entry {info.filename!r} is encrypted; "
+                                   "re-create the zip without a password")
             if info.compress_size and info.file_size / info.compress_size > MAX_RATIO and info.file_size > 1 << 20:
                 raise DatasetError(f"{path.name} refused: entry {info.filename!r} expands {info.file_size // info.compress_size}x "
                                    f"(over {MAX_RATIO}x looks like a zip bomb)")
             total += info.file_size
         if total > MAX_TOTAL_BYTES:
-            raise DatasetError(f"{path.name} refused: it expands to {total / 1024**3:.1f} GiB, over the {MAX_TOTAL_BYTES / 1024**3:.0f} GiB limit")
+            raise DatasetError(f"{path.name} refused: it expands to {_size(total)}, over the {_size(MAX_TOTAL_BYTES)} limit")
         compressed = sum(i.compress_size for i in infos) or 1
         if total / compressed > MAX_RATIO and total > 16 << 20:
             raise DatasetError(f"{path.name} refused: it expands {total // compressed}x overall (over {MAX_RATIO}x looks like a zip bomb)")
@@ -127,19 +130,26 @@ def _extract_zip(path: Path, out: Path) -> None:
                     while chunk := src.read(1 << 20):
                         written += len(chunk)
                         if written > MAX_TOTAL_BYTES:
-                            raise DatasetError(f"{path.name} refused: it expands past the {MAX_TOTAL_BYTES / 1024**3:.0f} GiB limit")
+                            raise DatasetError(f"{path.name} refused: it expands past the {_size(MAX_TOTAL_BYTES)} limit")
                         dst.write(chunk)
             except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # CRC mismatch (a lying size header), broken data
                 raise DatasetError(f"{path.name} refused: entry {info.filename!r} is damaged ({exc})") from exc
-            except (RuntimeError, NotImplementedError) as exc:  # encrypted, or a compression method Python lacks
+            except (RuntimeError, NotImplementedError) as exc:  # a compression method Python lacks (deflate64, AES)
                 raise DatasetError(f"{path.name} refused: entry {info.filename!r} cannot be unpacked ({exc}); "
-                                   "re-create the zip without a password, with standard (deflate) compression") from exc
+                                   "re-create the zip with standard (deflate) compression") from exc
             except (FileExistsError, IsADirectoryError, NotADirectoryError) as exc:
                 raise DatasetError(f"{path.name} refused: entry {info.filename!r} clashes with another entry "
                                    "(a file and a folder with the same name)") from exc
             except OSError as exc:  # a name too long for the disk, disk full
                 raise DatasetError(f"{path.name} refused: entry {info.filename!r} cannot be extracted "
                                    f"({exc.strerror or exc})") from exc
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def _copy_folder(src: Path, out: Path) -> None:
@@ -166,7 +176,9 @@ def _class_root(staging: Path, label: str) -> Path:
         entries = [p for p in root.iterdir() if not _hidden(p.relative_to(root))]
         dirs = [p for p in entries if p.is_dir()]
         files = [p for p in entries if p.is_file()]
-        if len(dirs) == 1 and not files:
+        # one folder and nothing else: a wrapper (photos/cats/..., photos/dogs/...) if it holds folders itself,
+        # else it is the only class (refused below as "a single class", which is what the user has to fix)
+        if len(dirs) == 1 and not files and any(p.is_dir() and not _hidden(p.relative_to(dirs[0])) for p in dirs[0].iterdir()):
             root = dirs[0]
             continue
         break

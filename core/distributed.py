@@ -90,4 +90,4 @@ class NullStore:
     def set_status(self, *a, **k):
         pass
 
-    update_summary = set_progress = log_metrics = set_status
+    update_summary = set_progress = log_metrics = log_metric_rows = set_status

@@ -23,6 +23,7 @@ from .transforms import Preprocess
 
 _logger = logging.getLogger(__name__)
 _AUG_SEED = 10_007  # cached augmented views are fixed, so every run on the same data shares them
+_CACHE_VERSION = 2  # bump when cached features change meaning (v2: frozen backbones cached in eval mode)
 
 
 def pick_views(k: int, n_views: int | None, generator: torch.Generator) -> list[int]:
@@ -76,7 +77,7 @@ def cached_prefix_features(prefix: torch.nn.Module, prefix_key: str, split: Spli
                            on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Features of the frozen `prefix` for every image of `split` and `views` views, cached on disk."""
     ids_hash = hashlib.sha1(np.ascontiguousarray(split.ids).data).hexdigest()[:12]
-    key = hashlib.sha1(f"{prefix_key}|{preprocess.key()}|{split.data.fingerprint}|{ids_hash}|{views}|{_AUG_SEED}".encode()).hexdigest()[:20]
+    key = hashlib.sha1(f"v{_CACHE_VERSION}|{prefix_key}|{preprocess.key()}|{split.data.fingerprint}|{ids_hash}|{views}|{_AUG_SEED}".encode()).hexdigest()[:20]
     path = subdir(cache_root, "features") / f"{key}.npy"
     if path.exists():
         try:

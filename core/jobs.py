@@ -132,7 +132,17 @@ class JobManager:
         return self.submit_many([cfg])[0]
 
     def submit_many(self, cfgs: Iterable) -> list[str]:
-        """Validate every config first, then queue them all in order (all or nothing)."""
+        """Validate every config first, then queue them all in order (all or nothing).
+
+        Weights files must be ones imported into EMBEDLAB_HOME/weights/: a browser user can never
+        point a run at another file on the server.
+        """
+        from .backbones import weights_in_home
+
+        cfgs = list(cfgs)
+        for cfg in cfgs:
+            if not weights_in_home(cfg.weights, self.store.root):
+                raise InvalidConfig(f"weights {cfg.weights!r} are not an imported weights file; upload the file on the Train page")
         resolved = [self.validate(cfg) for cfg in cfgs]
         ids = []
         for cfg in resolved:

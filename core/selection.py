@@ -32,27 +32,38 @@ VeCAF, exactly as implemented here.
    Samples the model already places near their class text (high alpha) move further towards it.
    CEA acts on the selector's embeddings only; training runs on the selected images as usual.
 
-2. An ensemble of M centroid-based selectors. Member m runs k-means (seed = 1000 * seed + m) with
-   K_m = clip(round(r_m * budget), 2, N) centroids mu^m_k, r = (0.25, 0.5, 1.0), and softly assigns
+2. An ensemble of M centroid-based density estimates of the pool. Member m runs k-means
+   (seed = 1000 * seed + m) on z (after CEA when it is on) with K_m = clip(round(r_m * budget), 2, N) centroids mu^m_k,
+   r = (0.25, 0.5, 1.0), and represents the pool by its centroids weighted by cluster size:
 
-       q^m(k | i) = softmax_k( z_i . mu^m_k / tau )                       (tau = 0.05)
-       p_pool^m(k) = 1/N sum_{i in pool} q^m(k | i)
-       p_S^m(k)    = (sum_{i in S} q^m(k | i) + eps) / (|S| + K_m * eps)   (eps = 1e-3)
+       p_pool^m = sum_k w^m_k delta(mu^m_k),   w^m_k = |cluster k| / N
+
+   The selection's density is a kernel density estimate with von Mises-Fisher kernels on its samples:
+
+       p_S(x) = 1/|S| sum_{j in S} kappa(x, z_j),   kappa(x, z) = exp((x . z - 1) / tau)   (tau = 0.05)
+
+   (kappa up to its normalising constant, which does not depend on S).
 
 3. The objective, minimised greedily (one sample per step, the candidate with the lowest J(S + {c});
    ties to the lowest pool position):
 
-       J(S) = 1/M sum_m KL( p_pool^m || p_S^m )  -  lambda * R(S)
-       R(S) = 1/|S| sum_{i in S} min_{j in S, j != i} d(i, j)    (0 while |S| < 2)
+       J(S) = 1/M sum_m D_m(S)  -  lambda * R(S)
+       D_m(S) = - sum_k w^m_k log p_S(mu^m_k)          = KL(p_pool^m || p_S) + terms free of S
+       R(S)   = 1/|S| sum_{i in S} min_{j in S, j != i} d(i, j)    (0 while |S| < 2)
 
-   KL(pool || selection) is the mode-covering direction: leaving out a region that holds pool mass
-   costs ~ p log(p / eps), so every dense region is represented before any is sampled twice; R
-   (mean nearest-neighbour distance inside the selection, lambda = 1 by default) keeps picks within a
-   region apart. Cost per step O(N * sum_m K_m + N * |S|) (budgets of a few hundred, pools of a few
-   thousand take seconds; cap large pools with --n-per-class).
+   KL(pool || selection) is the mode-covering direction: a centroid with pool mass and no selected
+   sample near it costs w_k (1 - mu_k . z_nearest) / tau, so every dense region is represented, and
+   the kernel rewards samples *at* the centroids (typical images) over boundary ones; the 1/|S| share
+   spreads picks over regions in proportion to their mass. R (mean nearest-neighbour distance inside
+   the selection, lambda = 1) keeps picks within a region apart. Log-space throughout; cost per step
+   O(N * sum_m K_m + N * |S|): budgets of a few hundred from pools of a few thousand take seconds (cap
+   large pools with --n-per-class).
 
 Selections are saved as EMBEDLAB_HOME/selections/<id>.json; `load_selection(id)` gives the sample
-ids (indices into the dataset) that `python -m core train --selection ID` trains on.
+ids (indices into the dataset) that `python -m core train --selection ID` trains on. Each record also
+carries diagnostics measured in the plain z space (no CEA) for every strategy alike: `coverage_radius`
+(max over the pool of the distance to the nearest selected sample: what k-center minimises),
+`mean_distance` (its mean: what density matching keeps low), `classes_covered` and `class_kl`.
 """
 from __future__ import annotations
 
@@ -66,15 +77,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InvalidConfig, UnknownName
+from .errors import EmbedLabError, InvalidConfig, UnknownName
 from .paths import home, safe_name, subdir
 
 STRATEGIES = ("random", "kcenter", "vecaf")
 DEFAULT_ETA = 0.5  # CEA strength: 0 = no language augmentation
 DEFAULT_LAMBDA = 1.0  # weight of the diversity term R(S)
-DEFAULT_TAU = 0.05  # temperature of the soft centroid assignments
+DEFAULT_TAU = 0.05  # bandwidth of the selection's kernel density (cosine units)
 CENTROID_RATIOS = (0.25, 0.5, 1.0)  # ensemble: K_m = ratio * budget centroids
-SMOOTHING = 1e-3  # eps in p_S
+SMOOTHING = 1e-3  # add-eps smoothing of the selection's class histogram (class_kl diagnostic)
 
 
 # ------------------------------------------------------------------------------------ geometry
@@ -142,63 +153,60 @@ def select_kcenter(z: np.ndarray, budget: int, seed: int = 0) -> np.ndarray:
     return np.asarray(chosen, dtype=np.int64)
 
 
-def _kmeans_centroids(z: np.ndarray, k: int, seed: int) -> np.ndarray:
+@dataclasses.dataclass
+class Member:
+    """One centroid-based selector of the ensemble."""
+
+    centroids: np.ndarray  # [K, D] normalised k-means centroids mu_k
+    weights: np.ndarray  # [K] w_k, the share of the pool in cluster k
+
+
+def vecaf_members(z: np.ndarray, budget: int, seed: int = 0, ratios: tuple[float, ...] = CENTROID_RATIOS) -> list[Member]:
+    """The ensemble: one k-means per ratio, K_m = clip(round(ratio * budget), 2, N) centroids."""
     from sklearn.cluster import KMeans
 
-    km = KMeans(n_clusters=k, n_init=1, max_iter=100, random_state=seed).fit(z.astype(np.float32))
-    return normalise(km.cluster_centers_)
+    members = []
+    for m, ratio in enumerate(ratios):
+        k = int(np.clip(round(ratio * budget), 2, len(z)))
+        km = KMeans(n_clusters=k, n_init=1, max_iter=100, random_state=1000 * seed + m).fit(z.astype(np.float32))
+        members.append(Member(normalise(km.cluster_centers_), np.bincount(km.labels_, minlength=k) / len(z)))
+    return members
 
 
-def _soft_assign(z: np.ndarray, centroids: np.ndarray, tau: float) -> np.ndarray:
-    logits = z @ centroids.T / tau  # [N, K]
-    logits -= logits.max(1, keepdims=True)
-    q = np.exp(logits)
-    return q / q.sum(1, keepdims=True)
+def vecaf_objective(z: np.ndarray, chosen: np.ndarray, members: list[Member], lam: float = DEFAULT_LAMBDA,
+                    tau: float = DEFAULT_TAU) -> float:
+    """J(S) of the module docstring for a non-empty set `chosen` (pool positions), computed from scratch."""
+    from scipy.special import logsumexp
 
-
-def vecaf_objective(z: np.ndarray, chosen: np.ndarray, members: list[np.ndarray], lam: float = DEFAULT_LAMBDA) -> float:
-    """J(S) of the module docstring for a set `chosen` (pool positions), given the members' q [N, K_m]."""
-    kl = 0.0
-    for q in members:
-        p_pool = q.mean(0)
-        p_s = (q[chosen].sum(0) + SMOOTHING) / (len(chosen) + q.shape[1] * SMOOTHING)
-        kl += float((p_pool * (np.log(p_pool) - np.log(p_s))).sum())
+    chosen = np.asarray(chosen)
+    d_sum = 0.0
+    for m in members:
+        log_p = logsumexp((m.centroids @ z[chosen].T - 1.0) / tau, axis=1) - np.log(len(chosen))  # [K] log p_S(mu_k)
+        d_sum -= float(m.weights @ log_p)
     r = 0.0
     if len(chosen) >= 2:
         d = cosine_distances(z[chosen], z[chosen])
         np.fill_diagonal(d, np.inf)
         r = float(d.min(1).mean())
-    return kl / len(members) - lam * r
-
-
-def vecaf_members(z: np.ndarray, budget: int, seed: int = 0, tau: float = DEFAULT_TAU,
-                  ratios: tuple[float, ...] = CENTROID_RATIOS) -> list[np.ndarray]:
-    """The ensemble's soft assignments q^m [N, K_m], one per k-means run."""
-    n = len(z)
-    members = []
-    for m, ratio in enumerate(ratios):
-        k = int(np.clip(round(ratio * budget), 2, n))
-        members.append(_soft_assign(z, _kmeans_centroids(z, k, 1000 * seed + m), tau))
-    return members
+    return d_sum / len(members) - lam * r
 
 
 def select_vecaf(z: np.ndarray, budget: int, seed: int = 0, lam: float = DEFAULT_LAMBDA, tau: float = DEFAULT_TAU,
-                 members: list[np.ndarray] | None = None) -> np.ndarray:
+                 members: list[Member] | None = None) -> np.ndarray:
     """Greedy minimisation of J(S) (module docstring) on prepared (optionally language-augmented) embeddings."""
     n = len(z)
-    members = members if members is not None else vecaf_members(z, budget, seed, tau)
-    p_pool = [q.mean(0) for q in members]
-    mass = [np.zeros(q.shape[1]) for q in members]  # sum_{i in S} q(k | i)
+    members = members if members is not None else vecaf_members(z, budget, seed)
+    log_kernel = [(z @ m.centroids.T - 1.0) / tau for m in members]  # [N, K_m] log kappa(mu_k, z_i)
+    log_mass = [np.full(len(m.weights), -np.inf) for m in members]  # log sum_{j in S} kappa(mu_k, z_j)
     taken = np.zeros(n, dtype=bool)
     chosen: list[int] = []
     dist_rows: list[np.ndarray] = []  # d(s, .) for every selected s, [N] each
     own_min = np.zeros(0)  # min_{j in S, j != i} d(i, j) for i in S
     for step in range(budget):
-        # candidate part of sum_m KL(p_pool || p_S+c): -sum_k p_pool(k) log(mass(k) + q(k|c) + eps) (+ constants)
-        score = np.zeros(n)
-        for q, p, a in zip(members, p_pool, mass):
-            score -= np.log(a[None, :] + q + SMOOTHING) @ p
-        score /= len(members)
+        score = np.zeros(n)  # J(S + {c}) for every candidate c
+        for m, lk, lm in zip(members, log_kernel, log_mass):
+            score -= np.logaddexp(lm[None, :], lk) @ m.weights
+        score = score / len(members) + np.log(step + 1)  # the 1/|S| of p_S (sum_k w_k = 1)
         if step >= 1:
             d = np.stack(dist_rows)  # [|S|, N]
             others = np.minimum(own_min[:, None], d).sum(0)  # sum over S of the updated min distances
@@ -213,8 +221,8 @@ def select_vecaf(z: np.ndarray, budget: int, seed: int = 0, lam: float = DEFAULT
         chosen.append(c)
         dist_rows.append(row)
         taken[c] = True
-        for q, a in zip(members, mass):
-            a += q[c]
+        for lk, lm in zip(log_kernel, log_mass):
+            np.logaddexp(lm, lk[c], out=lm)
     return np.asarray(chosen, dtype=np.int64)
 
 
@@ -273,10 +281,10 @@ def _run_pool(run_id: str, root: Path, n_per_class: int | None, seed: int, devic
     """The pool embedded by the encoder a finished run fine-tuned (VeCAF's 'current model')."""
     import torch
 
+    from .embeddings import compute_embeddings
     from .report import resolve_run
     from .store import RunStore
     from .train import TrainConfig, build_session, load_method_weights
-    from .embeddings import compute_embeddings
 
     store = RunStore(root)
     rec = resolve_run(store, run_id)
@@ -344,7 +352,7 @@ def select_from_pool(pool: Pool, strategy: str, budget: int, *, seed: int = 0, e
         "selected": [int(i) for i in pool.ids[chosen]],
         "language": language, "eta": float(eta) if strategy == "vecaf" else None,
         "lambda": lam if strategy == "vecaf" else None, "tau": tau if strategy == "vecaf" else None,
-        "classes_covered": int(len(np.unique(labels))), "classes": int(present.sum()),
+        "classes_covered": len(np.unique(labels)), "classes": int(present.sum()),
         "class_kl": float((pool_hist[present] * np.log(pool_hist[present] / sel_hist[present])).sum()),
         **coverage(z, chosen), "embedded_by": pool.source,
     }
@@ -489,7 +497,7 @@ def cmd_selections(args) -> int:
     for sid in list_selections(cli._root(args)):
         try:
             info = selection_info(sid, cli._root(args))
-        except Exception:  # a damaged file must not hide the others
+        except EmbedLabError:  # a damaged file must not hide the others
             continue
         rows.append({k: info.get(k) for k in ("id", "strategy", "budget", "seed", "backbone", "dataset", "pool",
                                              "classes_covered", "coverage_radius")})
@@ -513,7 +521,7 @@ def register(sub, common) -> None:
     p.add_argument("--from-run", dest="from_run", help="embed with a finished run's fine-tuned encoder (VeCAF's current model)")
     p.add_argument("--eta", type=float, help=f"vecaf: language augmentation strength in [0, 1] (default {DEFAULT_ETA} on CLIP backbones, 0 = off)")
     p.add_argument("--lambda", dest="lam", type=float, default=DEFAULT_LAMBDA, help=f"vecaf: diversity weight (default {DEFAULT_LAMBDA})")
-    p.add_argument("--tau", type=float, default=DEFAULT_TAU, help=f"vecaf: soft-assignment temperature (default {DEFAULT_TAU})")
+    p.add_argument("--tau", type=float, default=DEFAULT_TAU, help=f"vecaf: kernel bandwidth (default {DEFAULT_TAU})")
     p.add_argument("--id", help="save under this id (default: derived from the settings)")
     p.add_argument("--image-size", dest="image_size", type=int)
     p.add_argument("--device", default="auto")
@@ -530,10 +538,9 @@ def _checked(fn):
         if not args.from_run and not (args.backbone and args.dataset):
             raise InvalidConfig("select needs --backbone and --dataset (or --from-run RUN)")
         if args.from_run:
+            from . import cli
             from .report import resolve_run
             from .store import RunStore
-
-            from . import cli
 
             rec = resolve_run(RunStore(cli._root(args)), args.from_run)
             args.backbone = args.backbone or rec.backbone
@@ -545,7 +552,7 @@ def _checked(fn):
     return run
 
 
-from . import cli as _cli  # noqa: E402
+from . import cli as _cli
 
 if register not in _cli._EXTRA_COMMANDS:
     _cli._EXTRA_COMMANDS.append(register)

@@ -199,8 +199,12 @@ class RunStore:
 
     # --- metrics -----------------------------------------------------------------------------
     def log_metrics(self, run_id: str, step: int, values: dict[str, float]) -> None:
+        self.log_metric_rows(run_id, [(step, values)])
+
+    def log_metric_rows(self, run_id: str, points: list[tuple[int, dict[str, float]]]) -> None:
+        """Several (step, {key: value}) points in one transaction."""
         now = time.time()
-        rows = [(run_id, int(step), k, None if v is None else float(v), now) for k, v in values.items()]
+        rows = [(run_id, int(step), k, None if v is None else float(v), now) for step, values in points for k, v in values.items()]
         with self._tx() as db:
             db.executemany("INSERT INTO metrics (run_id, step, key, value, t) VALUES (?,?,?,?,?)", rows)
 

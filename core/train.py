@@ -40,7 +40,8 @@ _logger = logging.getLogger(__name__)
 Event = dict[str, Any]
 CHECKPOINT = "checkpoint.safetensors"  # trainable weights (+ buffers) of the method, safetensors only
 TRAINER_STATE = "trainer_state.pt"  # optimizer state + position, loaded with weights_only=True
-MIN_LOG_INTERVAL_S = 0.25  # step events / metric rows at most 4 times a second
+DB_FLUSH_INTERVAL_S = 1.0  # step metrics reach SQLite at most once a second (the UI polls once a second)
+LOG_POINTS = 200  # about this many loss points per run (every step for short runs)
 RUN_DISK_ENV = "EMBEDLAB_RUN_DISK_MB"  # per-run artifact budget; past it snapshots / embeddings are skipped
 DEFAULT_RUN_DISK_MB = 500.0
 
@@ -181,8 +182,7 @@ def _check_number(name: str, value, *, positive: bool = False, allow_zero: bool 
 
 
 def _check_weights_file(path: str) -> None:
-    """WeightsUnavailable unless `path` reads as tensors with the safe loaders (safetensors, or
-    torch.load(weights_only=True): a pickle that would run code is refused, never executed)."""
+    """WeightsUnavailable unless `path` reads as tensors with the safe loaders (see bb.read_state_dict)."""
     p = Path(path).expanduser()
     try:
         st = p.stat()
@@ -259,7 +259,6 @@ def build_session(cfg: TrainConfig, root: Path | None = None, run_dir: Path | No
     backbone = bb.create_backbone(cfg.backbone, weights=cfg.weights, image_size=cfg.image_size, trainable=cfg.trainable)
     backbone.preprocess = dataclasses.replace(backbone.preprocess, hflip=data.hflip)
     backbone.to(device)
-    backbone.eval()  # a fully frozen prefix (`_Call`) is cached in the backbone's mode: BatchNorm must use running stats
     split = backbone.split_image() if cfg.cache_features else None
     if split is not None:
         prefix, encoder, prefix_key = split
@@ -271,7 +270,7 @@ def build_session(cfg: TrainConfig, root: Path | None = None, run_dir: Path | No
                                            on_progress=lambda d, t, n=name: emit({"type": "prepare", "what": f"caching {n} features", "done": d, "total": t}))
             sources[name] = CachedSource(feats, device)
     else:
-        encoder = bb._Call(backbone.encode_image)
+        encoder = bb.ImageEncoder(backbone)
         sources = {name: ImageSource(part, backbone.preprocess, device) for name, part in parts.items()}
     method = create_method(cfg.objective, backbone, encoder, data.num_classes, temperature=cfg.temperature,
                            stage1_fraction=cfg.stage1_fraction, stage2_train_encoder=cfg.stage2_train_encoder,
@@ -341,6 +340,10 @@ def train(cfg: TrainConfig, *, store=None, run_id: str | None = None, root: Path
             error = f"{type(exc).__name__}: {exc}"
         store.set_status(run_id, status, error=error)
     finally:
+        try:
+            tracker.flush()  # the last loss points, whatever ended the run
+        except Exception:  # a store that is itself failing must not mask the run's own error
+            _logger.exception("run %s: could not write its last metrics", run_id)
         distributed.teardown(ctx)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -364,12 +367,15 @@ def _run(cfg: TrainConfig, tracker: "_Tracker", run_dir: Path, root: Path, shoul
     gen = torch.Generator().manual_seed(cfg.seed)
     fault = _fault_from_env()
 
-    tracker.log_every = max(1, s.total_steps // 100)
+    tracker.log_every = max(1, s.total_steps // LOG_POINTS)
     zero_shot_state = _trainable_state(method) if cfg.objective == "flyp" else None  # before any update
     start_step, start_stage, opt_state = 0, 0, None
     if resume:
         start_step, start_stage, opt_state = _load_checkpoint(method, run_dir)
         tracker.summary.update({k: v for k, v in tracker.store.get(tracker.run_id).summary.items() if k in ("zeroshot_acc", "warnings")})
+        if opt_state is None:
+            tracker.warn(f"resumed from step {start_step} with a fresh optimizer state: the run stopped while "
+                         f"writing its checkpoint ({TRAINER_STATE} missing or from another step)")
     elif ctx.main:
         before = _store_embeddings(s, "before", emit, tracker=tracker)
         if cfg.objective == "flyp":
@@ -423,7 +429,7 @@ def _run(cfg: TrainConfig, tracker: "_Tracker", run_dir: Path, root: Path, shoul
             else:
                 optimizer.step()
             step += 1
-            if tracker.log_due(len(window)) or local == n_steps - 1:
+            if len(window) >= tracker.log_every or local == n_steps - 1:
                 _check_finite(window, step - len(window) + 1)
                 mean_loss = torch.stack(window).float().mean()
                 mean_loss = mean_loss if stage.global_loss else ctx.mean(mean_loss)  # local-batch losses: average ranks
@@ -459,11 +465,10 @@ class _Tracker:
     def __init__(self, store, run_id, on_event, t0):
         self.store, self.run_id, self.on_event, self.t0 = store, run_id, on_event, t0
         self.summary: dict = {}
-        self.log_every = 1  # steps between step logs ...
-        self._last_log = 0.0  # ... and at most one log per MIN_LOG_INTERVAL_S, so fast steps don't wait on SQLite
-
-    def log_due(self, steps_since_log: int) -> bool:
-        return steps_since_log >= self.log_every and time.monotonic() - self._last_log >= MIN_LOG_INTERVAL_S
+        self.log_every = 1  # steps between logged loss points (events, in memory)
+        self._pending: list[tuple[int, dict]] = []  # logged points not yet in SQLite
+        self._progress: dict | None = None
+        self._last_flush = 0.0
 
     def emit(self, event: Event) -> None:
         event.setdefault("run_id", self.run_id)
@@ -471,15 +476,27 @@ class _Tracker:
             self.on_event(event)
 
     def log_step(self, step, total, stage, loss, lr, epoch):
-        self._last_log = time.monotonic()
-        elapsed = time.time() - self.t0
-        self.store.log_metrics(self.run_id, step, {"loss": loss, "lr": lr})
-        progress = {"step": step, "total": total, "stage": stage, "epoch": round(epoch, 3), "loss": loss, "elapsed": elapsed}
-        self.store.set_progress(self.run_id, progress)
+        progress = {"step": step, "total": total, "stage": stage, "epoch": round(epoch, 3), "loss": loss,
+                    "elapsed": time.time() - self.t0}
+        self._pending.append((step, {"loss": loss, "lr": lr}))
+        self._progress = progress
         self.emit({"type": "step", **progress})
+        if time.monotonic() - self._last_flush >= DB_FLUSH_INTERVAL_S:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the pending loss points and the latest progress in one go (fast steps never wait on SQLite)."""
+        self._last_flush = time.monotonic()
+        if self._pending:
+            self.store.log_metric_rows(self.run_id, self._pending)
+            self._pending = []
+        if self._progress is not None:
+            self.store.set_progress(self.run_id, self._progress)
+            self._progress = None
 
     def log_eval(self, step, values: dict):
         values = {k: v for k, v in values.items() if v is not None}
+        self.flush()
         self.store.log_metrics(self.run_id, step, values)
         self.emit({"type": "eval", "step": step, **values})
 
@@ -707,13 +724,21 @@ def load_method_weights(method: Method, run_dir: Path) -> dict:
 
 
 def _load_checkpoint(method: Method, run_dir: Path):
+    """(step, stage, optimizer state or None). The checkpoint is the truth for step and stage; the optimizer
+    state is used only when it is from the same step: a process killed between the two writes (checkpoint
+    first, then trainer state) resumes with a fresh optimizer instead of failing or mixing steps."""
     meta = load_method_weights(method, run_dir)
+    path = Path(run_dir) / TRAINER_STATE
+    if not path.exists():
+        return int(meta["step"]), int(meta.get("stage", 0)), None
     try:
-        trainer = torch.load(Path(run_dir) / TRAINER_STATE, map_location="cpu", weights_only=True)
-        return int(meta.get("step", trainer["step"])), int(trainer["stage"]), trainer["optimizer"]
-    except Exception as exc:  # missing, truncated, or a pickle that weights_only refuses to run
+        trainer = torch.load(path, map_location="cpu", weights_only=True)
+        step, stage = int(meta.get("step", trainer["step"])), int(meta.get("stage", trainer["stage"]))
+        same = int(trainer["step"]) == step and int(trainer["stage"]) == stage
+    except Exception as exc:  # truncated, or a pickle that weights_only refuses to run
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EmbedLabError(f"cannot resume: {TRAINER_STATE} in {Path(run_dir).name} is unreadable or unsafe ({first})") from exc
+    return step, stage, trainer["optimizer"] if same else None
 
 
 @torch.no_grad()

@@ -48,7 +48,7 @@ def _objective_style() -> tuple[dict, dict]:
         from pages._ui import OBJECTIVE_COLORS, OBJECTIVE_LABELS
 
         return dict(OBJECTIVE_LABELS), dict(OBJECTIVE_COLORS)
-    except Exception:
+    except ImportError:
         return {"ce": "CE", "content-style": "Content-style"}, dict(curves.OBJECTIVE_COLORS)
 
 
@@ -141,17 +141,19 @@ def learn_content_style(st) -> None:
 
 def learn_vecaf(st) -> None:
     """Learn-page section for VeCAF data selection (seed 002)."""
-    st.latex(r"S^\star = \arg\min_{|S| = b}\; \frac{1}{M}\sum_{m=1}^{M} \mathrm{KL}\big(p^m_{\mathrm{pool}}\,\|\,p^m_S\big)"
+    st.latex(r"S^\star = \arg\min_{|S| = b}\; \frac{1}{M}\sum_{m=1}^{M} \mathrm{KL}\big(p^m_{\mathrm{pool}}\,\|\,p_S\big)"
              r" - \lambda\, \frac{1}{|S|}\sum_{i\in S}\min_{j\in S,\,j\ne i} d(i,j)")
-    st.latex(r"p^m_S(k) \propto \sum_{i\in S} \mathrm{softmax}_k\big(z_i\cdot\mu^m_k/\tau\big),\qquad "
+    st.latex(r"p^m_{\mathrm{pool}} = \sum_k w^m_k\,\delta_{\mu^m_k},\quad "
+             r"p_S(x) = \frac{1}{|S|}\sum_{j\in S} e^{(x\cdot z_j - 1)/\tau},\qquad "
              r"e_i^{\mathrm{aug}} = e_i - \eta\,\alpha_i\,(e_i - t_{y_i}),\quad "
              r"\alpha_i = \mathrm{softmax}_k(s\, e_i\cdot t_k)_{y_i}")
     st.markdown(
         "Instead of fine-tuning on a random subset, VeCAF picks the $b$ images whose distribution best matches the "
-        "whole pool's, measured through an ensemble of $M$ k-means partitions of the model's own embeddings (so the "
-        "choice depends on the model being fine-tuned), while keeping picks within a region apart. "
-        "KL(pool ‖ selection) is large whenever a populated region has no pick, so every dense region is covered "
-        "before any is sampled twice.")
+        "whole pool's. The pool is summarised by an ensemble of $M$ k-means runs on the model's own embeddings "
+        "(centroids $\\mu_k$ weighted by cluster size $w_k$), the selection by a kernel density on its images, and "
+        "the images are added greedily. KL(pool ‖ selection) is large whenever a populated region has no image near "
+        "it, and it prefers typical images (close to a centroid) to boundary ones; the last term keeps the picks "
+        "within a region apart.")
     st.markdown(
         "With a CLIP-style backbone, each image embedding is first nudged towards the text embedding $t$ of its class "
         "prompt, in proportion to how strongly the image already attends to that text ($\\alpha$): language "

@@ -154,6 +154,25 @@ def import_uploaded_zip(upload, name: str, root: str) -> tuple[str, str, str | N
     return ("warning" if report.skipped else "success"), report.summary(), report.name
 
 
+def import_uploaded_weights(upload, root: str) -> tuple[str, str | None]:
+    """Keep an `st.file_uploader` weights file in EMBEDLAB_HOME/weights/ after a safe load.
+
+    Returns (message, path or None): the path goes into TrainConfig.weights.
+    """
+    from core.backbones import import_weights_file
+
+    if upload is None:
+        return "choose a weights file first", None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "upload"
+        path.write_bytes(upload.getvalue())
+        try:
+            kept = import_weights_file(path, upload.name, Path(root))
+        except EmbedLabError as exc:
+            return str(exc), None
+    return f"{upload.name}: loaded safely, {kept.stat().st_size / 2**20:.1f} MB", str(kept)
+
+
 # ------------------------------------------------------------------------------------ navigation
 def open_in_explore(run_id: str) -> None:
     """Explore reads `st.session_state["explore_run"]` or the `run` query parameter."""

@@ -15,7 +15,7 @@ from core.jobs import ACTIVE, RESUMABLE
 from core.objectives import OBJECTIVES
 from core.train import TrainConfig
 from pages._ui import (OBJECTIVE_COLORS, duration, ensure_router, get_manager, get_store, home_dir,
-                       import_uploaded_zip, objective_label, open_in_compare, open_in_explore, pct, short_id, status_badge)
+                       import_uploaded_weights, import_uploaded_zip, objective_label, open_in_compare, open_in_explore, pct, short_id, status_badge)
 
 ensure_router()
 
@@ -101,6 +101,18 @@ def _import_zip() -> None:
         st.session_state["dataset"] = name
 
 
+def _import_weights() -> None:
+    st.session_state["weights_file"] = import_uploaded_weights(st.session_state.get("upload_weights"), home_dir())
+
+
+def _weights() -> str:
+    """'pretrained', 'random', or the imported file's path ('file' with no file yet stays 'file': refused)."""
+    choice = st.session_state.get("weights", DEFAULTS.weights)
+    if choice != "file":
+        return choice
+    return st.session_state.get("weights_file", (None, None))[1] or "file"
+
+
 def _config(objective: str, backbone: str, dataset: str) -> TrainConfig:
     s = st.session_state
     image_size = s.get("image_size")
@@ -114,7 +126,7 @@ def _config(objective: str, backbone: str, dataset: str) -> TrainConfig:
         stage1_fraction=float(s.get("stage1_fraction", DEFAULTS.stage1_fraction)),
         trainable=str(s.get("trainable", DEFAULTS.trainable)).strip(),
         image_size=None if image_size in (None, 0) else int(image_size),
-        weights=s.get("weights", DEFAULTS.weights), weight_decay=float(s.get("weight_decay", DEFAULTS.weight_decay)),
+        weights=_weights(), weight_decay=float(s.get("weight_decay", DEFAULTS.weight_decay)),
         optimizer=s.get("optimizer", DEFAULTS.optimizer), warmup=float(s.get("warmup", DEFAULTS.warmup)),
     )
 
@@ -223,8 +235,15 @@ def setup_form(root: str) -> None:
         _number(d3, "Warm-up", "warmup", DEFAULTS.warmup, 0.0, 0.9, 0.05,
                 "Fraction of each stage spent warming the learning rate up.")
         e1, e2, _ = st.columns(3)
-        e1.radio("Weights", ["pretrained", "random"], key="weights", persist_state="session", horizontal=True,
-                 help="Random init shows what the objective alone learns.")
+        e1.radio("Weights", ["pretrained", "random", "file"], key="weights", persist_state="session", horizontal=True,
+                 help="Random init shows what the objective alone learns; 'file' uses an uploaded safetensors or "
+                      "state-dict file (loaded with weights_only=True, never as a pickle).")
+        if st.session_state.get("weights") == "file":
+            e1.file_uploader("Weights file", type=["safetensors", "pt", "pth", "bin"], key="upload_weights",
+                             on_change=_import_weights)
+            message, path = st.session_state.get("weights_file", (None, None))
+            if message:
+                (e1.caption if path else e1.error)(message)
         e2.radio("Optimizer", ["adamw", "sgd"], key="optimizer", persist_state="session", horizontal=True)
 
     n = len(objectives)

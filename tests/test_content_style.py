@@ -6,10 +6,10 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
+from torch import nn
 
 from core import cli
-from core.content_style import ContentPriorLoss, ContentStyleMethod, ReconstructionLoss, StyleNormalLoss, STYLE_RIDGE
+from core.content_style import STYLE_RIDGE, ContentPriorLoss, ContentStyleMethod, ReconstructionLoss, StyleNormalLoss
 from core.errors import InvalidConfig
 from core.objectives import OBJECTIVES, Batch, CrossEntropyMethod, create_method
 from core.train import TrainConfig, _BatchOrder, validate

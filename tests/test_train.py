@@ -26,8 +26,8 @@ from helpers import TINY, Recorded, first_last_mean, one_torch_thread, run_train
 def env(_session_home, tmp_path_factory):
     """(store, root): runs go to a private store; datasets and caches are shared with the session."""
     with pytest.MonkeyPatch.context() as mp, one_torch_thread():
-        # log every step: the loss curves below compare individual early and late steps
-        mp.setattr(train_mod, "MIN_LOG_INTERVAL_S", 0.0, raising=False)
+        # every logged step reaches the store at once: the curves below compare individual early and late steps
+        mp.setattr(train_mod, "DB_FLUSH_INTERVAL_S", 0.0, raising=False)
         store = RunStore(tmp_path_factory.mktemp("train-runs"))
         yield store, _session_home
 

@@ -19,6 +19,7 @@ core/content_style.py. Wiring points:
     # Train page: extra settings, returned as TrainConfig overrides (merge into the config you build)
     overrides = seeds.content_style_settings(st, key="train_cs")     # {"labels": ..., "cs_*": ...}
     selection = seeds.selection_picker(st, root, dataset, key="train_sel")  # a saved selection id or None
+    seeds.selection_maker(st, root, backbone, dataset, key="train_make")    # run a selection from the page
 
     # Explore page
     ids = seeds.selected_ids(run_or_config, root)   # np.ndarray of training sample ids, or None
@@ -197,6 +198,28 @@ def selection_picker(st, root: str | Path | None, dataset: str | None = None, *,
         options[sid] = f"{sid} · {STRATEGY_LABELS.get(info['strategy'], info['strategy'])}, {info['budget']} images"
     return st.selectbox("Train on a data selection", list(options), format_func=options.get, key=key,
                         help="Make one with `python -m core select --strategy vecaf --budget N ...`.")
+
+
+def selection_maker(st, root: str | Path | None, backbone: str, dataset: str, *, key: str = "seeds_make") -> None:
+    """A small form that runs core.selection.select for the current backbone and dataset (blocking, with a spinner).
+
+    The new selection then appears in `selection_picker`. Big pools are better selected from the CLI.
+    """
+    from core.selection import STRATEGIES, select
+
+    cols = st.columns([2, 2, 1])
+    strategy = cols[0].selectbox("Strategy", list(STRATEGIES), format_func=lambda s: STRATEGY_LABELS.get(s, s),
+                                 key=f"{key}_strategy", index=list(STRATEGIES).index("vecaf"))
+    budget = int(cols[1].number_input("Budget (images)", 2, 1_000_000, 200, 10, key=f"{key}_budget"))
+    if cols[2].button("Select", key=f"{key}_go", icon=":material/filter_alt:"):
+        with st.spinner(f"Embedding the training pool with {backbone} and selecting {budget} images…"):
+            try:
+                record = select(backbone, dataset, strategy, budget, root=Path(root) if root else None)
+            except EmbedLabError as exc:
+                st.error(str(exc))
+                return
+        st.session_state[f"{key}_made"] = record["id"]
+        st.success(f"Saved selection `{record['id']}` ({record['seconds']:.0f} s): pick it above to train on it.")
 
 
 # ------------------------------------------------------------------------------------- Explore

@@ -8,6 +8,7 @@ from core import report
 from core.errors import EmbedLabError
 from core.projections import METHOD_LABELS
 from core.thumbnails import display_images
+from pages import _seeds_ui as seeds
 from pages._cached import analysis as _analysis, dataset as _dataset, run_view as _view, thumbs as _thumbs
 from pages._ui import ensure_router, get_store
 
@@ -129,6 +130,16 @@ if conf:
 wise = [(n, r["wise_ft"]) for n, r in zip(names, results) if r.get("wise_ft")]
 if wise:
     st.plotly_chart(report.wise_ft_figure(wise), key="compare_wise")
+
+# RESEARCH SEEDS ----------------------------------------------------------------------------------
+st.subheader("Label and budget curves", anchor=False)
+st.caption("Seed 001: test error vs labelled images, content-style vs CE (`python -m core label-curve`). "
+           "Seed 002: accuracy vs selection budget for random, k-center and VeCAF (`python -m core budget-curve`).")
+label_tab, budget_tab = st.tabs(["Error vs labels", "Accuracy vs budget"])
+with label_tab:
+    seeds.label_curve_section(st, store, key="compare_label_curve")
+with budget_tab:
+    seeds.budget_curve_section(st, store, key="compare_budget_curve")
 
 # EXPORT ----------------------------------------------------------------------------------------
 st.subheader("Export", anchor=False)

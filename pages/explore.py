@@ -8,6 +8,7 @@ from core import report
 from core.errors import EmbedLabError
 from core.projections import METHOD_LABELS, trajectory
 from core.thumbnails import display_images
+from pages import _seeds_ui as seeds
 from pages._cached import analysis as _analysis, dataset as _dataset, run_view as _view, thumbs as _thumbs
 from pages._ui import ensure_router, get_store, pct
 
@@ -173,6 +174,15 @@ with st.expander("Training trajectory (val snapshots)", icon=":material/animatio
             st.info(f"This run kept fewer than two snapshots with a `{output}` output.")
         else:
             st.plotly_chart(report.trajectory_figure(frames, traj_labels, names), key="explore_traj_fig")
+
+# DATA SELECTION (seed 002) ---------------------------------------------------------------------
+record = next(r for r in runs if r.id == run_id)
+if record.config.get("selection"):
+    with st.expander("Training data selection", icon=":material/filter_alt:"):
+        seeds.selection_caption(st, record, root)
+        st.caption("A run stores val/test embeddings while a selection holds training images, so the selection is drawn "
+                   "on the training pool itself (the selector's frozen embeddings).")
+        seeds.render_selection_map(st, record.config["selection"], root, key="explore_selection_map")
 
 # EXPORT ----------------------------------------------------------------------------------------
 with st.expander("Export this run", icon=":material/download:"):

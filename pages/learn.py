@@ -6,6 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.toy import contrastive_toy, hardest_share_curve
+from pages import _seeds_ui as seeds
 from pages._ui import OBJECTIVE_COLORS, ensure_router
 
 ensure_router()
@@ -16,8 +17,13 @@ TAUS = [0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0, 2.0]  # slid
 st.title("Learn", anchor=False)
 st.caption("What each objective optimises, what that does to the embedding space, and the knob that matters most.")
 
-ce, lacvit, flyp = st.tabs(["CE · cross-entropy", "LaCViT · label-aware contrastive",
-                            "FLYP · finetune like you pretrain"])
+ce, lacvit, flyp, content_style, vecaf = st.tabs(["CE · cross-entropy", "LaCViT · label-aware contrastive",
+                                                  "FLYP · finetune like you pretrain", "Content-style · semi-supervised",
+                                                  "VeCAF · data selection"])
+with content_style:
+    seeds.learn_content_style(st)
+with vecaf:
+    seeds.learn_vecaf(st)
 
 with ce:
     st.latex(r"\mathcal{L}_{\mathrm{CE}} = -\frac{1}{B}\sum_{i=1}^{B} \log "

@@ -1,6 +1,8 @@
 """Train: pick a backbone, data and objectives; queue one run per objective; watch them train."""
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from core.errors import EmbedLabError
 from core.jobs import ACTIVE, RESUMABLE
 from core.objectives import OBJECTIVES
 from core.train import TrainConfig
+from pages import _seeds_ui as seeds
 from pages._ui import (OBJECTIVE_COLORS, duration, ensure_router, get_manager, get_store, home_dir,
                        import_uploaded_weights, import_uploaded_zip, objective_label, open_in_compare, open_in_explore, pct, short_id, status_badge)
 
@@ -25,7 +28,9 @@ OBJECTIVE_HELP = {
     "ce": "CE: cross-entropy with a linear head",
     "lacvit": "LaCViT: label-aware contrastive, then a linear head",
     "flyp": "FLYP: CLIP loss against class prompts (needs a text tower)",
+    "content-style": "Content-style (seed 001): semi-supervised content + style heads, uses unlabelled images",
 }
+DEFAULT_OBJECTIVES = ["ce", "lacvit", "flyp"]  # the comparison a new user starts with no typing
 PREVIEW_CLASSES = 10  # classes shown in the sample grid
 PREVIEW_PER_CLASS = 8  # images per class in the sample grid
 THUMB = 48  # thumbnail side, pixels
@@ -193,13 +198,19 @@ def setup_form(root: str) -> None:
 
     st.markdown("##### :material/tune: Objectives")
     objectives = st.multiselect(
-        "Objectives", list(OBJECTIVE_HELP), default=list(OBJECTIVE_HELP), key="objectives", persist_state="session",
+        "Objectives", list(OBJECTIVE_HELP), default=DEFAULT_OBJECTIVES, key="objectives", persist_state="session",
         format_func=objective_label, label_visibility="collapsed",
         help="One run per objective, all with the same backbone, data, budget and seed.\n\n"
              + "\n\n".join(f"- {v}" for v in OBJECTIVE_HELP.values()))
     if "flyp" in objectives and backbone != "auto" and not problem and not _is_clip(backbone):
         st.warning(f"FLYP needs a backbone with a text tower; `{backbone}` has none. Pick `auto`, `lite0-minilm`, "
                    "`test_clip` or an open_clip name, or drop FLYP.", icon=":material/warning:")
+    seed_overrides = {}
+    if "content-style" in objectives:
+        with st.expander("Content-style settings (seed 001)", expanded=True, icon=":material/call_split:"):
+            st.caption("The labelled-image count applies to every objective of this batch, so CE and content-style "
+                       "compare on the same labels.")
+            seed_overrides = seeds.content_style_settings(st, key="train_cs", defaults=DEFAULTS)
 
     st.markdown("##### :material/speed: Budget")
     c1, c2, c3, c4 = st.columns(4)
@@ -221,7 +232,8 @@ def setup_form(root: str) -> None:
         _number(a3, "Temperature τ (LaCViT)", "temperature", DEFAULTS.temperature, None, 10.0, 0.01,
                 "Lower τ focuses the contrastive loss on the hardest negatives (see Learn).")
         b1, b2, b3 = st.columns(3)
-        b1.selectbox("Trainable blocks", ["frozen", "1", "2", "3", "4", "6", "all"], index=2, key="trainable",
+        trainable_choices = ["frozen", "1", "2", "3", "4", "6", "all"]
+        b1.selectbox("Trainable blocks", trainable_choices, index=trainable_choices.index(DEFAULTS.trainable), key="trainable",
                      persist_state="session", accept_new_options=True,
                      help="'frozen' trains the heads only; k trains the last k blocks; 'all' everything.")
         _number(b2, "Image size", "image_size", None, 16, 1024, 16, "Input resolution; empty = the backbone's default.",
@@ -245,12 +257,18 @@ def setup_form(root: str) -> None:
             if message:
                 (e1.caption if path else e1.error)(message)
         e2.radio("Optimizer", ["adamw", "sgd"], key="optimizer", persist_state="session", horizontal=True)
+        st.markdown("**Data selection** (seed 002: VeCAF, k-center or random picks of the training pool)")
+        selection = seeds.selection_picker(st, home_dir(), st.session_state.get("dataset"), key="train_selection")
+        if selection:
+            seed_overrides["selection"] = selection
+        seeds.selection_maker(st, home_dir(), _auto_backbones(_online())["ce"] if backbone == "auto" else backbone,
+                              st.session_state.get("dataset"), key="train_make_selection")
 
     n = len(objectives)
     label = f"Start {n} run{'s' if n != 1 else ''}" if n else "Start"
     if st.button(label, key="start", type="primary", icon=":material/play_arrow:", disabled=not n or bool(problem),
                  width="stretch"):
-        cfgs = [_config(o, backbone, st.session_state["dataset"]) for o in objectives]
+        cfgs = [dataclasses.replace(_config(o, backbone, st.session_state["dataset"]), **seed_overrides) for o in objectives]
         try:
             ids = get_manager().submit_many(cfgs)
         except EmbedLabError as exc:

@@ -300,3 +300,30 @@ def test_learn_shows_the_three_losses_and_the_toy_reacts(manager):
     sharper = {m.label: m.value for m in at.metric}["Hardest negative's share of the push"]
     assert int(sharper.rstrip("%")) > int(share.rstrip("%"))
 
+
+
+# --------------------------------------------------------------------------- research seeds
+def test_content_style_settings_apply_the_same_labels_to_the_whole_batch(manager):
+    """Seed 001 from the Train page: CE and content-style queued on the same 100 labelled images."""
+    at = _app()
+    at.selectbox(key="backbone").select("test_vit")
+    at.selectbox(key="dataset").select("digits")
+    at.multiselect(key="objectives").set_value(["ce", "content-style"]).run()
+    at.select_slider(key="train_cs_labels").set_value(100)
+    at.number_input(key="train_cs_sdim").set_value(4)
+    at.number_input(key="steps").set_value(12)
+    at.number_input(key="n_per_class").set_value(20).run()
+    at.button(key="start").click().run()
+    assert not at.exception and not at.error
+    configs = {r.objective: r.config for r in manager.store.list()}
+    assert set(configs) == {"ce", "content-style"}
+    assert configs["ce"]["labels"] == configs["content-style"]["labels"] == 100
+    assert configs["content-style"]["cs_style_dim"] == 4
+
+
+def test_learn_has_the_seed_methods(manager):
+    at = _app("pages/learn.py")
+    labels = [t.label for t in at.tabs]
+    assert any("Content-style" in label for label in labels) and any("VeCAF" in label for label in labels)
+    latex = " ".join(x.value for x in at.latex)
+    assert r"\mathrm{KL}" in latex and r"e_i^{\mathrm{aug}}" in latex

@@ -163,3 +163,22 @@ def test_selection_picker_lists_saved(home):
     options = st.calls[0][1][1]
     assert options == [None, "s1"]
     assert np.array_equal(_seeds_ui.selected_ids({"selection": "s1"}, home), [1, 2])
+
+
+def test_compare_page_draws_a_stored_label_curve(home, monkeypatch):
+    """The Compare page's seed section finds the experiment and draws error vs labels."""
+    from helpers import REPO
+    from streamlit.testing.v1 import AppTest
+
+    from pages import _ui
+
+    store = RunStore(home)
+    curves.label_curve("test_vit", "digits", labels=[20, None], objectives=("ce", "content-style"), steps=2,
+                       n_per_class=10, eval_per_class=3, batch_size=8, trainable="frozen", experiment="lc-page",
+                       store=store)
+    monkeypatch.setattr(_ui, "get_store", lambda: store)
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="compare_label_curve_pick").value == "lc-page"
+    assert any("No budget-curve experiments yet" in i.value for i in at.info)

@@ -46,16 +46,20 @@ def _interleaved(a: Callable[[], float], b: Callable[[], float], repeats: int) -
 
 
 class _StepClock:
-    """Times a run's step loop from its step events (excludes set-up, evaluation, embedding)."""
+    """Times a run's step loop from its step events (excludes set-up, evaluation, embedding).
 
-    def __init__(self):
+    Times the stage called `stage`, or the last stage when None.
+    """
+
+    def __init__(self, stage: str | None = None):
+        self.stage = stage
         self.times: list[tuple[int, float]] = []
 
     def __call__(self, event):
-        if event["type"] == "step":
+        if event["type"] == "step" and (self.stage is None or event["stage"] == self.stage):
             self.times.append((event["step"], time.perf_counter()))
-        elif event["type"] == "stage":
-            self.times.clear()  # time the last stage only
+        elif event["type"] == "stage" and self.stage is None:
+            self.times.clear()
 
     def steps_per_s(self) -> float:
         (s0, t0), (s1, t1) = self.times[0], self.times[-1]
@@ -253,6 +257,34 @@ def projection_times(root: Path, *, quick: bool) -> dict:
     return out
 
 
+def explorer_scale(sizes=(10_000, 50_000, 100_000), max_points: int = 50_000) -> dict:
+    """The Explore page's server side at scale: PCA of two panes (before/after, 384-d) and the payload
+    sent to the browser. Above `max_points` the page draws a seeded subsample, as it does in the app."""
+    from assets.scatter_component import build_payload, payload_bytes
+
+    from . import projections
+
+    rng = np.random.default_rng(0)
+    out = {}
+    for n in sizes:
+        shown = min(n, max_points)
+        labels = rng.integers(0, 10, n)
+        centres = rng.normal(size=(10, 384)).astype(np.float32)
+        t0 = time.perf_counter()
+        panes = []
+        for shift in (0.8, 0.4):  # 'before' blurrier than 'after'
+            x = (centres[labels] + shift * rng.normal(size=(n, 384))).astype(np.float16)
+            keep = np.sort(rng.choice(n, shown, replace=False)) if shown < n else np.arange(n)
+            panes.append({"title": f"pane {shift}", "points": projections.project(x[keep], method="pca", dims=2, seed=0, cache=False)})
+        project_s = time.perf_counter() - t0
+        payload = build_payload(panes, ids=keep, labels=labels[keep], preds=labels[keep], class_names=[str(i) for i in range(10)])
+        tag = f"{n // 1000}k"
+        out[f"explore_{tag}_pca_2panes_s"] = round(project_s, 2)
+        out[f"explore_{tag}_payload_mb"] = round(payload_bytes(payload) / 1e6, 2)
+        out[f"explore_{tag}_points_drawn"] = shown
+    return out
+
+
 def quick_compare(*, dataset: str | None = None) -> dict:
     """Wall time of the no-typing default: CE, LaCViT and FLYP one after another, cold then warm."""
     from .store import RunStore
@@ -317,7 +349,7 @@ def gpu_throughput(*, backbone: str = "ViT-B-16/laion2b_s34b_b88k", image_size: 
                               batch_size=batch_size, steps=steps, trainable="all", cache_features=False, n_per_class=None,
                               eval_per_class=2, eval_every=10_000, snapshots=2, wise_alphas=1, device=device,
                               stage1_fraction=0.95)
-            clock = _StepClock()
+            clock = _StepClock("contrastive" if objective == "lacvit" else None)
             if dev.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(dev)
             result = train(cfg, store=store, root=root, on_event=clock)
@@ -385,6 +417,7 @@ def run_bench(quick: bool = True, *, log: Callable[[str], None] = lambda s: None
             ("ui", lambda: ui_slowdown(root, steps=12 if quick else 30, repeats=reps)),
             ("projections", lambda: projection_times(root, quick=quick)),
             ("quick_compare", quick_compare),
+            ("scale", explorer_scale),
         ]
         for name, fn in parts:
             if only and name not in only:
@@ -451,7 +484,7 @@ def register(sub, common) -> None:
     p = sub.add_parser("bench", parents=[common], help="side-by-side speed benchmark (ratios)")
     p.add_argument("--quick", action="store_true", help="small sizes: under 5 minutes on 2 CPU cores")
     p.add_argument("--json", action="store_true", help="last line: one JSON object with every figure")
-    p.add_argument("--only", help="comma list of parts: loop,extract,cache,ui,projections,quick_compare")
+    p.add_argument("--only", help="comma list of parts: loop,extract,cache,ui,projections,quick_compare,scale")
     p.add_argument("--gpu", action="store_true", help="the GPU script: ViT-B/16 FLYP and LaCViT AMP step throughput vs a bare AMP loop")
     p.set_defaults(func=cmd_bench)
 

@@ -549,9 +549,13 @@ def _stage_budgets(fractions: list[float], total: int) -> list[int]:
     """Split `total` steps by `fractions`, every stage getting at least one step."""
     if total < len(fractions):
         raise InvalidConfig(f"a budget of {total} steps is too small for {len(fractions)} stages")
-    raw = [max(1, round(f * total)) for f in fractions]
-    raw[-1] = total - sum(raw[:-1])
-    return raw
+    out, left = [], total
+    for i, f in enumerate(fractions[:-1]):
+        later = len(fractions) - 1 - i  # stages after this one, each needing a step
+        n = min(max(1, round(f * total)), left - later)
+        out.append(n)
+        left -= n
+    return out + [left]
 
 
 def _lr_scale(step: int, n_steps: int, warmup: float) -> float:

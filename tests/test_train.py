@@ -319,3 +319,11 @@ def test_stage_budgets_and_schedule():
     scale = [train_mod._lr_scale(i, 10, 0.2) for i in range(10)]
     assert scale[:3] == [0.5, 1.0, 1.0] and scale[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 7 / 8)))
     assert all(a >= b for a, b in zip(scale[1:], scale[2:]))  # cosine decay after the warm-up
+
+
+@pytest.mark.parametrize("fractions, total, expected", [([0.7, 0.3], 60, [42, 18]), ([0.95, 0.05], 3, [2, 1]),
+                                                        ([0.5, 0.5], 3, [2, 1]), ([1.0], 5, [5]), ([0.7, 0.3], 2, [1, 1])])
+def test_stage_budgets_split_every_step_and_give_each_stage_one(fractions, total, expected):
+    from core.train import _stage_budgets
+
+    assert _stage_budgets(fractions, total) == expected

@@ -1,0 +1,48 @@
+"""`python -m core bench` in a small form: every part runs and reports sane numbers (no timing asserts:
+speed is judged by the ratios in BENCHMARKS.md, measured side by side on a quiet machine)."""
+import math
+
+import pytest
+
+from core import bench
+
+
+def _positive(x) -> bool:
+    return isinstance(x, float) and math.isfinite(x) and x > 0
+
+
+@pytest.fixture
+def root(home):
+    return home
+
+
+def test_loop_and_extract_ratios(root):
+    loop = bench.loop_ratio(root, steps=3, repeats=1)
+    extract = bench.extract_ratio(root, n=40, repeats=1)
+    assert _positive(loop["loop_ratio"]) and _positive(loop["bare_steps_per_s"])
+    assert _positive(extract["extract_ratio"]) and _positive(extract["bare_images_per_s"])
+
+
+def test_cache_speedup_and_ui_slowdown(root):
+    cache = bench.cache_speedup(root, n_per_class=7, repeats=1)
+    assert cache["cache_speedup"] > 1  # reading cached features must beat recomputing the backbone
+    ui = bench.ui_slowdown(root, steps=3, repeats=1)
+    assert _positive(ui["ui_slowdown"])
+
+
+def test_projection_and_scale_parts(root, monkeypatch):
+    scale = bench.explorer_scale(sizes=(1_000, 3_000), max_points=2_000)
+    assert scale["explore_1k_points_drawn"] == 1_000 and scale["explore_3k_points_drawn"] == 2_000  # subsampled
+    assert scale["explore_3k_payload_mb"] > scale["explore_1k_payload_mb"] > 0
+
+
+def test_the_prepared_gpu_script_runs_on_the_cpu(root):
+    """The script for a lent GPU machine, on the tiny CLIP model and the CPU: same code path, tiny sizes."""
+    out = bench.gpu_throughput(backbone="test_clip", image_size=32, batch_size=8, steps=3, device="cpu")
+    for objective in ("flyp", "lacvit"):
+        assert _positive(out[f"gpu_{objective}_images_per_s"]) and _positive(out[f"gpu_{objective}_loop_ratio"])
+
+
+def test_table_marks_goals():
+    text = bench.format_table({"loop_ratio": 0.99, "ui_slowdown": 1.2, "machine": "x"})
+    assert "ok" in text.splitlines()[2] and "MISSED" in text.splitlines()[3]

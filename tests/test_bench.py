@@ -26,8 +26,8 @@ def test_loop_and_extract_ratios(root):
 def test_cache_speedup_and_ui_slowdown(root):
     cache = bench.cache_speedup(root, n_per_class=7, repeats=1)
     assert cache["cache_speedup"] > 1  # reading cached features must beat recomputing the backbone
-    ui = bench.ui_slowdown(root, steps=3, repeats=1)
-    assert _positive(ui["ui_slowdown"])
+    ui = bench.ui_slowdown(root, steps=8, window_s=0.3)
+    assert _positive(ui["ui_slowdown"]) and ui["ui_steps_polled"] + ui["ui_steps_unpolled"] == 7
 
 
 def test_projection_and_scale_parts(root, monkeypatch):

@@ -105,7 +105,7 @@ def loop_ratio(root: Path, *, steps: int, repeats: int) -> dict:
 
     def bare() -> float:
         torch.manual_seed(0)
-        backbone = create_backbone(cfg.backbone, image_size=cfg.image_size, trainable="all")
+        backbone = create_backbone(cfg.backbone, image_size=cfg.image_size, trainable="all").use_channels_last()
         prep = dataclasses.replace(backbone.preprocess, hflip=data.hflip)
         head = torch.nn.Linear(backbone.embed_dim, data.num_classes)
         opt = torch.optim.AdamW([{"params": list(head.parameters()), "lr": cfg.lr},
@@ -131,6 +131,39 @@ def loop_ratio(root: Path, *, steps: int, repeats: int) -> dict:
     return {"loop_ratio": ours / theirs, "loop_steps_per_s": ours, "bare_steps_per_s": theirs}
 
 
+def cpu_levers(*, repeats: int, steps: int = 6) -> dict:
+    """Speed-ups of the levers EmbedLab switches on or leaves off, one training step side by side:
+    NHWC memory format (on for convnets) and bf16 autocast on the CPU (off)."""
+    from .backbones import create_backbone
+
+    y = torch.randint(0, 10, (32,))
+
+    def steps_per_s(channels_last: bool, bf16: bool) -> Callable[[], float]:
+        def run() -> float:
+            backbone = create_backbone("efficientnet_lite0", image_size=64, trainable="all")
+            if channels_last:
+                backbone.use_channels_last()
+            head = torch.nn.Linear(backbone.embed_dim, 10)
+            opt = torch.optim.AdamW(list(backbone.parameters()) + list(head.parameters()), lr=1e-4)
+            x = torch.randn(32, 3, 64, 64)
+            backbone.train()
+            t0 = None
+            for step in range(steps + 1):
+                if step == 1:
+                    t0 = time.perf_counter()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    loss = F.cross_entropy(head(backbone.encode_image(x)).float(), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            return steps / (time.perf_counter() - t0)
+        return run
+
+    nhwc, nchw = _interleaved(steps_per_s(True, False), steps_per_s(False, False), repeats)
+    bf16, fp32 = _interleaved(steps_per_s(False, True), steps_per_s(False, False), repeats)
+    return {"channels_last_train_speedup": nhwc / nchw, "bf16_cpu_train_speedup": bf16 / fp32}
+
+
 def extract_ratio(root: Path, *, n: int, repeats: int) -> dict:
     """`compute_embeddings` vs a bare `model(x)` loop under inference_mode (same batches)."""
     from . import datasets as ds
@@ -141,7 +174,7 @@ def extract_ratio(root: Path, *, n: int, repeats: int) -> dict:
 
     data = ds.load_dataset(_dataset_name(root), root)
     split = ds.splits(data, n_per_class=max(1, n // data.num_classes), seed=0)["train"]
-    backbone = create_backbone("efficientnet_lite0", image_size=112, trainable="frozen")
+    backbone = create_backbone("efficientnet_lite0", image_size=112, trainable="frozen").use_channels_last()
     method = create_method("ce", backbone, ImageEncoder(backbone), data.num_classes)
     device = torch.device("cpu")
     source = ImageSource(split, backbone.preprocess, device)
@@ -424,6 +457,7 @@ def run_bench(quick: bool = True, *, log: Callable[[str], None] = lambda s: None
         parts = [
             ("loop", lambda: loop_ratio(root, steps=12 if quick else 30, repeats=reps)),
             ("extract", lambda: extract_ratio(root, n=256 if quick else 1024, repeats=reps)),
+            ("levers", lambda: cpu_levers(repeats=reps)),
             ("cache", lambda: cache_speedup(root, n_per_class=16 if quick else 64, repeats=reps)),
             ("ui", lambda: ui_slowdown(root, steps=60 if quick else 200)),
             ("projections", lambda: projection_times(root, quick=quick)),
@@ -495,7 +529,7 @@ def register(sub, common) -> None:
     p = sub.add_parser("bench", parents=[common], help="side-by-side speed benchmark (ratios)")
     p.add_argument("--quick", action="store_true", help="small sizes: under 5 minutes on 2 CPU cores")
     p.add_argument("--json", action="store_true", help="last line: one JSON object with every figure")
-    p.add_argument("--only", help="comma list of parts: loop,extract,cache,ui,projections,quick_compare,scale")
+    p.add_argument("--only", help="comma list of parts: loop,extract,levers,cache,ui,projections,quick_compare,scale")
     p.add_argument("--gpu", action="store_true", help="the GPU script: ViT-B/16 FLYP and LaCViT AMP step throughput vs a bare AMP loop")
     p.set_defaults(func=cmd_bench)
 

@@ -23,7 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .backbones import BACKBONES, Backbone, BackboneEntry, TimmBackbone, _freeze_params, _seeded, _timm_split, _Seq
+from .backbones import (BACKBONES, Backbone, BackboneEntry, TimmBackbone, _freeze_params, _memory_format, _seeded, _Seq,
+                        _timm_split)
 from .errors import WeightsUnavailable
 from .paths import home, subdir
 from .transforms import Preprocess
@@ -179,7 +180,12 @@ class Lite0MiniLM(Backbone):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))  # CLIP's initial temperature
 
     def encode_image(self, x):
-        return self.visual(x)
+        return self.visual(_memory_format(x, self.channels_last))
+
+    def use_channels_last(self):
+        self.visual.trunk.to(memory_format=torch.channels_last)  # see TimmBackbone.use_channels_last
+        self.channels_last = True
+        return self
 
     def image_tower(self):
         return self.visual
@@ -206,7 +212,7 @@ class Lite0MiniLM(Backbone):
             return split
         n_frozen = self.frozen_blocks()
         trunk_blocks = [n.removeprefix("trunk.") for n in self.image_block_names()]
-        parts = _timm_split(self.visual.trunk, trunk_blocks, n_frozen)
+        parts = _timm_split(self.visual.trunk, trunk_blocks, n_frozen, self.channels_last)
         if parts is None:
             return None
         prefix, trunk_suffix = parts

@@ -258,7 +258,7 @@ def build_session(cfg: TrainConfig, root: Path | None = None, run_dir: Path | No
                       seed=cfg.seed, selection=_selection_ids(cfg, root))
     backbone = bb.create_backbone(cfg.backbone, weights=cfg.weights, image_size=cfg.image_size, trainable=cfg.trainable)
     backbone.preprocess = dataclasses.replace(backbone.preprocess, hflip=data.hflip)
-    backbone.to(device)
+    backbone.to(device).use_channels_last()
     split = backbone.split_image() if cfg.cache_features else None
     if split is not None:
         prefix, encoder, prefix_key = split

@@ -46,3 +46,8 @@ def test_the_prepared_gpu_script_runs_on_the_cpu(root):
 def test_table_marks_goals():
     text = bench.format_table({"loop_ratio": 0.99, "ui_slowdown": 1.2, "machine": "x"})
     assert "ok" in text.splitlines()[2] and "MISSED" in text.splitlines()[3]
+
+
+def test_cpu_levers_report_speedups():
+    levers = bench.cpu_levers(repeats=1, steps=1)
+    assert _positive(levers["channels_last_train_speedup"]) and _positive(levers["bf16_cpu_train_speedup"])

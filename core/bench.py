@@ -164,6 +164,36 @@ def cpu_levers(*, repeats: int, steps: int = 6) -> dict:
     return {"channels_last_train_speedup": nhwc / nchw, "bf16_cpu_train_speedup": bf16 / fp32}
 
 
+def compile_speedup(steps: int = 8) -> dict:
+    """torch.compile on the CPU: steady-state step rate vs eager, and what the first call costs.
+    Not in the default run (the compile alone takes about a minute on 2 cores): `--only compile`."""
+    from .backbones import create_backbone
+
+    def build():
+        backbone = create_backbone("efficientnet_lite0", image_size=64, trainable="all").use_channels_last()
+        head = torch.nn.Linear(backbone.embed_dim, 10)
+        return backbone, head, torch.optim.AdamW(list(backbone.parameters()) + list(head.parameters()), lr=1e-4)
+
+    x, y = torch.randn(32, 3, 64, 64).contiguous(memory_format=torch.channels_last), torch.randint(0, 10, (32,))
+
+    def rate(model, head, opt) -> tuple[float, float]:
+        t_first = time.perf_counter()
+        for step in range(steps + 1):
+            if step == 1:
+                first, t0 = time.perf_counter() - t_first, time.perf_counter()
+            loss = F.cross_entropy(head(model(x)), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return steps / (time.perf_counter() - t0), first
+
+    backbone, head, opt = build()
+    eager, _ = rate(backbone.model, head, opt)
+    backbone, head, opt = build()
+    compiled, first = rate(torch.compile(backbone.model), head, opt)
+    return {"compile_train_speedup": compiled / eager, "compile_first_step_s": round(first, 1)}
+
+
 def extract_ratio(root: Path, *, n: int, repeats: int) -> dict:
     """`compute_embeddings` vs a bare `model(x)` loop under inference_mode (same batches)."""
     from . import datasets as ds
@@ -463,9 +493,10 @@ def run_bench(quick: bool = True, *, log: Callable[[str], None] = lambda s: None
             ("projections", lambda: projection_times(root, quick=quick)),
             ("quick_compare", quick_compare),
             ("scale", explorer_scale),
+            ("compile", compile_speedup),
         ]
         for name, fn in parts:
-            if only and name not in only:
+            if (only and name not in only) or (not only and name in OPT_IN_PARTS):
                 continue
             t0 = time.perf_counter()
             log(f"bench: {name} ...")
@@ -478,6 +509,7 @@ def run_bench(quick: bool = True, *, log: Callable[[str], None] = lambda s: None
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in results.items()}
 
 
+OPT_IN_PARTS = ("compile",)  # slow one-off measurements: run with --only
 GOALS = {"loop_ratio": (">=", 0.97), "extract_ratio": (">=", 0.95), "cache_speedup": (">=", 20.0), "ui_slowdown": ("<=", 1.05)}
 
 
@@ -529,7 +561,8 @@ def register(sub, common) -> None:
     p = sub.add_parser("bench", parents=[common], help="side-by-side speed benchmark (ratios)")
     p.add_argument("--quick", action="store_true", help="small sizes: under 5 minutes on 2 CPU cores")
     p.add_argument("--json", action="store_true", help="last line: one JSON object with every figure")
-    p.add_argument("--only", help="comma list of parts: loop,extract,levers,cache,ui,projections,quick_compare,scale")
+    p.add_argument("--only", help="comma list of parts: loop,extract,levers,cache,ui,projections,quick_compare,scale "
+                                  "(and compile, which only runs when named)")
     p.add_argument("--gpu", action="store_true", help="the GPU script: ViT-B/16 FLYP and LaCViT AMP step throughput vs a bare AMP loop")
     p.set_defaults(func=cmd_bench)
 

@@ -1,4 +1,4 @@
-"""Browser test: the real app in headless Chromium; hover shows the thumbnail, a box selection shows
+"""Browser test: the real app in headless Chromium; hover shows the thumbnail, a lasso selection shows
 the image grid, a click shows nearest neighbours. Screenshots go to test-artifacts/."""
 import sys
 import time
@@ -85,18 +85,22 @@ def test_hover_shows_thumbnail_then_box_select_and_click(big_page, explore_app):
     pg.wait_for_timeout(300)
     pg.screenshot(path=str(ARTIFACTS / "explore-hover.png"), clip=box)
 
-    # BOX SELECT in the 'after' pane: the page shows a grid of the selected images
-    frame.locator(".modebar-btn[data-title='Box Select']").first.click()
+    # LASSO in the 'after' pane (a triangle over part of it): the page shows a grid of the selected images
+    frame.locator(".modebar-btn[data-title='Lasso Select']").first.click()
     area = frame.evaluate("""() => { const L = document.getElementById('plot')._fullLayout;
                                      return [L.xaxis2._offset, L.yaxis2._offset, L.xaxis2._length, L.yaxis2._length]; }""")
-    x0, y0 = box["x"] + area[0] + 0.05 * area[2], box["y"] + area[1] + 0.05 * area[3]
-    pg.mouse.move(x0, y0)
+    left, top, width, height = box["x"] + area[0], box["y"] + area[1], area[2], area[3]
+    corners = [(0.02, 0.02), (0.98, 0.02), (0.02, 0.98), (0.02, 0.03)]  # the upper-left half, closed
+    pg.mouse.move(left + corners[0][0] * width, top + corners[0][1] * height)
     pg.mouse.down()
-    pg.mouse.move(x0 + 0.9 * area[2], y0 + 0.9 * area[3], steps=12)
+    for fx, fy in corners[1:]:
+        pg.mouse.move(left + fx * width, top + fy * height, steps=15)
     pg.mouse.up()
     heading = pg.get_by_text("Selected ", exact=False).first
     heading.wait_for(timeout=TIMEOUT_MS)
-    assert int(heading.inner_text().split()[1]) > 0
+    total = frame.evaluate("() => document.getElementById('plot').data.filter(t => t.xaxis === 'x2')"
+                           ".reduce((n, t) => n + t.x.length, 0)")
+    assert 0 < int(heading.inner_text().split()[1].replace(",", "")) < total  # a real, partial lasso
     pg.locator("[data-testid='stImage']").first.wait_for(timeout=TIMEOUT_MS)
     assert pg.locator("[data-testid='stImage']").count() > 0
     # the selection is linked: the 'before' pane has the same samples selected

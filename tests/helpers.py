@@ -108,3 +108,20 @@ class Done:
 def finish(proc: subprocess.Popen, timeout: float = 240) -> Done:
     out, err = proc.communicate(timeout=timeout)
     return Done(proc.returncode, out, err)
+
+
+@contextlib.contextmanager
+def app_manager(home, monkeypatch, train_fn):
+    """The app's process-wide store and JobManager swapped for ones on `home` with a fake `train_fn`."""
+    import pages._ui as ui
+    from core.jobs import JobManager
+    from core.store import RunStore
+
+    store = RunStore(home)
+    manager = JobManager(store, train_fn=train_fn)
+    monkeypatch.setattr(ui, "get_manager", lambda: manager)
+    monkeypatch.setattr(ui, "get_store", lambda: store)
+    try:
+        yield manager
+    finally:
+        manager.shutdown(timeout=10)

@@ -14,8 +14,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 import pages._ui as ui
-from core.jobs import JobManager
-from core.store import RunStore
+from helpers import app_manager
 from core.train import TrainConfig
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -50,12 +49,8 @@ class QuickTrain:
 
 @pytest.fixture
 def manager(home, monkeypatch):
-    store = RunStore(home)
-    m = JobManager(store, train_fn=QuickTrain())
-    monkeypatch.setattr(ui, "get_manager", lambda: m)
-    monkeypatch.setattr(ui, "get_store", lambda: store)
-    yield m
-    m.shutdown(timeout=10)
+    with app_manager(home, monkeypatch, QuickTrain()) as m:
+        yield m
 
 
 def _app(page: str | None = None) -> AppTest:

@@ -7,10 +7,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-import pages._ui as ui
 from core.cli import main
-from core.jobs import JobManager
 from core.store import RunStore
+from helpers import app_manager
 
 from .kit import InstantTrain
 
@@ -19,12 +18,8 @@ APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
 @pytest.fixture
 def manager(home, monkeypatch):
-    store = RunStore(home)
-    m = JobManager(store, train_fn=InstantTrain())
-    monkeypatch.setattr(ui, "get_manager", lambda: m)
-    monkeypatch.setattr(ui, "get_store", lambda: store)
-    yield m
-    m.shutdown(timeout=10)
+    with app_manager(home, monkeypatch, InstantTrain()) as m:
+        yield m
 
 
 def _train_page() -> AppTest:

@@ -327,13 +327,9 @@ def train(cfg: TrainConfig, *, store=None, run_id: str | None = None, root: Path
     except (Diverged, EmbedLabError) as exc:
         status, error, summary = "failed", str(exc), {}
         store.set_status(run_id, status, error=error)
-    except (torch.cuda.OutOfMemoryError, MemoryError):
-        status, summary = "failed", {}
-        error = f"out of memory at batch size {cfg.batch_size}: lower the batch size (or the image size) and try again"
-        store.set_status(run_id, status, error=error)
     except Exception as exc:  # a bug or a broken input must end this run, never the server
         status, summary = "failed", {}
-        if _looks_like_oom(exc):  # cuDNN / cuBLAS allocation failures arrive as plain RuntimeErrors
+        if _looks_like_oom(exc):
             error = f"out of memory at batch size {cfg.batch_size}: lower the batch size (or the image size) and try again"
         else:
             _logger.exception("run %s crashed", run_id)
@@ -442,12 +438,10 @@ def _run(cfg: TrainConfig, tracker: "_Tracker", run_dir: Path, root: Path, shoul
         stage_start += n_steps
         opt_state = None
 
-    summary = dict(tracker.summary)
     if not ctx.main:
-        return summary
+        return dict(tracker.summary)
     after = _store_embeddings(s, "after", emit, stage=stages[-1], tracker=tracker)
-    if "warnings" in tracker.summary:  # the copy above predates the 'after' embeddings' own warnings
-        summary["warnings"] = list(tracker.summary["warnings"])
+    summary = dict(tracker.summary)  # zero-shot accuracy and any warnings, the embeddings' own included
     summary.update(val_acc=after["val"].accuracy, test_acc=after["test"].accuracy, steps=step,
                    train_images=len(s.train_rows), backbone=cfg.backbone, dataset=cfg.dataset, objective=cfg.objective)
     if val_acc is not None and summary["val_acc"] is None:
@@ -790,5 +784,8 @@ def _inject(kind: str, loss: torch.Tensor) -> torch.Tensor:
 
 
 def _looks_like_oom(exc: BaseException) -> bool:
+    """CUDA OOM, MemoryError, or a cuDNN / cuBLAS allocation failure (those arrive as plain RuntimeErrors)."""
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
     text = str(exc)
     return isinstance(exc, RuntimeError) and ("out of memory" in text.lower() or "_ALLOC_FAILED" in text)

@@ -21,7 +21,7 @@ import logging
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -51,7 +51,7 @@ class Backbone(nn.Module):
         self.trainable = "all"
         self.channels_last = False  # NHWC convolutions (see use_channels_last)
 
-    def use_channels_last(self) -> "Backbone":
+    def use_channels_last(self) -> Backbone:
         """Switch to NHWC memory format where that is faster; a no-op for backbones it does not help."""
         return self
 
@@ -84,7 +84,7 @@ class Backbone(nn.Module):
         return None
 
     # --- trainability ------------------------------------------------------------------------
-    def set_trainable(self, trainable: str | int) -> "Backbone":
+    def set_trainable(self, trainable: str | int) -> Backbone:
         """'all', 'frozen' (or 0) or k: train only the last k blocks (+ the layers after them)."""
         k = parse_trainable(trainable)
         self.trainable = "all" if k is None else ("frozen" if k == 0 else str(k))
@@ -125,7 +125,7 @@ class TimmBackbone(Backbone):
     def encode_image(self, x):
         return self.model(_memory_format(x, self.channels_last))
 
-    def use_channels_last(self) -> "TimmBackbone":
+    def use_channels_last(self) -> TimmBackbone:
         """Convolutional trunks run faster NHWC (EfficientNet-Lite0 on 2 CPU cores: 1.5x inference,
         1.2-1.6x training; see BENCHMARKS.md); transformers gain nothing and are left alone."""
         if _is_convnet(self.model):
@@ -508,7 +508,7 @@ class ImageEncoder(nn.Module):
     backbone cached as a whole must run with BatchNorm's running statistics).
     """
 
-    def __init__(self, backbone: "Backbone"):
+    def __init__(self, backbone: Backbone):
         super().__init__()
         self.backbone = backbone
 
@@ -619,8 +619,7 @@ class _Seq(nn.Module):
 
 def _strip_prefixes(key: str) -> str:
     for prefix in ("module.", "model.", "backbone.", "encoder."):
-        if key.startswith(prefix):
-            key = key[len(prefix):]
+        key = key.removeprefix(prefix)
     return key
 
 

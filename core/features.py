@@ -12,7 +12,7 @@ import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

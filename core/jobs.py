@@ -36,7 +36,8 @@ import time
 import traceback
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
+from collections.abc import Callable, Iterable
 
 from .errors import EmbedLabError, InvalidConfig
 from .store import TERMINAL, RunStore

@@ -13,7 +13,7 @@ or cached features of a frozen prefix) to the `[B, D]` embedding.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn

@@ -18,7 +18,8 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -211,7 +212,7 @@ def _go():
 
 
 def projection_figure(panes: Sequence[dict], labels: np.ndarray, classes: Sequence[str], *, height: int = 460,
-                      title: str | None = None) -> "Any":
+                      title: str | None = None) -> Any:
     """Static side-by-side scatter panes coloured by label (the report's version of the Explore view).
 
     panes: [{"title", "points": [N, 2|3], "anchors": [C, 2|3] or None}]."""
@@ -255,7 +256,7 @@ def projection_figure(panes: Sequence[dict], labels: np.ndarray, classes: Sequen
     return fig
 
 
-def hist_figure(series: Sequence[tuple[str, dict]], *, height: int = 360, title: str = "Cosine similarity of pairs") -> "Any":
+def hist_figure(series: Sequence[tuple[str, dict]], *, height: int = 360, title: str = "Cosine similarity of pairs") -> Any:
     """Positive (same class, solid) and negative (different class, dashed) pair cosine histograms,
     one colour per series; `series` = [(name, {"bin_edges", "pos_hist", "neg_hist"}), ...]."""
     go = _go()
@@ -281,7 +282,7 @@ def hist_figure(series: Sequence[tuple[str, dict]], *, height: int = 360, title:
     return fig
 
 
-def per_class_figure(classes: Sequence[str], series: Sequence[tuple[str, Sequence[float | None]]], *, height: int = 340) -> "Any":
+def per_class_figure(classes: Sequence[str], series: Sequence[tuple[str, Sequence[float | None]]], *, height: int = 340) -> Any:
     go = _go()
     fig = go.Figure()
     for i, (name, values) in enumerate(series):
@@ -292,7 +293,7 @@ def per_class_figure(classes: Sequence[str], series: Sequence[tuple[str, Sequenc
     return fig
 
 
-def confusion_figure(classes: Sequence[str], series: Sequence[tuple[str, Sequence[Sequence[int]]]], *, height: int = 380) -> "Any":
+def confusion_figure(classes: Sequence[str], series: Sequence[tuple[str, Sequence[Sequence[int]]]], *, height: int = 380) -> Any:
     """Row-normalised confusion matrices side by side (hover shows counts)."""
     go = _go()
     from plotly.subplots import make_subplots
@@ -312,7 +313,7 @@ def confusion_figure(classes: Sequence[str], series: Sequence[tuple[str, Sequenc
     return fig
 
 
-def wise_ft_figure(series: Sequence[tuple[str, Sequence[dict]]], *, height: int = 320) -> "Any":
+def wise_ft_figure(series: Sequence[tuple[str, Sequence[dict]]], *, height: int = 320) -> Any:
     """Val accuracy along theta(a) = (1 - a) zero-shot + a fine-tuned, per FLYP run."""
     go = _go()
     fig = go.Figure()
@@ -327,7 +328,7 @@ def wise_ft_figure(series: Sequence[tuple[str, Sequence[dict]]], *, height: int 
 
 
 def trajectory_figure(frames: Sequence[tuple[int, np.ndarray]], labels: np.ndarray, classes: Sequence[str], *,
-                      height: int = 520, title: str = "") -> "Any":
+                      height: int = 520, title: str = "") -> Any:
     """An animation over training snapshots (frames already aligned): play button + step slider."""
     go = _go()
     labels = np.asarray(labels)

@@ -18,7 +18,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from .errors import UnknownName
 from .paths import confined, home as default_home, safe_name, subdir

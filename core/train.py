@@ -20,7 +20,8 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -100,14 +101,14 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise InvalidConfig(f"unknown setting(s): {', '.join(sorted(unknown))}")
         return cls(**d)
 
-    def resolved(self) -> "TrainConfig":
+    def resolved(self) -> TrainConfig:
         """Fill in defaults that depend on the environment (backbone)."""
         if self.backbone:
             return self
@@ -348,7 +349,7 @@ def train(cfg: TrainConfig, *, store=None, run_id: str | None = None, root: Path
     return result
 
 
-def _run(cfg: TrainConfig, tracker: "_Tracker", run_dir: Path, root: Path, should_stop, resume: bool,
+def _run(cfg: TrainConfig, tracker: _Tracker, run_dir: Path, root: Path, should_stop, resume: bool,
          ctx: distributed.DistContext = distributed.DistContext()) -> dict:
     emit = tracker.emit
     s = build_session(cfg, root, run_dir, emit, ctx)
@@ -628,7 +629,7 @@ def _centroid_accuracy(s: Session, val_es) -> float:
     return float((pred == val_es.labels).mean())
 
 
-def _store_embeddings(s: Session, phase: str, emit, stage=None, tracker: "_Tracker | None" = None) -> dict:
+def _store_embeddings(s: Session, phase: str, emit, stage=None, tracker: _Tracker | None = None) -> dict:
     """Embed val and test; 'before' (pretrained) sets are shared across runs through a cache folder."""
     out = {}
     for split in ("val", "test"):
@@ -655,7 +656,7 @@ def _folder_bytes(folder: Path) -> int:
     return total
 
 
-def _save_within_budget(run_dir: Path, folder: Path, es, what: str, tracker: "_Tracker | None") -> bool:
+def _save_within_budget(run_dir: Path, folder: Path, es, what: str, tracker: _Tracker | None) -> bool:
     """save_embeddings unless it would take the run folder past its disk budget (or the disk is full):
     then skip it with a warning in the run's summary. Checkpoints are never skipped (resume needs them)."""
     budget = run_disk_budget()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from assets.scatter_component import build_payload, scatter
+from assets.scatter_component import COMPARE_COLOR_MODES, build_payload, scatter
 from core import report
 from core.errors import EmbedLabError
 from core.projections import METHOD_LABELS
@@ -41,7 +41,7 @@ default = wanted[:4] if len(wanted) >= 2 else report.default_compare_runs(runs)
 
 chosen = st.multiselect("Runs (2 to 4)", ids, default=default, format_func=labels.get, max_selections=4, key="compare_pick")
 st.session_state["compare_runs"] = list(chosen)
-c1, c2, c3, c4 = st.columns([1, 1.2, 1, 2])
+c1, c2, c3, c4, c5 = st.columns([1, 1.2, 1, 1.6, 1.6])
 split = c1.segmented_control("Split", ["val", "test"], default="val", key="compare_split") or "val"
 method = c2.selectbox("Projection", list(METHOD_LABELS), format_func=METHOD_LABELS.get, key="compare_method")
 dims = c3.segmented_control("Dims", [2, 3], default=2, format_func=lambda d: f"{d}-D", key="compare_dims") or 2
@@ -50,6 +50,10 @@ align = c4.segmented_control("Alignment", ["procrustes", "shared-pca"], default=
                              help="Procrustes: each run is projected on its own, then rotated / reflected / scaled onto the "
                                   "first run on the shared samples. Shared PCA: one PCA basis for all runs (PCA only, and "
                                   "only when the runs' embeddings have the same dimension; otherwise Procrustes).") or "procrustes"
+color_by = c5.segmented_control("Colour by", list(COMPARE_COLOR_MODES), default="label", key="compare_color",
+                                help="label: the true class. agreement: green where every run is right, amber where "
+                                     "only some are (where the objectives differ), red where all are wrong. Hover "
+                                     "shows each pane's own prediction.") or "label"
 if len(chosen) < 2:
     st.info("Pick at least two runs.")
     st.stop()
@@ -72,17 +76,23 @@ if len(shared) == 0:
 else:
     first = views[0]
     rows0 = report.positions(first.after.ids, shared)
-    panes = [{"title": f"{n} ({o})", "points": pts[report.positions(v.after.ids, shared)], "anchors": ext}
-             for n, v, o, pts, ext in zip(names, views, data["outputs"], proj["points"], proj["extra"])]
+    panes = []
+    for n, v, o, pts, ext in zip(names, views, data["outputs"], proj["points"], proj["extra"]):
+        rows = report.positions(v.after.ids, shared)
+        panes.append({"title": f"{n} ({o})", "points": pts[rows], "anchors": ext,
+                      "preds": None if v.after.preds is None else v.after.preds[rows]})
     same_data = len({v.dataset for v in views}) == 1
     payload = build_payload(panes, ids=shared, labels=first.after.labels[rows0], preds=None, class_names=first.after.classes,
+                            color_by=color_by,
                             thumbs=_thumbs(root, first.id, split) if same_data else None, height=520,
                             view_key=f"{'/'.join(chosen)}/{split}/{method}/{dims}/{align}",
                             status=f"{len(shared):,} shared samples · hover: image · "
                                    + ("box/lasso: select (linked across runs)" if dims == 2 else "drag: rotate"))
     how = ("one PCA basis fitted on all runs" if proj["align"] == "shared-pca" else
            "each run projected on its own, then rotated onto the first run by orthogonal Procrustes on the shared samples")
-    st.caption(f"{METHOD_LABELS[method]} {dims}-D; {how}. Colour: true label.")
+    colour = ("true label" if color_by == "label" else
+              "green = right in every run, amber = right in some, red = wrong in all (by each run's own predictions)")
+    st.caption(f"{METHOD_LABELS[method]} {dims}-D; {how}. Colour: {colour}.")
     event = scatter(payload, key="compare_scatter")
     selection = (event or {}).get("selection")
     if selection and selection.get("ids"):

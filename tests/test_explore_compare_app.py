@@ -103,3 +103,11 @@ def test_pages_without_runs(tmp_path, monkeypatch):
         at = _page(name)
         assert not at.exception
         assert at.info and "Train" in at.info[0].value
+
+
+def test_compare_colours_by_agreement(app_home):
+    _, ids = app_home
+    at = _page("compare")
+    at.segmented_control(key="compare_color").set_value("agreement").run()
+    assert not at.exception
+    assert any("right in every run" in c.value for c in at.caption)

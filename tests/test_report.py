@@ -62,7 +62,7 @@ def test_comparison_html_is_self_contained(store):
     page = report.comparison_html(views)
     assert page.startswith("<!doctype html>")
     assert "plotly.js v" in page and len(page) > 1_000_000  # the bundle is inlined
-    assert not re.search(r"<script[^>]+src=[\"']?https?:", page, re.I)  # no CDN script
+    assert not re.search(r"<script[^>]+src=[\"']?https?:", page, re.IGNORECASE)  # no CDN script
     assert "★" in page and "WiSE-FT" in page and "Per-class accuracy" in page
     assert page.count("Plotly.newPlot") >= 4
 

@@ -22,7 +22,8 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -31,7 +32,9 @@ COMPONENT_NAME = "embedlab_scatter"
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
            "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363"]  # class colours (D3 10 + 10)
 CORRECT_COLOURS = {"correct": "#2e7d32", "wrong": "#d32f2f"}  # colour-by-correctness
-COLOR_MODES = ("label", "prediction", "correctness")
+AGREEMENT_COLOURS = {"right in every run": "#2e7d32", "right in some": "#f9a825", "wrong in every run": "#d32f2f"}
+COLOR_MODES = ("label", "prediction", "correctness")  # one run (Explore)
+COMPARE_COLOR_MODES = ("label", "agreement")  # several runs (Compare): agreement needs each pane's predictions
 
 _state: dict[str, Any] = {"root": None, "component": None}  # the served folder and the declared component, once per process
 
@@ -98,28 +101,48 @@ def categories(labels: np.ndarray, preds: np.ndarray | None, class_names: Sequen
     return values, [{"name": prefix + names[i], "color": class_colour(i)} for i in range(n)]
 
 
+def agreement_categories(labels: np.ndarray, preds_by_run: Sequence[np.ndarray]):
+    """(category index per point, [{name, color}]): 0 = right in every run, 1 = right in some, 2 = wrong in all.
+
+    Args:
+        labels: [N] true labels.
+        preds_by_run: R arrays [N] of predictions, R >= 1, rows in the order of `labels`.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    right = (np.stack([np.asarray(p, dtype=np.int64) for p in preds_by_run]) == labels).sum(0)
+    cat = np.where(right == len(preds_by_run), 0, np.where(right == 0, 2, 1))
+    return cat, [{"name": k, "color": v} for k, v in AGREEMENT_COLOURS.items()]
+
+
 def build_payload(panes: Sequence[dict], *, ids: np.ndarray, labels: np.ndarray, preds: np.ndarray | None,
                   class_names: Sequence[str], color_by: str = "label", thumbs: dict | None = None, height: int = 560,
                   view_key: str = "", status: str = "") -> dict:
     """Everything the browser draws, as JSON with base64 typed arrays.
 
     Args:
-        panes: [{"title": str, "points": [N, 2|3], "anchors": [C, 2|3] or None, "anchor_names": [...]}],
-            every pane's rows in the same sample order as `ids`.
+        panes: [{"title": str, "points": [N, 2|3], "anchors": [C, 2|3] or None, "anchor_names": [...],
+            "preds": [N] or None}], every pane's rows in the same sample order as `ids`; a pane's own
+            "preds" (one run per pane, in Compare) replace `preds` in that pane's hover label.
         ids, labels, preds: [N] per point (preds may be None).
         class_names: display names, indexed by label.
-        color_by: 'label', 'prediction' or 'correctness'.
+        color_by: 'label', 'prediction', 'correctness', or 'agreement' (across the panes' own preds;
+            label when no pane has any).
         thumbs: thumbs_for(...) or None (no images on hover).
         view_key: keeps zoom / rotation across redraws while it stays the same.
     """
     n = len(ids)
     dims = int(panes[0]["points"].shape[1]) if panes else 2
-    cat, cats = categories(labels, preds, class_names, color_by)
+    pane_preds = [pane.get("preds") for pane in panes]
+    if color_by == "agreement" and any(p is not None for p in pane_preds):
+        cat, cats = agreement_categories(labels, [p for p in pane_preds if p is not None])
+    else:
+        cat, cats = categories(labels, preds, class_names, "label" if color_by == "agreement" else color_by)
     out_panes = []
-    for pane in panes:
+    for pane, own_preds in zip(panes, pane_preds):
         pts = np.asarray(pane["points"], dtype=np.float32)
         item = {"title": pane.get("title", ""), "x": _b64(pts[:, 0], "<f4"), "y": _b64(pts[:, 1], "<f4"),
-                "z": _b64(pts[:, 2], "<f4") if dims == 3 else None, "anchors": None}
+                "z": _b64(pts[:, 2], "<f4") if dims == 3 else None, "anchors": None,
+                "preds": None if own_preds is None else _b64(own_preds, "<i2")}
         anchors = pane.get("anchors")
         if anchors is not None and len(anchors):
             a = np.asarray(anchors, dtype=np.float64)

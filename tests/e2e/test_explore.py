@@ -4,12 +4,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from e2e_server import ARTIFACTS, serve_app
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from explore_runs import tiny_runs  # noqa: E402
+
+from core.embeddings import load_run_embeddings  # noqa: E402
+from core.store import RunStore  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -18,10 +22,10 @@ TIMEOUT_MS = 120_000
 
 @pytest.fixture(scope="module")
 def explore_app(tmp_path_factory):
-    """The app on an EMBEDLAB_HOME holding tiny finished CE / LaCViT / FLYP runs: (url, run ids)."""
+    """The app on an EMBEDLAB_HOME holding tiny finished CE / LaCViT / FLYP runs: (url, run ids, home)."""
     home, ids = tiny_runs(tmp_path_factory.getbasetemp())
     with serve_app(home, tmp_path_factory.mktemp("streamlit") / "server.log") as url:
-        yield url.rstrip("/"), ids
+        yield url.rstrip("/"), ids, home
 
 
 @pytest.fixture
@@ -55,7 +59,7 @@ def _point_xy(frame, trace: int, point: int):
 
 
 def test_hover_shows_thumbnail_then_box_select_and_click(big_page, explore_app):
-    url, ids = explore_app
+    url, ids, home = explore_app
     pg = big_page
     # the entry point first: once app.py has run st.navigation, /explore is its page (a fresh server that
     # is deep-linked first would fall back to the legacy pages/ folder)
@@ -125,11 +129,34 @@ def test_hover_shows_thumbnail_then_box_select_and_click(big_page, explore_app):
 
 
 def test_compare_page_draws_aligned_panes(big_page, explore_app):
-    url, ids = explore_app
+    url, ids, home = explore_app
     page = big_page
     page.goto(f"{url}/compare")
     frame = _scatter_frame(page)
     assert frame.evaluate("() => document.getElementById('plot').layout.annotations.length") == 3  # CE, LaCViT, FLYP
     page.get_by_text("Metrics").first.wait_for(timeout=TIMEOUT_MS)
+
+    # colour by agreement: the traces become right-in-every-run / some / none, and hovering a point in
+    # the second pane shows that run's own prediction
+    page.locator(".st-key-compare_color").get_by_role("radio", name="agreement").click()
+    deadline = time.time() + TIMEOUT_MS / 1000
+    names = set()
+    while time.time() < deadline and not names & {"right in every run", "right in some", "wrong in every run"}:
+        page.wait_for_timeout(300)
+        frame = _scatter_frame(page)
+        names = set(frame.evaluate("() => document.getElementById('plot').data.map(t => t.name)"))
+    assert names & {"right in every run", "right in some", "wrong in every run"}, names
+    trace = frame.evaluate("() => document.getElementById('plot').data.findIndex(t => t.xaxis === 'x2' && t.x.length)")
+    iframe = page.locator("iframe[src*='embedlab_scatter']")
+    iframe.scroll_into_view_if_needed()
+    box = iframe.bounding_box()
+    x, y = _point_xy(frame, trace, 0)
+    page.mouse.move(box["x"] + x - 3, box["y"] + y - 3)
+    page.mouse.move(box["x"] + x, box["y"] + y, steps=3)
+    tip = frame.locator("#tip")
+    tip.wait_for(state="visible", timeout=10_000)
+    lacvit = load_run_embeddings(RunStore(home).run_dir(ids["lacvit"]), "after", "val")
+    row = int(np.flatnonzero(lacvit.ids == int(tip.get_attribute("data-sample-id")))[0])
+    assert f"pred {lacvit.classes[int(lacvit.preds[row])]}" in tip.inner_text()  # LaCViT's, the second pane's
     page.wait_for_timeout(1500)
     page.screenshot(path=str(ARTIFACTS / "compare.png"), full_page=True)

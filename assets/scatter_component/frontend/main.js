@@ -66,7 +66,7 @@ function build(P, overlay) {
   for (let i = 0; i < P.n; i++) S.idToIdx.set(S.ids[i], i);
   S.panes = P.panes.map((p) => ({
     title: p.title, x: b64(p.x, Float32Array), y: b64(p.y, Float32Array), z: p.z ? b64(p.z, Float32Array) : null,
-    anchors: p.anchors || null,
+    anchors: p.anchors || null, preds: p.preds ? b64(p.preds, Int16Array) : null,
   }));
   const is3d = P.dims === 3;
   const members = P.categories.map(() => []);
@@ -152,7 +152,7 @@ function listen() {
     if (!meta || meta.kind !== "points") return;
     const gi = S.traceIdx[pt.curveNumber][pt.pointIndex ?? pt.pointNumber];
     if (ev.event && ev.event.clientX !== undefined) S.mouse = { x: ev.event.clientX, y: ev.event.clientY };
-    showTip(gi);
+    showTip(gi, meta.pane);
     hoverHighlight(gi);
   });
   gd.on("plotly_unhover", () => { tip.style.display = "none"; if (S.hoverRings.length) { S.hoverRings = []; drawRings(); } });
@@ -209,8 +209,9 @@ function linkSelection(local) {
   if (idx.length) Plotly.restyle(gd, { selectedpoints: sel }, idx);
 }
 
-function showTip(gi) {
+function showTip(gi, p) {
   const P = S.P, id = S.ids[gi], names = P.class_names;
+  const preds = S.panes[p].preds || S.preds; // Compare: each pane is a run with its own predictions
   if (P.thumbs) {
     const T = P.thumbs, sheet = Math.floor(id / T.per_sheet), j = id % T.per_sheet;
     const col = j % T.cols, row = Math.floor(j / T.cols);
@@ -223,9 +224,9 @@ function showTip(gi) {
   }
   const label = names[S.labels[gi]] ?? S.labels[gi];
   let html = `#${id} &middot; label <b>${label}</b>`;
-  if (S.preds && S.preds[gi] >= 0) {
-    const ok = S.preds[gi] === S.labels[gi];
-    html += `<br>pred <span class="${ok ? "right" : "wrong"}">${names[S.preds[gi]] ?? S.preds[gi]} ${ok ? "\u2713" : "\u2717"}</span>`;
+  if (preds && preds[gi] >= 0) {
+    const ok = preds[gi] === S.labels[gi];
+    html += `<br>pred <span class="${ok ? "right" : "wrong"}">${names[preds[gi]] ?? preds[gi]} ${ok ? "\u2713" : "\u2717"}</span>`;
   }
   tipTxt.innerHTML = html;
   tip.dataset.sampleId = String(id);

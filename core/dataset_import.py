@@ -1,6 +1,7 @@
 """Importing a user's images (a folder or a zip with one sub-folder per class) into EMBEDLAB_HOME.
 
-Used by both `python -m core import-dataset` and the upload widget. The import is all-or-nothing:
+Used by both `python -m core import-dataset` and the upload widgets (a zip, or a folder the browser
+sends as files with their relative paths: `import_files`). The import is all-or-nothing:
 files are checked and copied into a temporary folder next to the destination and moved into place
 with one rename, so a failed import leaves nothing behind and an existing dataset is never touched.
 
@@ -20,7 +21,9 @@ import warnings
 import zipfile
 import zlib
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path, PurePosixPath
 
 from .datasets import IMAGE_SUFFIXES
@@ -49,42 +52,101 @@ class ImportReport:
         if self.skipped:
             reasons = Counter(reason for _, reason in self.skipped)
             parts = ", ".join(f"{n} {r}" for r, n in reasons.most_common())
-            text += f"; {len(self.skipped)} files skipped: {parts} — first: {self.skipped[0][0]}"
+            n = len(self.skipped)
+            text += f"; {n} file{'s' if n != 1 else ''} skipped: {parts} — first: {self.skipped[0][0]}"
         return text
 
 
 def import_dataset(source: str | os.PathLike, name: str, *, root: Path | None = None, overwrite: bool = False) -> ImportReport:
     """Import a folder or zip of class sub-folders as dataset `name`; see the module docstring."""
-    root = Path(root) if root else default_home()
-    name = safe_name(name, "dataset name")
+    dest = _destination(name, root, overwrite)
     source = Path(source)
-    datasets_dir = subdir(root, "datasets")
-    dest = datasets_dir / name
-    from .datasets import DATASETS
-
-    if name in DATASETS:
-        raise DatasetError(f"dataset name {name!r} is taken by a built-in dataset; choose another name")
-    if dest.exists() and not overwrite:
-        raise DatasetError(f"a dataset called {name!r} already exists; choose another name or delete it first")
     if not source.exists():
         raise DatasetError(f"{source} does not exist")
-    with tempfile.TemporaryDirectory(prefix=".import-", dir=datasets_dir) as tmp:
+    if source.is_dir():
+        fill = partial(_copy_folder, source)
+    elif zipfile.is_zipfile(source):
+        fill = partial(_extract_zip, source)
+    else:
+        raise DatasetError(f"{source.name} is not a zip archive or a folder of class sub-folders")
+    return _import(fill, source.name, dest)
+
+
+def import_files(files: Iterable[tuple[str, bytes]], name: str, *, root: Path | None = None,
+                 overwrite: bool = False) -> ImportReport:
+    """Import a browser folder upload: (path inside the chosen folder, content) pairs such as
+    ("pets/cats/1.jpg", b"..."). The paths come from the browser, so they get the zip entries' checks."""
+    dest = _destination(name, root, overwrite)
+    return _import(partial(_write_files, list(files)), "the uploaded folder", dest)
+
+
+def _destination(name: str, root: Path | None, overwrite: bool) -> Path:
+    """EMBEDLAB_HOME/datasets/<name>, after checking the name is safe and free."""
+    from .datasets import DATASETS
+
+    root = Path(root) if root else default_home()
+    name = safe_name(name, "dataset name")
+    if name in DATASETS:
+        raise DatasetError(f"dataset name {name!r} is taken by a built-in dataset; choose another name")
+    dest = subdir(root, "datasets") / name
+    if dest.exists() and not overwrite:
+        raise DatasetError(f"a dataset called {name!r} already exists; choose another name or delete it first")
+    return dest
+
+
+def _import(fill: Callable[[Path], None], label: str, dest: Path) -> ImportReport:
+    """Fill a staging folder next to `dest`, keep the usable images, and move them into place in one rename."""
+    with tempfile.TemporaryDirectory(prefix=".import-", dir=dest.parent) as tmp:
         staging = Path(tmp) / "raw"
-        if source.is_dir():
-            _copy_folder(source, staging)
-        elif zipfile.is_zipfile(source):
-            _extract_zip(source, staging)
-        else:
-            raise DatasetError(f"{source.name} is not a zip archive or a folder of class sub-folders")
-        class_root = _class_root(staging, source.name)
+        fill(staging)
+        class_root = _class_root(staging, label)
         clean = Path(tmp) / "clean"
         counts, skipped = _collect_images(class_root, clean)
-        _check_classes(counts, source.name, skipped)
+        _check_classes(counts, label, skipped)
         if dest.exists():  # overwrite: keep the old one until the new one is in place
-            old = Path(tmp) / "old"
-            os.replace(dest, old)
+            os.replace(dest, Path(tmp) / "old")
         os.replace(clean, dest)
-    return ImportReport(name, dest, counts, skipped)
+    return ImportReport(dest.name, dest, counts, skipped)
+
+
+def _member(filename: str, label: str) -> PurePosixPath:
+    """A zip entry's or uploaded file's relative path, refused when it is absolute or climbs out ('..')."""
+    member = PurePosixPath(filename.replace("\\", "/"))
+    if member.is_absolute() or filename.startswith(("/", "\\")) or (len(filename) > 1 and filename[1] == ":"):
+        raise DatasetError(f"{label} refused: entry {filename!r} has an absolute path")
+    if ".." in member.parts:
+        raise DatasetError(f"{label} refused: entry {filename!r} points outside the archive ('..')")
+    return member
+
+
+def _write_files(files: list[tuple[str, bytes]], out: Path) -> None:
+    label = "the uploaded folder"
+    if not files:
+        raise DatasetError(f"{label} is empty: it holds no files")
+    if len(files) > MAX_FILES:
+        raise DatasetError(f"{label} holds {len(files)} files, more than the limit of {MAX_FILES}")
+    total = sum(len(data) for _, data in files)
+    if total > MAX_TOTAL_BYTES:
+        raise DatasetError(f"{label} refused: it holds {_size(total)}, over the {_size(MAX_TOTAL_BYTES)} limit")
+    members = [_member(filename, label) for filename, _ in files]  # all checked before anything is written
+    out.mkdir(parents=True)
+    for (filename, data), member in zip(files, members):
+        _write_member(out, member, filename, label, lambda dst, data=data: dst.write(data))
+
+
+def _write_member(out: Path, member: PurePosixPath, filename: str, label: str, write: Callable) -> None:
+    """Create out/<member> and let `write(file)` fill it; a clash or an OS refusal is the user's to fix."""
+    target = out.joinpath(*member.parts)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "xb") as dst:  # "x": two entries with one name must not silently overwrite
+            write(dst)
+    except (FileExistsError, IsADirectoryError, NotADirectoryError) as exc:
+        what = ("appears twice" if target.is_file() else
+                "clashes with another entry (a file and a folder with the same name)")
+        raise DatasetError(f"{label} refused: entry {filename!r} {what}") from exc
+    except OSError as exc:  # a name too long for the disk, disk full
+        raise DatasetError(f"{label} refused: entry {filename!r} cannot be extracted ({exc.strerror or exc})") from exc
 
 
 def _extract_zip(path: Path, out: Path) -> None:
@@ -100,11 +162,7 @@ def _extract_zip(path: Path, out: Path) -> None:
             raise DatasetError(f"{path.name} holds {len(infos)} files, more than the limit of {MAX_FILES}")
         total = 0
         for info in infos:
-            member = PurePosixPath(info.filename.replace("\\", "/"))
-            if member.is_absolute() or info.filename.startswith(("/", "\\")) or (len(info.filename) > 1 and info.filename[1] == ":"):
-                raise DatasetError(f"{path.name} refused: entry {info.filename!r} has an absolute path")
-            if ".." in member.parts:
-                raise DatasetError(f"{path.name} refused: entry {info.filename!r} points outside the archive ('..')")
+            _member(info.filename, path.name)
             if stat.S_ISLNK(info.external_attr >> 16):
                 raise DatasetError(f"{path.name} refused: entry {info.filename!r} is a symbolic link")
             if info.flag_bits & 0x1:
@@ -120,29 +178,25 @@ def _extract_zip(path: Path, out: Path) -> None:
         if total / compressed > MAX_RATIO and total > 16 << 20:
             raise DatasetError(f"{path.name} refused: it expands {total // compressed}x overall (over {MAX_RATIO}x looks like a zip bomb)")
         out.mkdir(parents=True)
-        written = 0
+        written = [0]
+
+        def copy(info, dst):
+            with zf.open(info) as src:
+                # count what is really written: the header's sizes can lie
+                while chunk := src.read(1 << 20):
+                    written[0] += len(chunk)
+                    if written[0] > MAX_TOTAL_BYTES:
+                        raise DatasetError(f"{path.name} refused: it expands past the {_size(MAX_TOTAL_BYTES)} limit")
+                    dst.write(chunk)
+
         for info in infos:
-            target = out.joinpath(*PurePosixPath(info.filename.replace("\\", "/")).parts)
             try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(target, "wb") as dst:
-                    # count what is really written: the header's sizes can lie
-                    while chunk := src.read(1 << 20):
-                        written += len(chunk)
-                        if written > MAX_TOTAL_BYTES:
-                            raise DatasetError(f"{path.name} refused: it expands past the {_size(MAX_TOTAL_BYTES)} limit")
-                        dst.write(chunk)
+                _write_member(out, _member(info.filename, path.name), info.filename, path.name, partial(copy, info))
             except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # CRC mismatch (a lying size header), broken data
                 raise DatasetError(f"{path.name} refused: entry {info.filename!r} is damaged ({exc})") from exc
             except (RuntimeError, NotImplementedError) as exc:  # a compression method Python lacks (deflate64, AES)
                 raise DatasetError(f"{path.name} refused: entry {info.filename!r} cannot be unpacked ({exc}); "
                                    "re-create the zip with standard (deflate) compression") from exc
-            except (FileExistsError, IsADirectoryError, NotADirectoryError) as exc:
-                raise DatasetError(f"{path.name} refused: entry {info.filename!r} clashes with another entry "
-                                   "(a file and a folder with the same name)") from exc
-            except OSError as exc:  # a name too long for the disk, disk full
-                raise DatasetError(f"{path.name} refused: entry {info.filename!r} cannot be extracted "
-                                   f"({exc.strerror or exc})") from exc
 
 
 def _size(n: int) -> str:
@@ -241,7 +295,8 @@ def _image_problem(path: Path, Image) -> str | None:
 
 def _check_classes(counts: dict[str, int], label: str, skipped: list[tuple[str, str]]) -> None:
     if not counts:
-        detail = f" ({len(skipped)} files skipped, first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        n = len(skipped)
+        detail = f" ({n} file{'s' if n != 1 else ''} skipped, first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise DatasetError(f"{label} holds no usable images{detail}")
     if len(counts) < 2:
         raise DatasetError(f"{label} has a single class ({next(iter(counts))!r}); a classifier needs at least two class folders")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import runpy
 import tempfile
 import threading
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.dataset_import import import_dataset
+from core.dataset_import import import_dataset, import_files
 from core.errors import EmbedLabError
 from core.jobs import JobManager
 from core.paths import home
@@ -143,14 +144,35 @@ def import_uploaded_zip(upload, name: str, root: str) -> tuple[str, str, str | N
     """
     if upload is None:
         return "error", "choose a .zip file first", None
-    name = (name or "").strip() or Path(upload.name).stem
+    name = (name or "").strip() or default_dataset_name(Path(upload.name).stem)
+    # messages name the user's file; the browser's name is only a label, never a path
+    label = re.sub(r"[^\w. +-]", "_", Path(upload.name).name)[-100:].lstrip(".") or "upload.zip"
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "upload.zip"
+        path = Path(tmp) / label
         path.write_bytes(upload.getvalue())
-        try:
-            report = import_dataset(path, name, root=Path(root))
-        except EmbedLabError as exc:
-            return "error", str(exc), None
+        return _imported(lambda: import_dataset(path, name, root=Path(root)))
+
+
+def import_uploaded_folder(uploads, name: str, root: str) -> tuple[str, str, str | None]:
+    """Import an `st.file_uploader(accept_multiple_files="directory")` upload as dataset `name`
+    (default: the chosen folder's name). Returns what `import_uploaded_zip` returns."""
+    if not uploads:
+        return "error", "choose a folder first", None
+    top = {u.name.replace("\\", "/").split("/", 1)[0] for u in uploads if "/" in u.name.replace("\\", "/")}
+    name = (name or "").strip() or default_dataset_name(top.pop() if len(top) == 1 else "")
+    return _imported(lambda: import_files([(u.name, u.getvalue()) for u in uploads], name, root=Path(root)))
+
+
+def default_dataset_name(text: str) -> str:
+    """A file or folder name made into an allowed dataset name (the user can still type their own)."""
+    return re.sub(r"[^\w .+-]", "-", text).strip(" .-")[:100] or "my-images"
+
+
+def _imported(run_import) -> tuple[str, str, str | None]:
+    try:
+        report = run_import()
+    except EmbedLabError as exc:
+        return "error", str(exc), None
     return ("warning" if report.skipped else "success"), report.summary(), report.name
 
 

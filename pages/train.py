@@ -17,8 +17,9 @@ from core.jobs import ACTIVE, RESUMABLE
 from core.objectives import OBJECTIVES
 from core.train import TrainConfig
 from pages import _seeds_ui as seeds
-from pages._ui import (OBJECTIVE_COLORS, duration, ensure_router, get_manager, get_store, home_dir,
-                       import_uploaded_weights, import_uploaded_zip, objective_label, open_in_compare, open_in_explore, pct, short_id, status_badge)
+from pages._ui import (OBJECTIVE_COLORS, duration, ensure_router, get_manager, get_store, home_dir, import_uploaded_folder,
+                       import_uploaded_weights, import_uploaded_zip, objective_label, open_in_compare, open_in_explore, pct,
+                       short_id, status_badge)
 
 ensure_router()
 
@@ -97,10 +98,14 @@ def _dataset_options(root: str, online: bool) -> dict[str, ds.DatasetEntry]:
     return {name: e for name, e in entries.items() if online or e.offline or e.kind == "imported"}
 
 
-def _import_zip() -> None:
+def _import_upload() -> None:
     """on_click of Import: runs before the rerun, so the new dataset can be selected right away."""
-    kind, message, name = import_uploaded_zip(st.session_state.get("upload_zip"), st.session_state.get("import_name"),
-                                              home_dir())
+    if st.session_state.get("import_source") == "folder":
+        kind, message, name = import_uploaded_folder(st.session_state.get("upload_folder"),
+                                                     st.session_state.get("import_name"), home_dir())
+    else:
+        kind, message, name = import_uploaded_zip(st.session_state.get("upload_zip"), st.session_state.get("import_name"),
+                                                  home_dir())
     st.session_state["import_result"] = (kind, message)
     if name:
         st.session_state["dataset"] = name
@@ -181,16 +186,27 @@ def setup_form(root: str) -> None:
     st.selectbox("Dataset", names, key="dataset", persist_state="session", label_visibility="collapsed",
                  format_func=lambda n: f"{n} — {entries[n].description}" if n in entries else n,
                  help="Built-in datasets work offline; imported ones live in EMBEDLAB_HOME/datasets.")
-    with st.expander("Import your own images (.zip, one folder per class)", icon=":material/upload:"):
+    with st.expander("Import your own images (a .zip or a folder, one sub-folder per class)", icon=":material/upload:"):
         cap_mb = st.get_option("server.maxUploadSize")  # .streamlit/config.toml; the uploader refuses bigger files
-        st.file_uploader("Zip archive", type=["zip"], key="upload_zip",
-                         help="A zip with one sub-folder per class, e.g. cats/1.jpg, dogs/2.png. "
-                              "Corrupt or non-image files are skipped.")
-        st.caption(f":material/info: Up to {cap_mb} MB per zip (the server's upload limit); at least 2 class folders "
-                   "with 2 images each. Corrupt, empty and non-image files are skipped and listed.")
+        source = st.segmented_control("Source", ["zip", "folder"], default="zip", key="import_source",
+                                      format_func={"zip": "Zip archive", "folder": "Folder"}.get,
+                                      label_visibility="collapsed") or "zip"
+        if source == "folder":
+            st.file_uploader("Folder", type=sorted(x.lstrip(".") for x in ds.IMAGE_SUFFIXES),
+                             accept_multiple_files="directory", key="upload_folder",
+                             help="Choose the folder that holds one sub-folder per class, e.g. pets/cats/1.jpg, "
+                                  "pets/dogs/2.png. The browser sends only image files; corrupt ones are skipped.")
+            limit = f"up to {cap_mb} MB per image"
+        else:
+            st.file_uploader("Zip archive", type=["zip"], key="upload_zip",
+                             help="A zip with one sub-folder per class, e.g. cats/1.jpg, dogs/2.png. "
+                                  "Corrupt or non-image files are skipped.")
+            limit = f"up to {cap_mb} MB per zip"
+        st.caption(f":material/info: At least 2 class folders with 2 images each; {limit} (the server's upload limit). "
+                   "Corrupt, empty and non-image files are skipped and listed.")
         st.text_input("Dataset name", key="import_name", persist_state="session",
-                      placeholder="defaults to the zip's name", help="Letters, digits, spaces, '.', '_', '+', '-'.")
-        st.button("Import", key="import_button", icon=":material/download:", on_click=_import_zip)
+                      placeholder=f"defaults to the {source}'s name", help="Letters, digits, spaces, '.', '_', '+', '-'.")
+        st.button("Import", key="import_button", icon=":material/download:", on_click=_import_upload)
     result = st.session_state.get("import_result")
     if result:
         kind, message = result

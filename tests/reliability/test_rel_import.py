@@ -277,5 +277,60 @@ def test_upload_widget_reports_refusals_and_confines_the_file_name(tmp_path):
     slip = make_zip(tmp_path / "s.zip", {**classes(GOOD), "../../pwn.png": png()}).read_bytes()
     kind, message, name = ui.import_uploaded_zip(Upload("holiday.zip", slip), "", str(home))
     assert (kind, name) == ("error", None)
-    assert message == "upload.zip refused: entry '../../pwn.png' points outside the archive ('..')"
+    assert message == "holiday.zip refused: entry '../../pwn.png' points outside the archive ('..')"
     assert sorted(p.name for p in (home / "datasets").iterdir()) == ["outside"] and not list(tmp_path.rglob("pwn.png"))
+
+
+def _folder(spec: dict[str, bytes], top: str = "pets") -> list[Upload]:
+    """What st.file_uploader(accept_multiple_files="directory") hands the page: paths inside the chosen folder."""
+    return [Upload(f"{top}/{rel}" if top else rel, data) for rel, data in spec.items()]
+
+
+def test_folder_upload_imports_under_the_folders_name_and_reports_skips(tmp_path):
+    home = tmp_path / "home"
+    files = _folder({**classes(GOOD), "cats/broken.png": b"\x89PNG\r\n\x1a\n garbage", "notes.txt": b"hi"})
+    kind, message, name = ui.import_uploaded_folder(files, "", str(home))
+    assert (kind, name) == ("warning", "pets")
+    assert message == ("imported 6 images in 2 classes as 'pets'; 2 files skipped: 1 corrupt, 1 not inside a class folder"
+                       " — first: cats/broken.png")
+    assert sorted(p.name for p in (home / "datasets" / "pets").iterdir()) == ["cats", "dogs"]
+    assert ds.load_dataset("pets", home).images.shape[0] == 6
+
+
+def test_folder_upload_name_is_made_allowed(tmp_path):
+    home = tmp_path / "home"
+    kind, _, name = ui.import_uploaded_folder(_folder(classes(GOOD), top="Holiday pics (2024)!"), "", str(home))
+    assert (kind, name) == ("success", "Holiday pics -2024")
+    assert ui.default_dataset_name("../..") == "my-images"
+
+
+@pytest.mark.parametrize(("path", "reason"), [("pets/../../evil.png", "points outside the archive ('..')"),
+                                              ("/etc/evil.png", "has an absolute path"),
+                                              ("C:/evil.png", "has an absolute path")])
+def test_folder_upload_with_hostile_paths_writes_nothing(tmp_path, path, reason):
+    home = tmp_path / "home"
+    files = _folder(classes(GOOD)) + [Upload(path, png())]
+    kind, message, name = ui.import_uploaded_folder(files, "pets", str(home))
+    assert (kind, name) == ("error", None)
+    assert message == f"the uploaded folder refused: entry {path!r} {reason}"
+    assert snapshot(home / "datasets") == {} and not list(tmp_path.rglob("evil.png"))
+
+
+def test_folder_upload_refusals(tmp_path):
+    home = tmp_path / "home"
+    assert ui.import_uploaded_folder([], "", str(home)) == ("error", "choose a folder first", None)
+    twice = _folder(classes(GOOD)) + _folder({"cats/0.png": png(seed=9)})
+    assert ui.import_uploaded_folder(twice, "", str(home))[1] == (
+        "the uploaded folder refused: entry 'pets/cats/0.png' appears twice")
+    one_class = _folder(classes({"cats": 3}))
+    assert ui.import_uploaded_folder(one_class, "", str(home))[1] == (
+        "the uploaded folder has a single class ('cats'); a classifier needs at least two class folders")
+    assert snapshot(home / "datasets") == {}
+
+
+def test_folder_upload_total_size_cap(tmp_path, monkeypatch):
+    monkeypatch.setattr(di, "MAX_TOTAL_BYTES", 100)
+    with pytest.raises(DatasetError) as info:
+        di.import_files([("pets/cats/0.png", png()), ("pets/dogs/0.png", png())], "pets", root=tmp_path / "home")
+    assert str(info.value).startswith("the uploaded folder refused: it holds ") and "over the 100 bytes limit" in str(info.value)
+    assert snapshot(tmp_path / "home" / "datasets") == {}

@@ -108,7 +108,9 @@ def test_the_upload_note_states_the_server_cap(manager):
 
     cap = tomllib.loads((Path(APP).parent / ".streamlit" / "config.toml").read_text())["server"]["maxUploadSize"]
     at = AppTest.from_file(APP, default_timeout=90).run()
-    notes = [c.value for c in at.caption if "per zip" in c.value]
-    note = (f":material/info: Up to {cap} MB per zip (the server's upload limit); at least 2 class folders "
-            "with 2 images each. Corrupt, empty and non-image files are skipped and listed.")
-    assert notes == [note]
+    notes = [c.value for c in at.caption if "upload limit" in c.value]
+    note = (":material/info: At least 2 class folders with 2 images each; up to {} MB per {} (the server's upload "
+            "limit). Corrupt, empty and non-image files are skipped and listed.")
+    assert notes == [note.format(cap, "zip")]
+    at.segmented_control(key="import_source").set_value("folder").run()  # a folder: the cap is per file
+    assert [c.value for c in at.caption if "upload limit" in c.value] == [note.format(cap, "image")]

@@ -230,6 +230,7 @@ function showTip(gi, p) {
   }
   tipTxt.innerHTML = html;
   tip.dataset.sampleId = String(id);
+  tip.dataset.pane = String(p);
   tip.style.display = "block";
   placeTip();
 }

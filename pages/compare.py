@@ -87,7 +87,7 @@ else:
                             thumbs=_thumbs(root, first.id, split) if same_data else None, height=520,
                             view_key=f"{'/'.join(chosen)}/{split}/{method}/{dims}/{align}",
                             status=f"{len(shared):,} shared samples · hover: image · "
-                                   + ("box/lasso: select (linked across runs)" if dims == 2 else "drag: rotate"))
+                                   + ("box/lasso: select (linked across runs)" if dims == 2 else "drag: rotate (all panes turn together)"))
     how = ("one PCA basis fitted on all runs" if proj["align"] == "shared-pca" else
            "each run projected on its own, then rotated onto the first run by orthogonal Procrustes on the shared samples")
     colour = ("true label" if color_by == "label" else

@@ -99,7 +99,7 @@ payload = build_payload(panes, ids=data["ids"], labels=data["labels"], preds=dat
                         color_by=color_by, thumbs=_thumbs(root, run_id, split), height=560,
                         view_key=f"{run_id}/{split}/{output}/{method}/{dims}/{pane_choice}",
                         status=f"{sample_note} · hover: image · " + ("box/lasso: select (linked across panes)" if dims == 2
-                                                                        else "drag: rotate") + " · click: nearest neighbours")
+                                                                        else "drag: rotate (all panes turn together)") + " · click: nearest neighbours")
 stars = " Stars: FLYP's class-prompt (text) embeddings, placed out of sample." if any(a is not None for a in data["anchors"]) else ""
 st.caption(f"{METHOD_LABELS[method]} {dims}-D of `{output}` on {split}. {how}{stars}")
 clicked = st.session_state.get("explore_clicked")

@@ -168,3 +168,29 @@ def test_compare_page_draws_aligned_panes(big_page, explore_app):
     assert f"pred {lacvit.classes[int(lacvit.preds[row])]}" in tip.inner_text()  # LaCViT's, the second pane's
     page.wait_for_timeout(1500)
     page.screenshot(path=str(ARTIFACTS / "compare.png"), full_page=True)
+
+
+def test_3d_panes_turn_together(big_page, explore_app):
+    url, ids, _ = explore_app
+    pg = big_page
+    pg.goto(url)
+    pg.locator("[data-testid='stSidebarNav']").first.wait_for(timeout=TIMEOUT_MS)
+    pg.goto(f"{url}/explore?run={ids['ce']}")
+    _scatter_frame(pg)
+    pg.locator(".st-key-explore_dims").get_by_role("radio", name="3-D").click()
+    deadline, frame = time.time() + TIMEOUT_MS / 1000, None
+    while time.time() < deadline:
+        frame = _scatter_frame(pg)
+        if frame.evaluate("() => !!(document.getElementById('plot')._fullLayout || {}).scene2"):
+            break
+        pg.wait_for_timeout(300)
+    assert frame.evaluate("() => document.getElementById('plot').data.some(t => t.type === 'scatter3d')")
+    # turn the 'before' pane the way a drag does (plotly reports the new camera in plotly_relayout) ...
+    frame.evaluate("() => Plotly.relayout(document.getElementById('plot'), "
+                   "{'scene.camera': {eye: {x: 0.3, y: -2.1, z: 0.9}, up: {x: 0, y: 0, z: 1}, center: {x: 0, y: 0, z: 0}}})")
+    # ... and the 'after' pane follows
+    frame.wait_for_function("() => { const c = document.getElementById('plot').layout.scene2.camera;"
+                            " return c && Math.abs(c.eye.y + 2.1) < 1e-9 && Math.abs(c.eye.x - 0.3) < 1e-9; }",
+                            timeout=10_000)
+    pg.wait_for_timeout(800)
+    pg.screenshot(path=str(ARTIFACTS / "explore-3d.png"), full_page=True)

@@ -37,7 +37,7 @@ const S = {
   idToIdx: new Map(), // sample id -> global index
   seq: 0, selection: null, click: null,
   overlayRings: [], hoverRings: [], overlayKey: null,
-  mouse: { x: 0, y: 0 }, listening: false,
+  mouse: { x: 0, y: 0 }, listening: false, syncing: false,
 };
 
 function b64(str, Type) {
@@ -157,6 +157,7 @@ function listen() {
   });
   gd.on("plotly_unhover", () => { tip.style.display = "none"; if (S.hoverRings.length) { S.hoverRings = []; drawRings(); } });
   gd.on("plotly_relayout", drawRings);   // zoom / pan / resize moved the points
+  gd.on("plotly_relayout", syncCameras); // 3-D: a rotation in one pane turns them all
   gd.on("plotly_relayouting", drawRings);
   gd.on("plotly_afterplot", drawRings);
   gd.on("plotly_selected", (ev) => {
@@ -270,6 +271,23 @@ function drawRings() {
     c.setAttribute("fill", "none"); c.setAttribute("stroke", r.color); c.setAttribute("stroke-width", r.width);
     svg.appendChild(c);
   }
+}
+
+// 3-D panes share one camera, so before/after (or CE/LaCViT/FLYP) are always seen from the same side,
+// the way linked brushing keeps 2-D panes comparable. The relayout that copies the camera fires this
+// handler again: `syncing` stops the echo.
+function syncCameras(ev) {
+  if (!ev || S.syncing || !S.P || S.P.dims !== 3) return;
+  const source = Object.keys(ev).find((k) => /^scene\d*\.camera$/.test(k));
+  if (!source) return;
+  const update = {};
+  S.panes.forEach((_, p) => {
+    const key = "scene" + axisSuffix(p) + ".camera";
+    if (key !== source) update[key] = ev[source];
+  });
+  if (!Object.keys(update).length) return;
+  S.syncing = true;
+  Plotly.relayout(gd, update).finally(() => { S.syncing = false; });
 }
 
 // The hovered sample, ringed in every pane: where did this image go after fine-tuning?

@@ -1,7 +1,7 @@
 """EmbedLab's command line.
 
     python -m core train [--backbone B] [--dataset D] [--objective ce,lacvit,flyp] [--steps S | --epochs E] ...
-    python -m core runs | show RUN | backbones | datasets | import-dataset PATH --name N
+    python -m core runs | show RUN | cancel RUN | backbones | datasets | import-dataset PATH --name N
 
 Every command honours `--runs-dir DIR` (overrides EMBEDLAB_HOME for that command). A bad argument
 or unknown name prints one line on stderr and exits 2; `train` prints a progress bar on stderr and,
@@ -165,6 +165,19 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_cancel(args) -> int:
+    from .store import RunStore
+
+    store = RunStore(_root(args), recover=True)  # a dead owner's run is interrupted, not waited for
+    record = store.get(args.run)
+    if not store.request_cancel(record.id):
+        raise EmbedLabError(f"run {record.id} is {store.get(record.id).status}, not queued or running: nothing to cancel")
+    print(f"asked run {record.id} to stop: it ends as cancelled within a few seconds (its next training step)",
+          file=sys.stderr)
+    _json_line({"run_id": record.id, "cancel_requested": True})
+    return 0
+
+
 def cmd_backbones(args) -> int:
     from .backbones import ONLINE_SUGGESTIONS, list_backbones
 
@@ -269,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show)
+    p = sub.add_parser("cancel", parents=[common], help="stop a queued or running run, whichever process trains it")
+    p.add_argument("run")
+    p.set_defaults(func=cmd_cancel)
     p = sub.add_parser("backbones", parents=[common], help="list backbones")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_backbones)

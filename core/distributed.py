@@ -91,3 +91,6 @@ class NullStore:
         pass
 
     update_summary = set_progress = log_metrics = log_metric_rows = set_status
+
+    def cancel_requested(self, run_id):
+        return False

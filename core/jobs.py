@@ -4,6 +4,7 @@
     run_id = manager.submit(TrainConfig(objective="lacvit"))
     manager.progress(run_id)                  # plain dict: status, step/total, ETA, curves
     manager.cancel(run_id)                    # queued -> cancelled at once; running -> within one step
+    manager.request_cancel(run_id)            # the same for a run of another process, through the store
 
 Every run is created in the run store as `queued` the moment it is submitted, so every browser
 session (and the CLI) sees it; the store stays the source of truth for status, metrics and
@@ -205,6 +206,15 @@ class JobManager:
         self.store.set_status(run_id, "cancelled", error=job.error)
         return True
 
+    def request_cancel(self, run_id: str) -> bool:
+        """Stop a run that another process (a CLI, another server) trains or queues: the request goes
+        through the store and that run ends `cancelled` at its next step. A run whose process has died
+        is marked `interrupted` instead. False when the run is not queued or running (any more)."""
+        if self.cancel(run_id):
+            return True
+        self.store.recover_interrupted()
+        return self.store.request_cancel(run_id)
+
     def delete(self, run_id: str, *, timeout: float = _DELETE_WAIT_S) -> None:
         """Delete a run and its artifacts; a running run is cancelled first and awaited."""
         with self._lock:
@@ -219,7 +229,7 @@ class JobManager:
                 self.store.recover_interrupted()  # a dead owner's run becomes interrupted
                 if self.store.get(run_id).status in ACTIVE:
                     raise EmbedLabError(f"run {run_id} is {record.status} in another process ({record.owner}); "
-                                        "stop it there first")
+                                        "cancel it first, then delete it once it has stopped")
         self.store.delete(run_id)
         with self._lock:
             self._jobs.pop(run_id, None)
@@ -302,7 +312,8 @@ class JobManager:
             "eta": None, "queue_position": None, "elapsed": record.duration,
             "loss": _dedup(metrics.get("loss", [])),
             "val_acc": _dedup(metrics.get("val_centroid_acc", []) + metrics.get("val_acc", [])),  # val_acc wins a step
-            "error": record.error, "summary": summary, "stopping": False, "submitted": record.created, "local": False,
+            "error": record.error, "summary": summary, "submitted": record.created, "local": False,
+            "stopping": record.status in ACTIVE and self.store.cancel_requested(run_id),
         }
 
     # --- the worker ---------------------------------------------------------------------------

@@ -50,6 +50,10 @@ CREATE TABLE IF NOT EXISTS metrics (
     t REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS metrics_run_key ON metrics (run_id, key, step);
+CREATE TABLE IF NOT EXISTS cancel_requests (
+    run_id TEXT PRIMARY KEY,
+    t REAL NOT NULL
+);
 """
 _OWNER = f"{socket.gethostname()}:{os.getpid()}"  # this process, as recorded on the runs it owns
 
@@ -170,6 +174,7 @@ class RunStore:
                            (status, now, _OWNER, run_id))
             elif status in TERMINAL:
                 db.execute("UPDATE runs SET status=?, finished=?, error=? WHERE id=?", (status, now, error, run_id))
+                db.execute("DELETE FROM cancel_requests WHERE run_id=?", (run_id,))  # served: a resume starts clean
             else:
                 db.execute("UPDATE runs SET status=?, error=?, owner=? WHERE id=?", (status, error, _OWNER, run_id))
 
@@ -188,6 +193,7 @@ class RunStore:
         safe_name(run_id, "run id")
         with self._tx() as db:
             db.execute("DELETE FROM metrics WHERE run_id=?", (run_id,))
+            db.execute("DELETE FROM cancel_requests WHERE run_id=?", (run_id,))
             db.execute("DELETE FROM runs WHERE id=?", (run_id,))
         shutil.rmtree(confined(self.root, "runs", run_id), ignore_errors=True)
 
@@ -197,6 +203,18 @@ class RunStore:
         for r in stale:
             self.set_status(r.id, "interrupted", error="the process running it stopped (server restart or crash); resume continues from the last checkpoint")
         return [r.id for r in stale]
+
+    # --- cancelling a run another process owns -------------------------------------------------
+    def request_cancel(self, run_id: str) -> bool:
+        """Ask whichever process trains `run_id` (a CLI, another server) to stop it: train() polls
+        `cancel_requested` about once a second. False when the run is not queued or running."""
+        with self._tx() as db:
+            cur = db.execute("INSERT OR REPLACE INTO cancel_requests (run_id, t) "
+                             "SELECT id, ? FROM runs WHERE id=? AND status IN ('queued', 'running')", (time.time(), run_id))
+            return cur.rowcount > 0
+
+    def cancel_requested(self, run_id: str) -> bool:
+        return self._conn().execute("SELECT 1 FROM cancel_requests WHERE run_id=?", (run_id,)).fetchone() is not None
 
     # --- metrics -----------------------------------------------------------------------------
     def log_metrics(self, run_id: str, step: int, values: dict[str, float]) -> None:

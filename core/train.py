@@ -42,6 +42,7 @@ Event = dict[str, Any]
 CHECKPOINT = "checkpoint.safetensors"  # trainable weights (+ buffers) of the method, safetensors only
 TRAINER_STATE = "trainer_state.pt"  # optimizer state + position, loaded with weights_only=True
 DB_FLUSH_INTERVAL_S = 1.0  # step metrics reach SQLite at most once a second (the UI polls once a second)
+STOP_POLL_S = 1.0  # how often a run checks the store for a cancel asked by another process
 LOG_POINTS = 200  # about this many loss points per run (every step for short runs)
 RUN_DISK_ENV = "EMBEDLAB_RUN_DISK_MB"  # per-run artifact budget; past it snapshots / embeddings are skipped
 DEFAULT_RUN_DISK_MB = 500.0
@@ -316,6 +317,8 @@ def train(cfg: TrainConfig, *, store=None, run_id: str | None = None, root: Path
     store.set_status(run_id, "running")
     t0 = time.time()
     tracker = _Tracker(store, run_id, on_event if ctx.main else None, t0)
+    if ctx.world == 1:  # DDP ranks must stop together: torchrun's Ctrl-C does that, a store flag would not
+        should_stop = _StopSignal(should_stop, store, run_id)
     try:
         summary = _run(cfg, tracker, run_dir, root, should_stop, resume, ctx)
         summary["seconds"] = round(time.time() - t0, 2)
@@ -454,6 +457,26 @@ def _run(cfg: TrainConfig, tracker: _Tracker, run_dir: Path, root: Path, should_
 
 
 # -------------------------------------------------------------------------------- helpers
+class _StopSignal:
+    """should_stop() for the loop: the caller's own flag, or a cancel that another process asked for
+    through the run store (the Runs page of another server, `python -m core cancel RUN`). The store is
+    read at most once per `poll_s`, so a step pays one clock read."""
+
+    def __init__(self, local: Callable[[], bool], store, run_id: str, poll_s: float = STOP_POLL_S):
+        self.local, self.store, self.run_id, self.poll_s = local, store, run_id, poll_s
+        self._next_poll = 0.0
+        self._requested = False
+
+    def __call__(self) -> bool:
+        if self._requested or self.local():
+            return True
+        now = time.monotonic()
+        if now >= self._next_poll:
+            self._next_poll = now + self.poll_s
+            self._requested = self.store.cancel_requested(self.run_id)
+        return self._requested
+
+
 class _Tracker:
     """Routes events to the caller and the store; keeps the running summary."""
 

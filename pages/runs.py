@@ -96,21 +96,27 @@ cancellable = [r.id for r in selected if r.status in ACTIVE]
 
 def _act(action: str, run_ids: list[str]) -> None:
     """Button callbacks: they run before the rerun, so the table below shows the new statuses."""
-    done, errors = 0, []
+    done, remote, errors = 0, 0, []
     for run_id in run_ids:
         try:
             if action == "resume":
                 manager.resume(run_id)
-            elif action == "cancel":
-                if not manager.cancel(run_id):
-                    raise EmbedLabError("it belongs to another process (a CLI or another server); stop it there")
+            elif action == "cancel" and not manager.cancel(run_id):
+                # another process's run (a CLI, another server): asked through the store, it stops at its next step
+                if not manager.request_cancel(run_id):
+                    raise EmbedLabError(f"it is {store.get(run_id).status} now, no longer queued or running")
+                remote += 1
             elif action == "delete":
                 manager.delete(run_id)
             done += 1
         except EmbedLabError as exc:
             errors.append(f"{run_id}: {exc}")
     verb = {"resume": "Re-queued", "cancel": "Cancelled", "delete": "Deleted"}[action]
-    st.session_state["runs_message"] = (f"{verb} {done} run{'s' if done != 1 else ''}.", errors)
+    text = f"{verb} {done} run{'s' if done != 1 else ''}."
+    if remote:
+        text += (f" {remote} of them belong{'s' if remote == 1 else ''} to another process (a CLI or another server) "
+                 f"and stop{'s' if remote == 1 else ''} at {'its' if remote == 1 else 'their'} next step.")
+    st.session_state["runs_message"] = (text, errors)
     # rows may move or leave the filtered view: start from a fresh, empty selection (a new table key)
     st.session_state["runs_table_gen"] = st.session_state.get("runs_table_gen", 0) + 1
     st.session_state["runs_delete_popover"] = False  # close the confirmation

@@ -436,9 +436,10 @@ def _run_card(p: dict) -> None:
                 if p["error"]:
                     st.caption(p["error"])
         with actions:
-            if status in ACTIVE and p["local"]:
+            if status in ACTIVE:  # a run of another process (a CLI, another server) is asked through the store
                 st.button("Stopping…" if p["stopping"] else "Cancel", key=f"cancel-{run_id}", icon=":material/stop:",
-                          on_click=mgr.cancel, args=(run_id,), disabled=p["stopping"], width="stretch")
+                          on_click=mgr.cancel if p["local"] else mgr.request_cancel, args=(run_id,),
+                          disabled=p["stopping"], width="stretch")
             elif status == "finished":
                 if st.button("Explore", key=f"explore-{run_id}", icon=":material/scatter_plot:", type="primary",
                              width="stretch"):

@@ -4,6 +4,8 @@ The process-wide JobManager is swapped for one with a fake training function (pa
 pages/_ui.py); the real `core.train.validate` still checks every config, as in the app.
 """
 import io
+import socket
+import sqlite3
 import threading
 import zipfile
 from pathlib import Path
@@ -14,7 +16,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 import pages._ui as ui
-from helpers import app_manager
+from helpers import app_manager, dead_pid
 from core.train import TrainConfig
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -270,6 +272,32 @@ def test_runs_resume_and_delete(manager):
     assert not at.exception
     assert not manager.store.exists(ids["ce"])
     assert ids["ce"] not in set(at.dataframe[0].value["run"])
+
+
+def test_runs_cancel_reaches_a_run_of_another_process(manager):
+    """A run trained by a CLI (another live process) is asked to stop through the store."""
+    ids = _seed_runs(manager.store)
+    cli_run = manager.store.create_run(TrainConfig(objective="ce", backbone="test_vit", dataset="digits").to_dict())
+    manager.store.set_status(cli_run, "running")
+    with sqlite3.connect(manager.store.db_path) as db:  # owned by a live process that is not this server: pid 1
+        db.execute("UPDATE runs SET owner=? WHERE id=?", (f"{socket.gethostname()}:1", cli_run))
+    at = _app("pages/runs.py")
+    _select(at, [cli_run, ids["ce"]])
+    assert not at.button(key="runs_cancel").disabled
+    at.button(key="runs_cancel").click().run()
+    assert not at.exception
+    assert manager.store.cancel_requested(cli_run) and manager.store.get(cli_run).status == "running"
+    assert at.toast[0].value == ("Cancelled 1 run. 1 of them belongs to another process (a CLI or another server) "
+                                 "and stops at its next step.")
+    assert not at.error  # the finished run was selected too, but only active runs are cancelled
+    dead = manager.store.create_run(TrainConfig(objective="ce", backbone="test_vit", dataset="digits").to_dict())
+    manager.store.set_status(dead, "running")
+    with sqlite3.connect(manager.store.db_path) as db:  # its process has died since
+        db.execute("UPDATE runs SET owner=? WHERE id=?", (f"{socket.gethostname()}:{dead_pid()}", dead))
+    _select(at.run(), [dead])  # a rerun lists the new row first
+    at.button(key="runs_cancel").click().run()
+    assert at.error[0].value == f"{dead}: it is interrupted now, no longer queued or running"
+    assert not manager.store.cancel_requested(dead)
 
 
 def test_runs_open_in_explore_and_compare(manager):

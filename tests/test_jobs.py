@@ -255,6 +255,22 @@ def test_delete_refuses_a_run_of_another_live_process(make_manager, store):
     assert store.exists(run_id)
 
 
+def test_request_cancel_reaches_runs_of_other_processes_through_the_store(make_manager, store):
+    gate = threading.Event()
+    fake = FakeTrain(steps=50, gate=gate)
+    m = make_manager(fake)
+    own = m.submit(_cfg())
+    assert fake.first_step.wait(5)
+    assert m.request_cancel(own) and not store.cancel_requested(own)  # its own run: the in-process flag
+    gate.set()
+    assert m.wait(own, 10) and store.get(own).status == "cancelled"
+    other = store.create_run(_cfg().to_dict(), status="running")  # a live process that is not m (a CLI, say)
+    assert m.progress(other)["stopping"] is False
+    assert m.request_cancel(other) and store.cancel_requested(other)
+    assert m.progress(other)["stopping"] is True and store.get(other).status == "running"  # until it polls
+    assert not m.request_cancel(own)  # already ended
+
+
 def test_real_tiny_run_then_cancel_and_resume(store):
     """core.train.train for real: test_vit on mnist5k, ~10 steps, then a cancelled run resumed from its checkpoint."""
     m = JobManager(store)

@@ -167,3 +167,24 @@ def test_concurrent_writers_from_threads(store):
     m = store.metrics(run_id)
     assert sorted(m) == ["m0", "m1", "m2", "m3"]
     assert all([v for _, v in series] == [float(s) for s in range(25)] for series in m.values())
+
+
+def test_cancel_requests_reach_another_connection_and_end_with_the_run(store, tmp_path):
+    running, finished = store.create_run(CFG), store.create_run(CFG)
+    store.set_status(running, "running")
+    store.set_status(finished, "finished")
+    other = RunStore(tmp_path)  # the process that trains `running`
+    assert not other.cancel_requested(running)
+    assert store.request_cancel(running) and other.cancel_requested(running)
+    assert store.request_cancel(running)  # asking twice is harmless
+    assert not store.request_cancel(finished) and not other.cancel_requested(finished)
+    with pytest.raises(UnknownName):
+        store.get("20990101-000000-ce-none")
+    assert not store.request_cancel("20990101-000000-ce-none")
+    other.set_status(running, "cancelled", error="cancelled by the user")
+    assert not store.cancel_requested(running)  # served: a resume is not stopped by the old request
+    queued = store.create_run(CFG)
+    assert store.request_cancel(queued)
+    store.delete(queued)
+    assert not store.cancel_requested(queued)
+    other.close()

@@ -327,3 +327,29 @@ def test_stage_budgets_split_every_step_and_give_each_stage_one(fractions, total
     from core.train import _stage_budgets
 
     assert _stage_budgets(fractions, total) == expected
+
+
+def test_stop_signal_reads_the_store_at_most_once_per_poll_interval(monkeypatch):
+    from core.train import _StopSignal
+
+    class Store:
+        reads = 0
+        requested = False
+
+        def cancel_requested(self, run_id):
+            Store.reads += 1
+            return Store.requested
+
+    clock = [100.0]
+    monkeypatch.setattr("core.train.time.monotonic", lambda: clock[0])
+    local = []
+    stop = _StopSignal(lambda: bool(local), Store(), "run", poll_s=1.0)
+    assert not any(stop() for _ in range(1000)) and Store.reads == 1  # 1000 steps within one second: one read
+    Store.requested = True
+    assert not stop()  # not read again yet
+    clock[0] += 1.0
+    assert stop() and Store.reads == 2
+    assert stop() and Store.reads == 2  # once asked, it stays stopped without reading again
+    local.append(1)
+    fresh = _StopSignal(lambda: bool(local), Store(), "run")
+    assert fresh() and Store.reads == 2  # the caller's own flag needs no store read

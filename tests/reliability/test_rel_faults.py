@@ -189,6 +189,41 @@ def test_sigkilled_training_process_is_interrupted_then_resumes_from_its_checkpo
     assert new == saved and old >= len(val_steps)  # the metrics from before the kill are all still there
 
 
+# ------------------------------------------------------------------ cancel from another process
+def test_a_cli_run_is_cancelled_from_another_process_and_resumes(tmp_path, real):
+    """The Runs page of a server (or `python -m core cancel`) stops a run that a CLI process trains."""
+    root = tmp_path / "home"
+    proc = start_cli("train", "--backbone", "test_vit", "--dataset", "digits", "--objective", "ce", "--steps", "2000",
+                     "--eval-every", "5", "--n-per-class", "10", "--eval-per-class", "4", "--batch-size", "8",
+                     "--trainable", "all", "--quiet", runs_dir=root)
+    deadline, run_id = time.monotonic() + 180, None
+    while run_id is None:
+        assert proc.poll() is None, finish(proc).stderr
+        assert time.monotonic() < deadline, "the run never reached step 10"
+        runs = RunStore(root).list(status=["running"]) if (root / "runs.db").exists() else []
+        run_id = runs[0].id if runs and runs[0].progress.get("step", 0) >= 10 else time.sleep(0.05)
+    asked = finish(start_cli("cancel", run_id, runs_dir=root))  # another process: the store is all they share
+    assert asked.rc == 0 and asked.last_json() == {"run_id": run_id, "cancel_requested": True}
+    asked_at = time.monotonic()
+    done = finish(proc, timeout=60)
+    assert done.rc == 1 and time.monotonic() - asked_at < 15  # a poll a second, then one step; not finished: 1
+    assert (done.last_json()["status"], done.last_json()["error"]) == ("cancelled", "cancelled by the user")
+    store = RunStore(root)
+    rec = store.get(run_id)
+    assert (rec.status, rec.error) == ("cancelled", "cancelled by the user")
+    assert not store.cancel_requested(run_id)  # served: it must not stop the resume below
+    saved = _ckpt_step(store.run_dir(run_id))
+    assert 10 <= saved < 2000
+    again = finish(start_cli("cancel", run_id, runs_dir=root))
+    assert (again.rc, again.stderr.strip()) == (2, f"error: run {run_id} is cancelled, not queued or running: nothing to cancel")
+    events = []
+    resumed = train(TrainConfig.from_dict(rec.config), store=store, root=root, run_id=run_id, resume=True,
+                    on_event=events.append, should_stop=lambda: len(events) > 40)  # resumes, then stops again here
+    assert resumed["status"] == "cancelled"
+    first = next(e["step"] for e in events if e["type"] == "step")  # one step event per 10 steps (2000 // 200 points)
+    assert saved < first <= saved + 10  # continued from its checkpoint, not from 0
+
+
 FRESH_OPTIMIZER = ("resumed from step {} with a fresh optimizer state: the run stopped while writing its checkpoint "
                    "(trainer_state.pt missing or from another step)")
 

@@ -151,21 +151,24 @@ def test_compare_page_draws_aligned_panes(big_page, explore_app):
     assert names & {"right in every run", "right in some", "wrong in every run"}, names
     trace = frame.evaluate("() => document.getElementById('plot').data.findIndex(t => t.xaxis === 'x2' && t.x.length)")
     iframe = page.locator("iframe[src*='embedlab_scatter']")
-    tip = frame.locator("#tip")
-    for attempt in range(3):  # the caption above the plot re-wraps after a recolour: re-measure if the page moved
-        page.wait_for_timeout(500)
+    read_tip = "() => { const t = document.getElementById('tip'); return t.style.display === 'block' ? " \
+               "[t.dataset.pane, Number(t.dataset.sampleId), t.innerText] : null; }"
+    shown = None
+    for attempt in range(5):  # the page may still move after a recolour (the caption re-wraps): re-measure and retry
+        page.wait_for_timeout(700)
         iframe.scroll_into_view_if_needed()
         box = iframe.bounding_box()
         x, y = _point_xy(frame, trace, attempt)
         page.mouse.move(box["x"] + x - 3, box["y"] + y - 3)
         page.mouse.move(box["x"] + x, box["y"] + y, steps=3)
-        tip.wait_for(state="visible", timeout=10_000)
-        if tip.get_attribute("data-pane") == "1":
+        page.wait_for_timeout(500)
+        first, shown = frame.evaluate(read_tip), frame.evaluate(read_tip)
+        if shown and shown == first and shown[0] == "1":  # steady, and over the second pane (LaCViT)
             break
-    assert tip.get_attribute("data-pane") == "1"  # the second pane: LaCViT
+    assert shown and shown[0] == "1", shown
     lacvit = load_run_embeddings(RunStore(home).run_dir(ids["lacvit"]), "after", "val")
-    row = int(np.flatnonzero(lacvit.ids == int(tip.get_attribute("data-sample-id")))[0])
-    assert f"pred {lacvit.classes[int(lacvit.preds[row])]}" in tip.inner_text()  # LaCViT's, the second pane's
+    row = int(np.flatnonzero(lacvit.ids == shown[1])[0])
+    assert f"pred {lacvit.classes[int(lacvit.preds[row])]}" in shown[2], shown  # LaCViT's own prediction
     page.wait_for_timeout(1500)
     page.screenshot(path=str(ARTIFACTS / "compare.png"), full_page=True)
 

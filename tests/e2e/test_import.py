@@ -33,7 +33,7 @@ def test_folder_upload_becomes_a_dataset(app_url, page, shot, tmp_path):
     assert "; 1 file skipped: 1 not images — first: robin/broken.png" in message.inner_text()
     # the new dataset is selected and previewed (once the rerun has replaced the previous preview)
     page.get_by_text("6 images · 2 classes", exact=False).wait_for(timeout=30_000)
-    page.get_by_text("Pullover").wait_for(state="detached", timeout=30_000)
+    page.wait_for_function("() => !document.body.innerText.includes('Pullover')", timeout=30_000)  # fashion-mnist gone
     page.get_by_text("blue tit").first.wait_for(timeout=30_000)
     picked = page.locator(".st-key-dataset").evaluate(
         "e => e.textContent + ' ' + [...e.querySelectorAll('input')].map(i => i.value).join(' ')")

@@ -37,7 +37,7 @@ const S = {
   idToIdx: new Map(), // sample id -> global index
   seq: 0, selection: null, click: null,
   overlayRings: [], hoverRings: [], overlayKey: null,
-  mouse: { x: 0, y: 0 }, listening: false, syncing: false,
+  mouse: { x: 0, y: 0 }, listening: false, syncing: false, drawn: false,
 };
 
 function b64(str, Type) {
@@ -57,6 +57,7 @@ function paneDomain(p, n) {
 function build(P, overlay) {
   S.P = P;
   S.key = P.data_key;
+  S.drawn = false; // until Plotly.react resolves, events carry the old traces' indices: ignore them
   S.selection = null; S.click = null; S.overlayRings = []; S.hoverRings = []; S.overlayKey = null;
   S.ids = b64(P.ids, Int32Array);
   S.labels = b64(P.labels, Int16Array);
@@ -135,6 +136,7 @@ function build(P, overlay) {
   });
   const config = { displaylogo: false, responsive: true, scrollZoom: true, showSendToCloud: false, modeBarButtonsToRemove: ["toImage", "sendChartToCloud"] };
   Plotly.react(gd, traces, layout, config).then(() => {
+    S.drawn = true;
     listen();
     statusEl.textContent = P.status || "";
     applyOverlay(overlay); // the overlay refers to the new data: apply once the plot exists
@@ -147,7 +149,7 @@ function listen() {
   S.listening = true;
   gd.on("plotly_hover", (ev) => {
     const pt = ev && ev.points && ev.points[0];
-    if (!pt) return;
+    if (!pt || !S.drawn) return;
     const meta = S.traceMeta[pt.curveNumber];
     if (!meta || meta.kind !== "points") return;
     const gi = S.traceIdx[pt.curveNumber][pt.pointIndex ?? pt.pointNumber];
@@ -161,7 +163,7 @@ function listen() {
   gd.on("plotly_relayouting", drawRings);
   gd.on("plotly_afterplot", drawRings);
   gd.on("plotly_selected", (ev) => {
-    if (!ev || !ev.points) return;
+    if (!ev || !ev.points || !S.drawn) return;
     const chosen = new Set();
     const local = new Map(); // category -> trace-local indices
     let pane = null;
@@ -187,7 +189,7 @@ function listen() {
   });
   gd.on("plotly_click", (ev) => {
     const pt = ev && ev.points && ev.points[0];
-    if (!pt) return;
+    if (!pt || !S.drawn) return;
     const meta = S.traceMeta[pt.curveNumber];
     if (!meta || meta.kind !== "points") return;
     const gi = S.traceIdx[pt.curveNumber][pt.pointIndex ?? pt.pointNumber];

@@ -449,8 +449,8 @@ def select(backbone: str, dataset: str, strategy: str, budget: int, *, seed: int
 def pool_map(selection: str, root: Path | None = None, max_points: int = 4000) -> dict:
     """A 2-D PCA of a saved selection's pool (re-embedded from the feature cache), for drawing.
 
-    Returns {xy [n, 2], ids [n], labels [n], selected [n] bool, classes, strategy, pool}: every
-    selected sample plus a seeded subsample of the rest, `max_points` in all at most.
+    Returns {xy [n, 2], ids [n], labels [n], selected [n] bool, classes, strategy, pool, dataset}:
+    every selected sample plus a seeded subsample of the rest, `max_points` in all at most.
     """
     from sklearn.decomposition import PCA
 
@@ -470,7 +470,7 @@ def pool_map(selection: str, root: Path | None = None, max_points: int = 4000) -
     xy = PCA(n_components=2, random_state=0).fit(z).transform(z[keep])
     classes = ds.load_dataset(info["dataset"], Path(root) if root else home()).classes
     return {"xy": xy, "ids": pool.ids[keep], "labels": pool.labels[keep], "selected": chosen[keep], "classes": list(classes),
-            "strategy": info["strategy"], "pool": len(pool.ids)}
+            "strategy": info["strategy"], "pool": len(pool.ids), "dataset": info["dataset"]}
 
 
 # --------------------------------------------------------------------------------------- CLI

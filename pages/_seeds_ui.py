@@ -24,7 +24,7 @@ core/content_style.py. Wiring points:
     # Explore page
     ids = seeds.selected_ids(run_or_config, root)   # np.ndarray of training sample ids, or None
     seeds.selection_caption(st, run_or_config, root)  # one line: "trained on selection ... (VeCAF, 200 of 3,500)"
-    seeds.render_selection_map(st, selection_id, root, key=...)  # 2-D PCA of the pool, selected samples highlighted
+    seeds.render_selection_map(st, selection_id, root, key=...)  # the pool, selected samples highlighted, hover images
 
 Note for Explore: a run stores *val/test* embeddings, while a selection holds *training* ids, so the
 selected ids never appear among a run's stored points. `render_selection_map` draws the training pool
@@ -267,24 +267,40 @@ def selection_caption(st, run: Any, root: str | Path | None = None) -> None:
 
 def render_selection_map(st, selection: str, root: str | Path | None = None, *, key: str = "seeds_sel_map",
                          max_points: int = 4000) -> None:
-    """2-D PCA of the selection's training pool (its frozen embeddings), selected samples highlighted."""
-    import plotly.graph_objects as go
-
+    """The selection's training pool (2-D PCA of the embeddings it was chosen on), the selected samples
+    highlighted; hover shows the image, a box / lasso lists the images under it."""
+    from assets.scatter_component import build_payload, scatter, thumbs_for
+    from core.paths import home
     from core.selection import pool_map
+    from core.thumbnails import display_images
+    from pages._cached import dataset as cached_dataset
 
+    root = str(root or home())
     try:
         m = pool_map(selection, root, max_points=max_points)
     except EmbedLabError as exc:
         st.error(str(exc))
         return
-    fig = go.Figure()
-    for flag, name, size, opacity in ((False, "pool", 4, 0.35), (True, "selected", 9, 1.0)):
-        keep = m["selected"] == flag
-        fig.add_trace(go.Scattergl(
-            x=m["xy"][keep, 0], y=m["xy"][keep, 1], mode="markers", name=name,
-            marker={"size": size, "opacity": opacity, "color": m["labels"][keep], "colorscale": "Turbo",
-                    "line": {"width": 1 if flag else 0, "color": "black"}},
-            text=[f"id {i} · {m['classes'][c]}" for i, c in zip(m["ids"][keep], m["labels"][keep])], hoverinfo="text"))
-    fig.update_layout(title=f"{m['strategy']} selection: {int(m['selected'].sum())} of {m['pool']} (PCA of the pool)",
-                      xaxis={"visible": False}, yaxis={"visible": False}, margin={"t": 40, "l": 0, "r": 0, "b": 0})
-    st.plotly_chart(fig, key=key)
+    selected_ids = m["ids"][m["selected"]]
+    colour = st.segmented_control("Colour", ["selection", "label"], default="selection", key=f"{key}_colour",
+                                  format_func={"selection": "selected vs pool", "label": "class"}.get) or "selection"
+    groups = None
+    if colour == "selection":
+        groups = (np.where(m["selected"], 0, 1), [{"name": f"selected ({len(selected_ids)})", "color": "#111111"},
+                                                  {"name": "rest of the pool", "color": "#c9c9c9"}])
+    data = cached_dataset(root, m["dataset"])
+    title = f"{STRATEGY_LABELS.get(m['strategy'], m['strategy'])} selection: {len(selected_ids)} of {m['pool']:,} (PCA of the pool)"
+    payload = build_payload([{"title": title, "points": m["xy"]}], ids=m["ids"], labels=m["labels"], preds=None,
+                            class_names=m["classes"], groups=groups, thumbs=thumbs_for(data, m["ids"]), height=460,
+                            view_key=f"pool/{selection}", status=f"{len(m['ids']):,} of the pool's images · hover: image · "
+                                                                 "box/lasso: list the images")
+    event = scatter(payload, key=key)
+    lasso = [int(i) for i in ((event or {}).get("selection") or {}).get("ids", [])]
+    if lasso:
+        picked = set(selected_ids.tolist())
+        lasso.sort(key=lambda i: i not in picked)  # the selected images first
+        st.caption(f"{len(lasso)} images under the lasso, {sum(i in picked for i in lasso)} of them selected "
+                   "(captions marked ●); the first 48:")
+        labels = dict(zip(m["ids"].tolist(), m["labels"].tolist()))
+        st.image(display_images(data.images[lasso[:48]], 84), width=84,
+                 caption=[("● " if i in picked else "") + m["classes"][labels[i]] for i in lasso[:48]])

@@ -63,3 +63,12 @@ def test_agreement_without_any_predictions_falls_back_to_labels(color_by):
                             color_by=color_by)
     assert _decode(payload["cat"], "<u2").tolist() == LABELS.tolist()
     assert all(p["preds"] is None for p in payload["panes"])
+
+
+def test_groups_override_the_colouring():
+    selected = np.array([True, False, False, True])
+    groups = (np.where(selected, 0, 1), [{"name": "selected (2)", "color": "#111111"}, {"name": "rest", "color": "#c9c9c9"}])
+    payload = build_payload(_panes(None, None), ids=np.arange(4), labels=LABELS, preds=PREDS, class_names=["a", "b", "c"],
+                            color_by="correctness", groups=groups)
+    assert _decode(payload["cat"], "<u2").tolist() == [0, 1, 1, 0]
+    assert [c["name"] for c in payload["categories"]] == ["selected (2)", "rest"]

@@ -1,5 +1,6 @@
 """Seed 002: data selection (random, k-center, VeCAF), saved selections, and training on one."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -159,6 +160,21 @@ def test_cli_select_then_train_on_it(home, capsys):
     assert sorted(_seeds_ui.selected_ids(rec, home).tolist()) == sorted(out["selected"])
     m = sel.pool_map(out["id"], home, max_points=80)
     assert m["xy"].shape == (80, 2) and m["selected"].sum() == 30
+    from core.datasets import load_dataset
+
+    assert (load_dataset("mnist5k", home).labels[m["ids"]] == m["labels"]).all()  # ids index the dataset's images
+
+    # Explore shows that run's selection on the pool: the scatter component, coloured selected vs pool
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120)
+    at.session_state["explore_run"] = run["run_id"]
+    at.switch_page("pages/explore.py").run()
+    assert not at.exception, at.exception
+    assert at.segmented_control(key="explore_selection_map_colour").value == "selection"
+    assert any(c.value.startswith(f"Trained on selection `{out['id']}`: VeCAF") for c in at.caption)
+    at.segmented_control(key="explore_selection_map_colour").set_value("label").run()
+    assert not at.exception, at.exception
 
 
 def test_cli_select_errors(home, capsys):

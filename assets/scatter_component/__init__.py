@@ -115,8 +115,8 @@ def agreement_categories(labels: np.ndarray, preds_by_run: Sequence[np.ndarray])
 
 
 def build_payload(panes: Sequence[dict], *, ids: np.ndarray, labels: np.ndarray, preds: np.ndarray | None,
-                  class_names: Sequence[str], color_by: str = "label", thumbs: dict | None = None, height: int = 560,
-                  view_key: str = "", status: str = "") -> dict:
+                  class_names: Sequence[str], color_by: str = "label", groups: tuple[np.ndarray, list[dict]] | None = None,
+                  thumbs: dict | None = None, height: int = 560, view_key: str = "", status: str = "") -> dict:
     """Everything the browser draws, as JSON with base64 typed arrays.
 
     Args:
@@ -127,13 +127,17 @@ def build_payload(panes: Sequence[dict], *, ids: np.ndarray, labels: np.ndarray,
         class_names: display names, indexed by label.
         color_by: 'label', 'prediction', 'correctness', or 'agreement' (across the panes' own preds;
             label when no pane has any).
+        groups: (category index per point [N], [{"name", "color"}]) to colour by instead, e.g. selected
+            vs not selected; overrides `color_by`.
         thumbs: thumbs_for(...) or None (no images on hover).
         view_key: keeps zoom / rotation across redraws while it stays the same.
     """
     n = len(ids)
     dims = int(panes[0]["points"].shape[1]) if panes else 2
     pane_preds = [pane.get("preds") for pane in panes]
-    if color_by == "agreement" and any(p is not None for p in pane_preds):
+    if groups is not None:
+        cat, cats = np.asarray(groups[0]), list(groups[1])
+    elif color_by == "agreement" and any(p is not None for p in pane_preds):
         cat, cats = agreement_categories(labels, [p for p in pane_preds if p is not None])
     else:
         cat, cats = categories(labels, preds, class_names, "label" if color_by == "agreement" else color_by)

@@ -61,15 +61,19 @@ def _point_xy(frame, trace: int, point: int):
         return [xa._offset + xa.l2p(tr.x[i]), ya._offset + ya.l2p(tr.y[i])]; }""", [trace, point])
 
 
+def _open_explore(pg, url: str, run_id: str):
+    """Explore on `run_id`; returns the scatter's frame once drawn. The entry point first: once app.py has
+    run st.navigation, /explore is its page (a fresh server deep-linked first falls back to pages/)."""
+    pg.goto(url)
+    pg.locator("[data-testid='stSidebarNav']").first.wait_for(timeout=TIMEOUT_MS)
+    pg.goto(f"{url}/explore?run={run_id}")
+    return _scatter_frame(pg)
+
+
 def test_hover_shows_thumbnail_then_box_select_and_click(big_page, explore_app):
     url, ids, home = explore_app
     pg = big_page
-    # the entry point first: once app.py has run st.navigation, /explore is its page (a fresh server that
-    # is deep-linked first would fall back to the legacy pages/ folder)
-    pg.goto(url)
-    pg.locator("[data-testid='stSidebarNav']").first.wait_for(timeout=TIMEOUT_MS)
-    pg.goto(f"{url}/explore?run={ids['ce']}")
-    frame = _scatter_frame(pg)
+    frame = _open_explore(pg, url, ids["ce"])
     iframe = pg.locator("iframe[src*='embedlab_scatter']")
     iframe.scroll_into_view_if_needed()
     pg.wait_for_timeout(500)
@@ -176,10 +180,7 @@ def test_compare_page_draws_aligned_panes(big_page, explore_app):
 def test_3d_panes_turn_together(big_page, explore_app):
     url, ids, _ = explore_app
     pg = big_page
-    pg.goto(url)
-    pg.locator("[data-testid='stSidebarNav']").first.wait_for(timeout=TIMEOUT_MS)
-    pg.goto(f"{url}/explore?run={ids['ce']}")
-    _scatter_frame(pg)
+    _open_explore(pg, url, ids["ce"])
     pg.locator(".st-key-explore_dims").get_by_role("radio", name="3-D").click()
     deadline, frame = time.time() + TIMEOUT_MS / 1000, None
     while time.time() < deadline:

@@ -133,17 +133,27 @@ def test_cancel_mid_step_ends_the_run_within_that_step(real, monkeypatch):
 
 
 # ---------------------------------------------------------------------------- SIGKILL mid-run
-def test_sigkilled_training_process_is_interrupted_then_resumes_from_its_checkpoint(tmp_path, real):
-    root = tmp_path / "server"
-    proc = start_cli("train", "--backbone", "test_vit", "--dataset", "digits", "--objective", "ce", "--steps", "400",
+def _start_cli_run(root, steps: int):
+    """A real training process (`python -m core train`, tiny CE run, evaluated and checkpointed every 5 steps)."""
+    return start_cli("train", "--backbone", "test_vit", "--dataset", "digits", "--objective", "ce", "--steps", str(steps),
                      "--eval-every", "5", "--n-per-class", "10", "--eval-per-class", "4", "--batch-size", "8",
                      "--trainable", "all", "--quiet", runs_dir=root)
-    deadline, ckpt = time.monotonic() + 180, None
-    while ckpt is None:
+
+
+def _await(proc, probe, what: str, timeout_s: float = 180, poll_s: float = 0.05):
+    """Poll `probe()` until it returns something while `proc` trains; fail if it exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while (found := probe()) is None:
         assert proc.poll() is None, finish(proc).stderr
-        assert time.monotonic() < deadline, "no checkpoint within 180 s"
-        found = list(root.glob("runs/*/" + CHECKPOINT))
-        ckpt = found[0] if found else time.sleep(0.02)
+        assert time.monotonic() < deadline, f"{what} within {timeout_s:.0f} s"
+        time.sleep(poll_s)
+    return found
+
+
+def test_sigkilled_training_process_is_interrupted_then_resumes_from_its_checkpoint(tmp_path, real):
+    root = tmp_path / "server"
+    proc = _start_cli_run(root, steps=400)
+    ckpt = _await(proc, lambda: next(iter(root.glob("runs/*/" + CHECKPOINT)), None), "no checkpoint", poll_s=0.02)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(30) == -signal.SIGKILL
     finish(proc)  # close the pipes
@@ -193,15 +203,13 @@ def test_sigkilled_training_process_is_interrupted_then_resumes_from_its_checkpo
 def test_a_cli_run_is_cancelled_from_another_process_and_resumes(tmp_path, real):
     """The Runs page of a server (or `python -m core cancel`) stops a run that a CLI process trains."""
     root = tmp_path / "home"
-    proc = start_cli("train", "--backbone", "test_vit", "--dataset", "digits", "--objective", "ce", "--steps", "2000",
-                     "--eval-every", "5", "--n-per-class", "10", "--eval-per-class", "4", "--batch-size", "8",
-                     "--trainable", "all", "--quiet", runs_dir=root)
-    deadline, run_id = time.monotonic() + 180, None
-    while run_id is None:
-        assert proc.poll() is None, finish(proc).stderr
-        assert time.monotonic() < deadline, "the run never reached step 10"
+    proc = _start_cli_run(root, steps=2000)
+
+    def past_step_10():
         runs = RunStore(root).list(status=["running"]) if (root / "runs.db").exists() else []
-        run_id = runs[0].id if runs and runs[0].progress.get("step", 0) >= 10 else time.sleep(0.05)
+        return runs[0].id if runs and runs[0].progress.get("step", 0) >= 10 else None
+
+    run_id = _await(proc, past_step_10, "the run never reached step 10")
     asked = finish(start_cli("cancel", run_id, runs_dir=root))  # another process: the store is all they share
     assert asked.rc == 0 and asked.last_json() == {"run_id": run_id, "cancel_requested": True}
     asked_at = time.monotonic()

@@ -19,9 +19,9 @@ import functools
 import hashlib
 import logging
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 
 import torch
 import torch.nn as nn

@@ -36,9 +36,9 @@ import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from collections.abc import Callable, Iterable
 
 from .errors import EmbedLabError, InvalidConfig
 from .store import TERMINAL, RunStore

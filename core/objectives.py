@@ -12,8 +12,8 @@ or cached features of a frozen prefix) to the `[B, D]` embedding.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn

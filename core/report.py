@@ -16,10 +16,10 @@ import json
 import logging
 import time
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from collections.abc import Sequence
 
 import numpy as np
 

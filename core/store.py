@@ -16,10 +16,10 @@ import socket
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from collections.abc import Iterable
 
 from .errors import UnknownName
 from .paths import confined, home as default_home, safe_name, subdir

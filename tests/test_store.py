@@ -188,3 +188,15 @@ def test_cancel_requests_reach_another_connection_and_end_with_the_run(store, tm
     store.delete(queued)
     assert not store.cancel_requested(queued)
     other.close()
+
+
+def test_a_generated_id_that_is_taken_draws_a_new_one(store, monkeypatch):
+    import core.store as store_mod
+
+    first = store.create_run(CFG)
+    drawn = iter([first, first, "20990101-000000-ce-beef"])  # the clock and 16 random bits repeat twice
+    monkeypatch.setattr(store_mod, "_new_id", lambda objective: next(drawn))
+    assert store.create_run(CFG) == "20990101-000000-ce-beef"
+    assert {r.id for r in store.list()} == {first, "20990101-000000-ce-beef"}
+    with pytest.raises(sqlite3.IntegrityError):  # an id the caller chose is never silently replaced
+        store.create_run(CFG, run_id=first)

@@ -302,7 +302,8 @@ def train(cfg: TrainConfig, *, store=None, run_id: str | None = None, root: Path
     """Run one fine-tune; returns the summary dict (also stored when `store` is given).
 
     Exceptions inside the run end it as `failed` with a message; `should_stop()` ends it as
-    `cancelled` within one step. With `resume=True` it continues from the run's last checkpoint.
+    `cancelled` within one step, and so does `store.request_cancel(run_id)` from another process
+    (read about once a second). With `resume=True` it continues from the run's last checkpoint.
     """
     from .paths import home
     from .store import RunStore

@@ -399,11 +399,6 @@ class JobManager:
                     _append(job.val_acc, (int(event.get("step", job.step)), float(acc)))
             elif kind == "done":
                 job.summary.update({k: v for k, v in event.items() if k not in ("type", "run_id", "status", "error")})
-        # stop during the prepare phase too (feature caching can take minutes), not only between steps
-        if kind != "done" and job.stop.is_set():
-            from .train import Cancelled
-
-            raise Cancelled()
 
     def _forget_old(self) -> None:
         with self._lock:

@@ -319,7 +319,7 @@ def train(cfg: TrainConfig, *, store=None, run_id: str | None = None, root: Path
     t0 = time.time()
     tracker = _Tracker(store, run_id, on_event if ctx.main else None, t0)
     if ctx.world == 1:  # DDP ranks must stop together: torchrun's Ctrl-C does that, a store flag would not
-        should_stop = _StopSignal(should_stop, store, run_id)
+        should_stop = tracker.stop = _StopSignal(should_stop, store, run_id)
     try:
         summary = _run(cfg, tracker, run_dir, root, should_stop, resume, ctx)
         summary["seconds"] = round(time.time() - t0, 2)
@@ -483,6 +483,7 @@ class _Tracker:
 
     def __init__(self, store, run_id, on_event, t0):
         self.store, self.run_id, self.on_event, self.t0 = store, run_id, on_event, t0
+        self.stop: Callable[[], bool] | None = None  # set by train(): checked at every event
         self.summary: dict = {}
         self.log_every = 1  # steps between logged loss points (events, in memory)
         self._pending: list[tuple[int, dict]] = []  # logged points not yet in SQLite
@@ -493,6 +494,9 @@ class _Tracker:
         event.setdefault("run_id", self.run_id)
         if self.on_event:
             self.on_event(event)
+        # a cancel lands during the prepare phase too (feature caching can take minutes), not only between steps
+        if self.stop is not None and event.get("type") != "done" and self.stop():
+            raise Cancelled()
 
     def log_step(self, step, total, stage, loss, lr, epoch):
         progress = {"step": step, "total": total, "stage": stage, "epoch": round(epoch, 3), "loss": loss,

@@ -353,3 +353,25 @@ def test_stop_signal_reads_the_store_at_most_once_per_poll_interval(monkeypatch)
     local.append(1)
     fresh = _StopSignal(lambda: bool(local), Store(), "run")
     assert fresh() and Store.reads == 2  # the caller's own flag needs no store read
+
+
+@pytest.mark.parametrize("how", ["own flag", "store request"])
+def test_a_cancel_during_feature_caching_stops_before_the_first_step(env, how):
+    """The prepare phase (caching a frozen prefix's features) can take minutes: a cancel must not wait for it."""
+    store, root = env
+    run_id = store.create_run(_cfg(trainable="frozen").to_dict())
+    events, asked = [], []
+
+    def on_event(e):
+        events.append(e)
+        if e["type"] == "prepare" and not asked:
+            asked.append(e)
+            if how == "store request":  # what `python -m core cancel` or another server's Runs page does
+                assert store.request_cancel(run_id)
+
+    result = train(_cfg(trainable="frozen"), store=store, root=root, run_id=run_id, on_event=on_event,
+                   should_stop=lambda: how == "own flag" and bool(asked))
+    assert (result["status"], result["error"]) == ("cancelled", "cancelled by the user")
+    assert asked and asked[0]["what"].startswith("caching")
+    assert not [e for e in events if e["type"] in ("step", "stage")]
+    assert store.get(run_id).status == "cancelled" and not store.cancel_requested(run_id)

@@ -7,7 +7,7 @@ import pytest
 pytestmark = pytest.mark.e2e
 PlaywrightError = pytest.importorskip("playwright.sync_api", reason="playwright is not installed").Error
 
-STEPS = 40  # enough steps (~0.1-0.5 s each) to watch the progress advance between 1-s polls
+STEPS = 150  # enough steps to watch the progress advance between 1-s polls, even on a warm box (~25 steps/s)
 
 
 def _settled(page, selector: str) -> None:

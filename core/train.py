@@ -382,7 +382,7 @@ def _run(cfg: TrainConfig, tracker: _Tracker, run_dir: Path, root: Path, should_
         if cfg.objective == "flyp":
             tracker.summary["zeroshot_acc"] = before["val"].accuracy
             tracker.store.update_summary(tracker.run_id, {"zeroshot_acc": before["val"].accuracy})
-    step = start_step
+    step = saved_step = start_step
     val_acc = _evaluate(s, stages[start_stage], step, tracker, snapshot_steps) if ctx.main else None
 
     stage_start = sum(budgets[:start_stage])
@@ -401,6 +401,8 @@ def _run(cfg: TrainConfig, tracker: _Tracker, run_dir: Path, root: Path, should_
         window = []  # this log interval's losses, kept on device: no per-step host sync on GPU
         for local in range(step - stage_start, n_steps):
             if should_stop():
+                if ctx.main and step > saved_step:  # so that resume goes on from here: a cancel loses no step
+                    _save_checkpoint(method, optimizer, run_dir, step, si)
                 raise Cancelled()
             lr_scale = _lr_scale(local, n_steps, cfg.warmup)
             for group in optimizer.param_groups:
@@ -440,6 +442,7 @@ def _run(cfg: TrainConfig, tracker: _Tracker, run_dir: Path, root: Path, should_
             if ctx.main and (step % eval_every == 0 or local == n_steps - 1 or step in snapshot_steps):
                 val_acc = _evaluate(s, stage, step, tracker, snapshot_steps)
                 _save_checkpoint(method, optimizer, run_dir, step, si)
+                saved_step = step
         stage_start += n_steps
         opt_state = None
 
@@ -494,8 +497,9 @@ class _Tracker:
         event.setdefault("run_id", self.run_id)
         if self.on_event:
             self.on_event(event)
-        # a cancel lands during the prepare phase too (feature caching can take minutes), not only between steps
-        if self.stop is not None and event.get("type") != "done" and self.stop():
+        # a cancel lands during the prepare phases too (feature caching, embedding: minutes on a big set); in
+        # the step loop it is checked before each step, where the run can still checkpoint
+        if self.stop is not None and event.get("type") == "prepare" and self.stop():
             raise Cancelled()
 
     def log_step(self, step, total, stage, loss, lr, epoch):

@@ -129,7 +129,7 @@ def test_cancel_mid_step_ends_the_run_within_that_step(real, monkeypatch):
     metrics = store.metrics(run_id)
     assert [s for s, _ in metrics["loss"]] == list(range(1, 8))  # step 7 finished and was logged, no step 8
     assert [s for s, _ in metrics["val_acc"]] == [0, 3, 6]
-    assert _ckpt_step(store.run_dir(run_id)) == 6 and len(calls) == 7
+    assert _ckpt_step(store.run_dir(run_id)) == 7 and len(calls) == 7  # checkpointed at the cancel: resume loses nothing
 
 
 # ---------------------------------------------------------------------------- SIGKILL mid-run
@@ -245,17 +245,17 @@ def test_a_kill_between_the_two_checkpoint_files_still_resumes(real, damage):
                   on_event=lambda e: stop_after.append(e) if e["type"] == "step" else None,
                   should_stop=lambda: len(stop_after) >= 7)
     run_id, run_dir = first["run_id"], store.run_dir(first["run_id"])
-    assert first["status"] == "cancelled" and _ckpt_step(run_dir) == 6  # evals at 4, 8 and snapshots at 3, 6, 9
+    assert first["status"] == "cancelled" and _ckpt_step(run_dir) == 7  # evals 4, 8, snapshots 3, 6, 9; the cancel 7
     if damage == "missing":
         (run_dir / TRAINER_STATE).unlink()
     else:
         state = torch.load(run_dir / TRAINER_STATE, weights_only=True)
-        torch.save({**state, "step": 4}, run_dir / TRAINER_STATE)  # the previous checkpoint's
+        torch.save({**state, "step": 6}, run_dir / TRAINER_STATE)  # the previous checkpoint's
     events = []
     r = train(_cfg(steps=12, eval_every=4), store=store, root=root, run_id=run_id, resume=True, on_event=events.append)
     assert (r["status"], r["steps"]) == ("finished", 12)
-    assert [e["step"] for e in events if e["type"] == "step"] == list(range(7, 13))
-    assert r["warnings"] == [FRESH_OPTIMIZER.format(6)] == store.get(run_id).summary["warnings"]
+    assert [e["step"] for e in events if e["type"] == "step"] == list(range(8, 13))
+    assert r["warnings"] == [FRESH_OPTIMIZER.format(7)] == store.get(run_id).summary["warnings"]
 
 
 # ---------------------------------------------------------------------- unsafe files on resume

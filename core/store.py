@@ -56,7 +56,20 @@ CREATE TABLE IF NOT EXISTS cancel_requests (
 );
 """
 _ID_ATTEMPTS = 8  # fresh ids drawn when a generated one is taken
-_OWNER = f"{socket.gethostname()}:{os.getpid()}"  # this process, as recorded on the runs it owns
+
+
+def _started(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot, Linux /proc), or None where that is unknown.
+    Recorded next to the pid so that a new process which happens to get a dead run's pid does not
+    keep that run `running` for ever."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[19]  # field 22; the name before ")" may hold spaces
+
+
+_OWNER = ":".join(filter(None, (socket.gethostname(), str(os.getpid()), _started(os.getpid()))))  # host:pid[:start]
 
 
 @dataclass
@@ -276,13 +289,13 @@ def _new_id(objective: str) -> str:
 
 
 def _owner_alive(owner: str | None) -> bool:
-    """Is the process recorded as `host:pid` still running? Other hosts' runs are left alone."""
+    """Is the process recorded as `host:pid[:start]` still running? Other hosts' runs are left alone."""
     if not owner or ":" not in owner:
         return False
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname():
-        return True
     if owner == _OWNER:
+        return True
+    host, pid, *start = owner.split(":")
+    if host != socket.gethostname():
         return True
     try:
         os.kill(int(pid), 0)
@@ -290,4 +303,4 @@ def _owner_alive(owner: str | None) -> bool:
         return False
     except (PermissionError, ValueError):
         return True
-    return True
+    return not start or _started(int(pid)) in (start[0], None)  # the pid alive, but is it the same process?

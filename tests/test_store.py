@@ -1,5 +1,6 @@
 """core/store.py: the run database and artifact folders, including crash recovery."""
 import json
+import os
 import socket
 import sqlite3
 import threading
@@ -143,6 +144,18 @@ def test_reopen_after_crash_marks_dead_owners_runs_interrupted(store):
     # idempotent, and a store opened without recover changes nothing
     assert reopened.recover_interrupted() == []
     assert RunStore(store.root).get(mine).status == "running"
+
+
+def test_a_reused_pid_does_not_keep_a_crashed_run_running(store):
+    """Owners are host:pid:start-time: a live process that got a dead run's pid is not its owner."""
+    host = socket.gethostname()
+    assert _OWNER.split(":")[:2] == [host, str(os.getpid())] and len(_OWNER.split(":")) == 3  # Linux: start time known
+    reused = store.create_run(CFG, status="running")
+    _set_owner(store, reused, f"{host}:{os.getpid()}:1")  # this pid, but a process that started at tick 1
+    older = store.create_run(CFG, status="running")
+    _set_owner(store, older, f"{host}:{os.getpid()}")  # written before start times were recorded: the pid decides
+    assert RunStore(store.root).recover_interrupted() == [reused]
+    assert store.get(older).status == "running"
 
 
 def test_store_without_recover_leaves_dead_runs_alone(store):

@@ -6,6 +6,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 import pages._ui as ui
@@ -19,7 +20,20 @@ from .kit import TINY_RUN, InstantTrain, classes, make_zip
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
 
-def test_two_browser_sessions_press_start_at_the_same_moment(home, monkeypatch):
+@pytest.fixture
+def no_magic():
+    """Each AppTest compiles the page again, and two compiling in parallel threads can hit CPython's
+    ast.parse race (gh-106905: "AST constructor recursion depth mismatch"; the server itself compiles
+    under one lock). Streamlit's magic is what calls ast.parse; the pages do not use it."""
+    from streamlit import config as st_config
+
+    before = st_config.get_option("runner.magicEnabled")
+    st_config.set_option("runner.magicEnabled", False)
+    yield
+    st_config.set_option("runner.magicEnabled", before)
+
+
+def test_two_browser_sessions_press_start_at_the_same_moment(home, monkeypatch, no_magic):
     store = RunStore(home)
     fake = InstantTrain()
     m = JobManager(store, train_fn=fake)

@@ -13,10 +13,6 @@ from pages._ui import PAGES, get_manager, get_store, home_dir, routed
 st.set_page_config(page_title="EmbedLab", page_icon=":material/scatter_plot:", layout="wide")
 
 
-@st.cache_data(ttl=60, show_spinner=False)
-def _online() -> bool:
-    return hub_reachable()
-
 
 @st.cache_data(show_spinner=False)
 def _device() -> str:
@@ -38,7 +34,7 @@ get_manager()  # one JobManager per server process, shared by every session
 with st.sidebar:
     st.markdown("### :material/scatter_plot: EmbedLab")
     st.caption("See what fine-tuning does to a vision model's embeddings.")
-    online = _online()
+    online = hub_reachable()
     st.markdown(f":material/memory: **Device** · {_device()}")
     if online:
         st.markdown(":material/cloud_done: **Pretrained weights** · :green[online] (Hugging Face hub reachable)")

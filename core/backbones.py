@@ -254,6 +254,11 @@ def is_open_clip_name(name: str) -> bool:
     return "/" in name and name not in BACKBONES
 
 
+def is_clip_name(name: str) -> bool:
+    """Does this backbone have a text tower (FLYP needs one)? Registry entries say; open_clip names do."""
+    return BACKBONES[name].is_clip if name in BACKBONES else is_open_clip_name(name)
+
+
 def check_name(name: str) -> str | None:
     """None if `name` names a backbone EmbedLab can build, else a message saying why not (fast, no weights)."""
     name = (name or "").strip()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,8 +39,6 @@ def pick_views(k: int, n_views: int | None, generator: torch.Generator) -> list[
 class ImageSource:
     """Model inputs straight from uint8 images: preprocessing (and augmentation) per batch."""
 
-    cached = False
-
     def __init__(self, split: Split, preprocess: Preprocess, device: torch.device):
         self.split, self.preprocess, self.device = split, preprocess, device
         self.images = torch.from_numpy(np.ascontiguousarray(split.images))  # [N, H, W, C] uint8, stays on CPU
@@ -57,8 +56,6 @@ class ImageSource:
 
 class CachedSource:
     """Model inputs from cached prefix features `[V, N, ...]` (float16 memmap)."""
-
-    cached = True
 
     def __init__(self, features: np.ndarray, device: torch.device):
         self.features, self.device = features, device
@@ -87,25 +84,32 @@ def cached_prefix_features(prefix: torch.nn.Module, prefix_key: str, split: Spli
     source = ImageSource(split, preprocess, device)
     n = len(split)
     out = None
+    # pid and thread: two workers of one server may cache the same features at once
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}-{threading.get_ident()}.tmp.npy")
     generator = torch.Generator().manual_seed(_AUG_SEED)
     was = prefix.training
     prefix.eval()
     done, total = 0, n * views
-    with torch.inference_mode():
-        for v in range(views):
-            for start in range(0, n, batch_size):
-                rows = torch.arange(start, min(n, start + batch_size))
-                feats = prefix(source.get(rows, v, generator)).to(torch.float16).cpu().numpy()
-                if out is None:
-                    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
-                    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(views, n, *feats.shape[1:]))
-                out[v, start:start + len(rows)] = feats
-                done += len(rows)
-                if on_progress:
-                    on_progress(done, total)
-    prefix.train(was)
-    out.flush()
-    del out
+    try:
+        with torch.inference_mode():
+            for v in range(views):
+                for start in range(0, n, batch_size):
+                    rows = torch.arange(start, min(n, start + batch_size))
+                    feats = prefix(source.get(rows, v, generator)).to(torch.float16).cpu().numpy()
+                    if out is None:
+                        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16,
+                                                        shape=(views, n, *feats.shape[1:]))
+                    out[v, start:start + len(rows)] = feats
+                    done += len(rows)
+                    if on_progress:  # may raise to cancel the run: the finally below cleans up
+                        on_progress(done, total)
+        out.flush()
+        del out
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a cancel or crash mid-way leaves no half-written file in the cache
+        raise
+    finally:
+        prefix.train(was)
     os.replace(tmp, path)  # atomic: readers never see a half-written cache
     _logger.info("cached %s prefix features for %d images x %d views -> %s", prefix_key, n, views, path.name)
     return np.load(path, mmap_mode="r")

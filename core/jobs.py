@@ -206,14 +206,15 @@ class JobManager:
         self.store.set_status(run_id, "cancelled", error=job.error)
         return True
 
-    def request_cancel(self, run_id: str) -> bool:
-        """Stop a run that another process (a CLI, another server) trains or queues: the request goes
-        through the store and that run ends `cancelled` at its next step. A run whose process has died
-        is marked `interrupted` instead. False when the run is not queued or running (any more)."""
+    def request_cancel(self, run_id: str) -> str | None:
+        """Stop `run_id` wherever it runs: "local" when this manager runs or queues it (`cancel`),
+        "remote" when another process (a CLI, another server) does: the request goes through the store
+        and that run ends `cancelled` at its next step. None when it is not queued or running (any
+        more); a run whose process has died is marked `interrupted` on the way."""
         if self.cancel(run_id):
-            return True
+            return "local"
         self.store.recover_interrupted()
-        return self.store.request_cancel(run_id)
+        return "remote" if self.store.request_cancel(run_id) else None
 
     def delete(self, run_id: str, *, timeout: float = _DELETE_WAIT_S) -> None:
         """Delete a run and its artifacts; a running run is cancelled first and awaited."""

@@ -153,7 +153,7 @@ def validate(cfg: TrainConfig, root: Path | None = None) -> TrainConfig:
     if cfg.weights not in ("pretrained", "random", ""):
         _check_weights_file(cfg.weights)  # refused here, before any run exists; only safe loaders touch it
     run_disk_budget()  # a bad EMBEDLAB_RUN_DISK_MB is a setting error too
-    if OBJECTIVES[cfg.objective].needs_clip and not _is_clip_name(cfg.backbone):
+    if OBJECTIVES[cfg.objective].needs_clip and not bb.is_clip_name(cfg.backbone):
         raise InvalidConfig(f"{cfg.objective} needs a CLIP-style backbone with a text tower; {cfg.backbone!r} has none "
                             "(try lite0-minilm, test_clip or an open_clip MODEL/PRETRAINED name)")
     if cfg.objective == "flyp" and bb.parse_trainable(cfg.trainable) == 0:
@@ -209,12 +209,6 @@ def run_disk_budget() -> int | None:
     if not math.isfinite(mb) or mb < 0:
         raise InvalidConfig(f"{RUN_DISK_ENV} must be a number of megabytes >= 0, not {raw!r}")
     return None if mb == 0 else int(mb * 2**20)
-
-
-def _is_clip_name(name: str) -> bool:
-    if name in bb.BACKBONES:
-        return bb.BACKBONES[name].is_clip
-    return bb.is_open_clip_name(name)
 
 
 def _selection_ids(cfg: TrainConfig, root: Path | None) -> np.ndarray | None:
@@ -711,13 +705,15 @@ def _save_within_budget(run_dir: Path, folder: Path, es, what: str, tracker: _Tr
 
 
 def _trainable_state(method: Method) -> dict[str, torch.Tensor]:
-    """Copy of what training changes: parameters that require grad, and every floating buffer."""
+    """Copy of what training changes: parameters that require grad, and every persistent buffer
+    (BatchNorm statistics and their counters)."""
     state = {}
     for name, p in method.named_parameters():
         if p.requires_grad:
             state[name] = p.detach().clone()
+    persistent = method.state_dict().keys()  # once: building it per buffer cost ~100 ms a checkpoint
     for name, b in method.named_buffers():
-        if b is not None and name in method.state_dict():
+        if name in persistent:
             state[name] = b.detach().clone()
     return state
 

@@ -32,3 +32,11 @@ def analysis(root, run_id, split, output):
 def thumbs(root, run_id, split):
     view = run_view(root, run_id, split)
     return thumbs_for(dataset(root, view.dataset), view.after.ids)
+
+
+@st.cache_data(show_spinner="Embedding the selection's pool…", max_entries=8)
+def pool_map(root: str, selection: str, max_points: int) -> dict:
+    """A saved selection's pool map (it builds a backbone and embeds the pool: once, not every rerun)."""
+    from core.selection import pool_map as build
+
+    return build(selection, root, max_points=max_points)

@@ -271,13 +271,12 @@ def render_selection_map(st, selection: str, root: str | Path | None = None, *, 
     highlighted; hover shows the image, a box / lasso lists the images under it."""
     from assets.scatter_component import build_payload, scatter, thumbs_for
     from core.paths import home
-    from core.selection import pool_map
     from core.thumbnails import display_images
-    from pages._cached import dataset as cached_dataset
+    from pages._cached import dataset as cached_dataset, pool_map
 
     root = str(root or home())
     try:
-        m = pool_map(selection, root, max_points=max_points)
+        m = pool_map(root, selection, max_points)
     except EmbedLabError as exc:
         st.error(str(exc))
         return

@@ -101,11 +101,11 @@ def _act(action: str, run_ids: list[str]) -> None:
         try:
             if action == "resume":
                 manager.resume(run_id)
-            elif action == "cancel" and not manager.cancel(run_id):
-                # another process's run (a CLI, another server): asked through the store, it stops at its next step
-                if not manager.request_cancel(run_id):
+            elif action == "cancel":
+                where = manager.request_cancel(run_id)  # "remote": a CLI's or another server's run, asked via the store
+                if where is None:
                     raise EmbedLabError(f"it is {store.get(run_id).status} now, no longer queued or running")
-                remote += 1
+                remote += where == "remote"
             elif action == "delete":
                 manager.delete(run_id)
             done += 1

@@ -38,10 +38,6 @@ THUMB = 48  # thumbnail side, pixels
 
 
 # ------------------------------------------------------------------------------------ cached data
-@st.cache_data(ttl=60, show_spinner=False)
-def _online() -> bool:
-    return hub_reachable()
-
 
 @st.cache_data(show_spinner=False)
 def _check_backbone(name: str) -> str | None:
@@ -147,13 +143,8 @@ def _number(col, label: str, key: str, value, lo, hi, step, help_text: str, **kw
                      help=help_text, **kw)
 
 
-def _is_clip(name: str) -> bool:
-    entry = bb.list_backbones().get(name)
-    return entry.is_clip if entry else bb.is_open_clip_name(name)
-
-
 def setup_form(root: str) -> None:
-    online = _online()
+    online = hub_reachable()
     auto = _auto_backbones(online)
     options, described = _backbone_options(online)
 
@@ -218,7 +209,7 @@ def setup_form(root: str) -> None:
         format_func=objective_label, label_visibility="collapsed",
         help="One run per objective, all with the same backbone, data, budget and seed.\n\n"
              + "\n\n".join(f"- {v}" for v in OBJECTIVE_HELP.values()))
-    if "flyp" in objectives and backbone != "auto" and not problem and not _is_clip(backbone):
+    if "flyp" in objectives and backbone != "auto" and not problem and not bb.is_clip_name(backbone):
         st.warning(f"FLYP needs a backbone with a text tower; `{backbone}` has none. Pick `auto`, `lite0-minilm`, "
                    "`test_clip` or an open_clip name, or drop FLYP.", icon=":material/warning:")
     seed_overrides = {}
@@ -277,7 +268,7 @@ def setup_form(root: str) -> None:
         selection = seeds.selection_picker(st, home_dir(), st.session_state.get("dataset"), key="train_selection")
         if selection:
             seed_overrides["selection"] = selection
-        seeds.selection_maker(st, home_dir(), _auto_backbones(_online())["ce"] if backbone == "auto" else backbone,
+        seeds.selection_maker(st, home_dir(), auto["ce"] if backbone == "auto" else backbone,
                               st.session_state.get("dataset"), key="train_make_selection")
 
     n = len(objectives)
@@ -436,10 +427,9 @@ def _run_card(p: dict) -> None:
                 if p["error"]:
                     st.caption(p["error"])
         with actions:
-            if status in ACTIVE:  # a run of another process (a CLI, another server) is asked through the store
+            if status in ACTIVE:  # this server's run, or one of another process (asked through the store)
                 st.button("Stopping…" if p["stopping"] else "Cancel", key=f"cancel-{run_id}", icon=":material/stop:",
-                          on_click=mgr.cancel if p["local"] else mgr.request_cancel, args=(run_id,),
-                          disabled=p["stopping"], width="stretch")
+                          on_click=mgr.request_cancel, args=(run_id,), disabled=p["stopping"], width="stretch")
             elif status == "finished":
                 if st.button("Explore", key=f"explore-{run_id}", icon=":material/scatter_plot:", type="primary",
                              width="stretch"):

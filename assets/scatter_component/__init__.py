@@ -27,20 +27,16 @@ from typing import Any
 
 import numpy as np
 
+from core.report import class_colour  # one class palette for the live scatter and the HTML report
+
 _FRONTEND = Path(__file__).parent / "frontend"  # the sources: index.html, main.js
 COMPONENT_NAME = "embedlab_scatter"
-PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
-           "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363"]  # class colours (D3 10 + 10)
 CORRECT_COLOURS = {"correct": "#2e7d32", "wrong": "#d32f2f"}  # colour-by-correctness
 AGREEMENT_COLOURS = {"right in every run": "#2e7d32", "right in some": "#f9a825", "wrong in every run": "#d32f2f"}
 COLOR_MODES = ("label", "prediction", "correctness")  # one run (Explore)
 COMPARE_COLOR_MODES = ("label", "agreement")  # several runs (Compare): agreement needs each pane's predictions
 
 _state: dict[str, Any] = {"root": None, "component": None}  # the served folder and the declared component, once per process
-
-
-def class_colour(i: int) -> str:
-    return PALETTE[i % len(PALETTE)]
 
 
 # ------------------------------------------------------------------------------ served folder

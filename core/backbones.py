@@ -322,12 +322,9 @@ def default_backbone(objective: str, *, online: bool | None = None, cuda: bool |
     """The backbone a run uses when none is named: one model family for all objectives."""
     online = hub_reachable() if online is None else online
     cuda = torch.cuda.is_available() if cuda is None else cuda
-    if online and _open_clip_weights_cached_or_fetchable():
+    if online:
         return GPU_DEFAULT if cuda else CPU_ONLINE_DEFAULT
-    offline = [n for n in ("efficientnet_lite0", "lite0-minilm") if n in BACKBONES]
-    if len(offline) == 2:
-        return "lite0-minilm" if objective == "flyp" else "efficientnet_lite0"
-    return "test_clip"
+    return "lite0-minilm" if objective == "flyp" else "efficientnet_lite0"  # registered by core.lite0_minilm
 
 
 def parse_trainable(trainable: str | int | None) -> int | None:
@@ -493,10 +490,6 @@ def _register_open_clip_configs() -> None:
     import open_clip
 
     open_clip.add_model_config(_CONFIG_DIR)
-
-
-def _open_clip_weights_cached_or_fetchable() -> bool:
-    return True  # online: the hub has them; offline paths never reach here
 
 
 def _seeded(make: Callable[[], nn.Module]) -> nn.Module:

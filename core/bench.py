@@ -555,18 +555,3 @@ def cmd_bench(args) -> int:
     if args.json:
         print(json.dumps(results, default=float))
     return 0
-
-
-def register(sub, common) -> None:
-    p = sub.add_parser("bench", parents=[common], help="side-by-side speed benchmark (ratios)")
-    p.add_argument("--quick", action="store_true", help="small sizes: under 5 minutes on 2 CPU cores")
-    p.add_argument("--json", action="store_true", help="last line: one JSON object with every figure")
-    p.add_argument("--only", help="comma list of parts: loop,extract,levers,cache,ui,projections,quick_compare,scale "
-                                  "(and compile, which only runs when named)")
-    p.add_argument("--gpu", action="store_true", help="the GPU script: ViT-B/16 FLYP and LaCViT AMP step throughput vs a bare AMP loop")
-    p.set_defaults(func=cmd_bench)
-
-
-from .cli import _EXTRA_COMMANDS  # noqa: E402
-
-_EXTRA_COMMANDS.append(register)

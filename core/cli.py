@@ -178,6 +178,12 @@ def cmd_cancel(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .bench import cmd_bench as run  # torch is loaded only when benchmarking
+
+    return run(args)
+
+
 def cmd_backbones(args) -> int:
     from .backbones import ONLINE_SUGGESTIONS, list_backbones
 
@@ -296,12 +302,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True)
     p.add_argument("--overwrite", action="store_true", help="replace an imported dataset of the same name")
     p.set_defaults(func=cmd_import)
+    # bench is registered here, not by core.bench itself: importing that module loads torch (~1.4 s)
+    p = sub.add_parser("bench", parents=[common], help="side-by-side speed benchmark (ratios)")
+    p.add_argument("--quick", action="store_true", help="small sizes: under 5 minutes on 2 CPU cores")
+    p.add_argument("--json", action="store_true", help="last line: one JSON object with every figure")
+    p.add_argument("--only", help="comma list of parts: loop,extract,levers,cache,ui,projections,quick_compare,scale "
+                                  "(and compile, which only runs when named)")
+    p.add_argument("--gpu", action="store_true", help="the GPU script: ViT-B/16 FLYP and LaCViT AMP step throughput vs a bare AMP loop")
+    p.set_defaults(func=cmd_bench)
     for register in _EXTRA_COMMANDS:
         register(sub, common)
     return parser
 
 
-_EXTRA_COMMANDS: list = []  # other modules add sub-commands here (analysis, bench, selection)
+_EXTRA_COMMANDS: list = []  # other modules add sub-commands here (analysis, selection, curves)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -326,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
 def _load_extra_commands() -> None:
     import importlib
 
-    for module in ("core.analysis_cli", "core.bench", "core.selection", "core.curves"):
+    for module in ("core.analysis_cli", "core.selection", "core.curves"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

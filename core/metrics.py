@@ -207,10 +207,6 @@ def pair_stats(vectors: np.ndarray, labels: np.ndarray, *, max_n: int = PAIR_MAX
     return out
 
 
-def alignment(vectors: np.ndarray, labels: np.ndarray, **kw) -> float | None:
-    return pair_stats(vectors, labels, **kw)["alignment"]
-
-
 def uniformity(vectors: np.ndarray, **kw) -> float | None:
     return pair_stats(vectors, np.zeros(len(vectors), dtype=np.int64), **kw)["uniformity"]
 

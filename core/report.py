@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import html
 import io
-import json
 import logging
 import time
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +53,6 @@ class RunView:
     split: str
     after: EmbeddingSet | None
     before: EmbeddingSet | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def objective(self) -> str:
@@ -648,8 +646,3 @@ def export_parquet(sets: Sequence[ExportSet], path: Path | None = None) -> bytes
     pq.write_table(table, str(path))
     return Path(path)
 
-
-def scalars_json(result: dict) -> str:
-    from .metrics import scalar_metrics
-
-    return json.dumps(scalar_metrics(result), default=float)

@@ -7,8 +7,6 @@ and never change afterwards.
 """
 from __future__ import annotations
 
-import base64
-import io
 import os
 from pathlib import Path
 
@@ -36,18 +34,6 @@ def _to_pil(img: np.ndarray, size: int, mode: str = "RGB"):
     if im.size != (size, size):
         im = im.resize((size, size), resample)
     return im.convert(mode)
-
-
-def png_bytes(img: np.ndarray, size: int | None = None) -> bytes:
-    """One image as PNG bytes (upscaled / downscaled to `size` when given)."""
-    im = _to_pil(img, size or max(img.shape[0], img.shape[1]))
-    buf = io.BytesIO()
-    im.save(buf, format="PNG", optimize=False)
-    return buf.getvalue()
-
-
-def data_uri(img: np.ndarray, size: int | None = None) -> str:
-    return "data:image/png;base64," + base64.b64encode(png_bytes(img, size)).decode()
 
 
 def display_images(images: np.ndarray, size: int = 84) -> list[np.ndarray]:

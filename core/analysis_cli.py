@@ -47,14 +47,13 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .report import (export_parquet, export_sets, load_run_view, resolve_run, run_report_html, write_projector)
+    from .report import export_parquet, export_sets, load_run_view, run_report_html, write_projector
 
     store = _store(args)
-    rec = resolve_run(store, args.run)
-    view = load_run_view(store, rec.id, args.split)
+    view = load_run_view(store, args.run, args.split)  # resolves a short or partial id once
     phases = ("before", "after") if args.phase == "both" else (args.phase,)
     if args.format == "html":
-        out = Path(args.out or f"{rec.id}-report.html")
+        out = Path(args.out or f"{view.id}-report.html")
         out.write_text(run_report_html(view, method=args.method, dims=args.dims, output=args.output), encoding="utf-8")
         paths = [out]
     else:
@@ -62,24 +61,24 @@ def cmd_export(args) -> int:
         if not sets:
             from .errors import EmbedLabError
 
-            raise EmbedLabError(f"run {rec.id!r} has no {'/'.join(phases)} embeddings for output {args.output or view.main_output()!r}")
+            raise EmbedLabError(f"run {view.id!r} has no {'/'.join(phases)} embeddings for output {args.output or view.main_output()!r}")
         if args.format == "tsv":
-            paths = write_projector(sets, Path(args.out or f"{rec.id}-projector"))
+            paths = write_projector(sets, Path(args.out or f"{view.id}-projector"))
         else:
-            paths = [export_parquet(sets, Path(args.out or f"{rec.id}.parquet"))]
+            paths = [export_parquet(sets, Path(args.out or f"{view.id}.parquet"))]
     print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
-    cli._json_line({"run_id": rec.id, "format": args.format, "files": [str(p) for p in paths]})
+    cli._json_line({"run_id": view.id, "format": args.format, "files": [str(p) for p in paths]})
     return 0
 
 
 def cmd_compare(args) -> int:
     from .errors import InvalidConfig
-    from .report import comparison_html, load_run_view, resolve_run
+    from .report import comparison_html, load_run_view
 
     if not 2 <= len(args.runs) <= 4:
         raise InvalidConfig(f"compare takes 2 to 4 runs, not {len(args.runs)}")
     store = _store(args)
-    views = [load_run_view(store, resolve_run(store, r).id, args.split) for r in args.runs]
+    views = [load_run_view(store, r, args.split) for r in args.runs]
     out = Path(args.html)
     out.write_text(comparison_html(views, method=args.method, dims=args.dims), encoding="utf-8")
     print(f"wrote {out}", file=sys.stderr)

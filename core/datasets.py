@@ -200,7 +200,7 @@ def list_datasets(root: Path | None = None) -> dict[str, DatasetEntry]:
     return entries
 
 
-_cache: dict[tuple[str, str], ImageData] = {}  # (home, name) -> loaded data; datasets are immutable
+_cache: dict[tuple[str, ...], ImageData] = {}  # (home, name[, files stamp]) -> loaded data
 _cache_lock = threading.Lock()
 
 
@@ -211,8 +211,10 @@ def load_dataset(name: str, root: Path | None = None) -> ImageData:
     if name not in entries:
         raise UnknownName(f"unknown dataset {name!r}; choose from: {', '.join(entries)}")
     key = (str(root), name)
+    if entries[name].kind == "imported":  # its files may be replaced (re-import): their stamp is part of the key
+        key += (_imported_files(root / "datasets" / safe_name(name, "dataset name"))[1],)
     with _cache_lock:
-        if key in _cache and entries[name].kind != "imported":
+        if key in _cache:
             return _cache[key]
     data = entries[name].build(root)
     with _cache_lock:
@@ -270,13 +272,20 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 
 # ------------------------------------------------------------------------------------- helpers
+def _imported_files(folder: Path) -> tuple[list[Path], str]:
+    """An imported dataset's image files, and a stamp of their names, sizes and times."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    stats = [(p, p.stat()) for p in files]
+    stamp = "|".join(f"{p.relative_to(folder)}:{st.st_size}:{st.st_mtime_ns}" for p, st in stats)
+    return files, hashlib.sha1(stamp.encode()).hexdigest()[:16]
+
+
 def _imported(name: str) -> Callable[[Path], ImageData]:
     def build(root: Path) -> ImageData:
         folder = root / "datasets" / safe_name(name, "dataset name")
         cache_dir = subdir(root, "cache", "datasets")
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        files, stamp = _imported_files(folder)
         classes = sorted({p.relative_to(folder).parts[0] for p in files if len(p.relative_to(folder).parts) == 2})
-        stamp = hashlib.sha1("|".join(f"{p.relative_to(folder)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files).encode()).hexdigest()[:16]
         cached = cache_dir / f"{name}-{stamp}-{STORAGE_SIZE}.npz"
         if cached.exists():
             z = np.load(cached, allow_pickle=False)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .embeddings import EmbeddingSet, embeddings_dir, load_embeddings
+from .embeddings import EmbeddingSet, embeddings_dir, load_run_embeddings
 
 _logger = logging.getLogger(__name__)
 
@@ -265,14 +265,12 @@ def analyze(source: str | Path | EmbeddingSet, *, split: str = "val", output: st
         run_id = None
     else:
         run_dir = Path(source)
-        folder = embeddings_dir(run_dir, "after", split)
-        if not (folder / "meta.json").exists():
+        es = load_run_embeddings(run_dir, "after", split)
+        if es is None:
             from .errors import EmbedLabError
 
             raise EmbedLabError(f"run {run_dir.name!r} has no '{split}' embeddings yet (unfinished, failed or cancelled run)")
-        es = load_embeddings(folder)
-        if before and (embeddings_dir(run_dir, "before", split) / "meta.json").exists():
-            before_es = load_embeddings(embeddings_dir(run_dir, "before", split))
+        before_es = load_run_embeddings(run_dir, "before", split) if before else None
         summary = _read_json(run_dir / "summary.json")
         config = _read_json(run_dir / "config.json")
         run_id = run_dir.name

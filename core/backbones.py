@@ -307,14 +307,14 @@ def create_backbone(name: str, *, weights: str = "pretrained", image_size: int |
     if image_size is not None and not (8 <= int(image_size) <= 1024):
         raise InvalidConfig(f"image size {image_size} is out of range (8..1024)")
     weights = weights or "pretrained"
-    if name in BACKBONES:
-        backbone = BACKBONES[name].build(weights, image_size)
+    if name in BACKBONES:  # registry builders know "pretrained" and "random"; a file goes over a random init
+        backbone = BACKBONES[name].build(weights if weights in ("pretrained", "random") else "random", image_size)
+        if weights not in ("pretrained", "random"):
+            load_weights_file(backbone, weights)
     elif is_open_clip_name(name):
         backbone = _open_clip(name, weights, image_size)
     else:
         backbone = _timm(name, weights, image_size)
-    if weights not in ("pretrained", "random") and name in BACKBONES and not backbone.weights_id.startswith("file:"):
-        load_weights_file(backbone, weights)
     return backbone.set_trainable(trainable)
 
 

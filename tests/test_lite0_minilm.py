@@ -80,3 +80,19 @@ def test_flyp_on_lite0_minilm_beats_its_zero_shot_start(tmp_path):
     assert result["zeroshot_acc"] > 0.1
     assert result["val_acc"] > result["zeroshot_acc"] + 0.15, result
     assert [p["alpha"] for p in result["wise_ft"]] == pytest.approx(np.linspace(0, 1, 11).tolist())
+
+
+def test_a_weights_file_loads_into_the_image_tower(home):
+    """A registry backbone with a weights file: built on a random init, then the file goes over it
+    (the file's path once ended up in the bridge's cache file name and crashed)."""
+    from safetensors.torch import save_file
+
+    source = create_backbone("lite0-minilm", weights="random")
+    tower = {k: v + 0.5 if v.is_floating_point() else v for k, v in source.image_tower().state_dict().items()}
+    path = home / "weights" / "tuned.safetensors"
+    path.parent.mkdir()
+    save_file({k: v.contiguous() for k, v in tower.items()}, str(path))
+    loaded = create_backbone("lite0-minilm", weights=str(path))
+    assert loaded.weights_id.startswith("file:")
+    got = loaded.image_tower().state_dict()
+    assert all(torch.equal(got[k], v) for k, v in tower.items())

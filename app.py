@@ -28,7 +28,12 @@ pages = [
 ]
 page = st.navigation(pages)
 
-get_store()  # opening the store once per process marks runs of a dead server as interrupted
+store = get_store()  # opening the store once per process marks runs of a dead server as interrupted
+if store.recovery_notice:  # a corrupt runs.db was moved aside and the run list rebuilt: say so, on every page
+    st.warning(store.recovery_notice, icon=":material/warning:")
+if store.read_only:
+    st.warning(f"EMBEDLAB_HOME `{store.root}` is read-only: runs are listed, but nothing can be trained, saved or "
+               "changed here.", icon=":material/lock:")
 get_manager()  # one JobManager per server process, shared by every session
 
 with st.sidebar:

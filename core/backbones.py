@@ -344,16 +344,41 @@ def parse_trainable(trainable: str | int | None) -> int | None:
 
 def load_weights_file(backbone: Backbone, path: str) -> None:
     """Load a safetensors file or a torch state dict (weights_only) into the image tower."""
-    state = read_state_dict(path)
     tower = backbone.image_tower()
-    own = tower.state_dict()
-    state = {_strip_prefixes(k): v for k, v in state.items()}
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if len(usable) < 0.5 * len(own):
-        raise WeightsUnavailable(f"weights file {path} does not fit backbone {backbone.name!r}: "
-                                 f"only {len(usable)} of {len(own)} tensors match by name and shape")
+    usable = _fitting_tensors(tower.state_dict(), read_state_dict(path), path, backbone.name)
     tower.load_state_dict(usable, strict=False)
     backbone.weights_id = f"file:{_file_sha1(path)}"
+
+
+def check_weights_file(name: str, path: str, image_size: int | None = None) -> None:
+    """Refuse, before any run exists, a weights file that cannot be read safely or does not fit the
+    architecture of backbone `name` (built with random init: no download), naming a mismatched tensor."""
+    state = read_state_dict(path)
+    backbone = create_backbone(name, weights="random", image_size=image_size)
+    if is_open_clip_name(name):  # open_clip loads the whole model (both towers) strictly
+        own = backbone.model.state_dict()
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+        _fitting_tensors(own, state, path, name, strict=True)
+    else:
+        _fitting_tensors(backbone.image_tower().state_dict(), state, path, name)
+
+
+def _fitting_tensors(own: dict, state: dict, path, name: str, strict: bool = False) -> dict:
+    """The tensors of `state` that fit `own` by name and shape; WeightsUnavailable naming the first
+    misfit when fewer than half of `own` fit (or, `strict`, when any shared name has another shape)."""
+    if not strict:
+        state = {_strip_prefixes(k): v for k, v in state.items()}
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    wrong = next((k for k, v in state.items() if k in own and own[k].shape != v.shape), None)
+    if len(usable) < 0.5 * len(own) or (strict and wrong is not None):
+        if wrong is not None:
+            why = f"tensor {wrong!r} is {list(state[wrong].shape)} in the file but {list(own[wrong].shape)} in the model"
+        else:
+            extra = next((k for k in state if k not in own), None)
+            why = f"tensor {extra!r} is not in the model" if extra else "the file holds no tensors"
+        raise WeightsUnavailable(f"weights file {path} does not fit backbone {name!r}: {why} "
+                                 f"(only {len(usable)} of {len(own)} tensors match by name and shape)")
+    return usable
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
@@ -390,8 +415,12 @@ def weights_in_home(weights: str, root: Path) -> bool:
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read tensors from a file, safely: safetensors, or torch.load(weights_only=True)."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise WeightsUnavailable(f"weights file {path} is a directory, not a weights file")
     if not path.is_file():
         raise WeightsUnavailable(f"weights file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise WeightsUnavailable(f"weights file {path} is empty (0 bytes)")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

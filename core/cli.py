@@ -1,7 +1,7 @@
 """EmbedLab's command line.
 
     python -m core train [--backbone B] [--dataset D] [--objective ce,lacvit,flyp] [--steps S | --epochs E] ...
-    python -m core runs | show RUN | cancel RUN | backbones | datasets | import-dataset PATH --name N
+    python -m core runs | show RUN | cancel RUN | resume RUN | backbones | datasets | import-dataset PATH --name N
 
 Every command honours `--runs-dir DIR` (overrides EMBEDLAB_HOME for that command). A bad argument
 or unknown name prints one line on stderr and exits 2; `train` prints a progress bar on stderr and,
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -62,6 +63,10 @@ def cmd_train(args) -> int:
 
     root = _root(args)
     objectives = [o.strip() for o in args.objective.split(",") if o.strip()]
+    if not objectives:
+        from .objectives import OBJECTIVES
+
+        raise EmbedLabError(f"--objective names no objective: give one or a comma list of {', '.join(OBJECTIVES)}")
     configs = []
     for objective in objectives:
         cfg = TrainConfig(objective=objective)
@@ -126,6 +131,32 @@ def _train_with_bar(cfg, store, root, *, quiet: bool, train) -> dict:
             print(msg, file=sys.stderr)
 
     return train(cfg, store=store, root=root, on_event=on_event)
+
+
+def cmd_resume(args) -> int:
+    """Continue a cancelled, failed or interrupted run from its last checkpoint, with the same run id."""
+    from .jobs import RESUMABLE
+    from .report import resolve_run
+    from .store import RunStore
+    from .train import CHECKPOINT, TrainConfig, train, validate
+
+    root = _root(args)
+    store = RunStore(root, recover=True)  # a run whose process died is interrupted now, so it can be resumed
+    record = resolve_run(store, args.run)
+    if record.status not in RESUMABLE:
+        raise EmbedLabError(f"run {record.id} is {record.status}; only {', '.join(RESUMABLE)} runs can be resumed")
+    has_checkpoint = (store.run_dir(record.id) / CHECKPOINT).exists()
+    if not has_checkpoint and not args.from_start:
+        raise EmbedLabError(f"run {record.id} has no checkpoint (it stopped before its first one): nothing to resume "
+                            "from; add --from-start to train it again from step 0 under the same id")
+    cfg = validate(TrainConfig.from_dict(record.config), root)
+    if not args.quiet:
+        print(f"resuming run {record.id} " + ("from its last checkpoint" if has_checkpoint else "from step 0 (no checkpoint)"),
+              file=sys.stderr)
+    result = _train_with_bar(cfg, store, root, quiet=args.quiet, train=functools.partial(train, run_id=record.id,
+                                                                                          resume=has_checkpoint))
+    _json_line(result)
+    return 0 if result["status"] == "finished" else 1
 
 
 def cmd_runs(args) -> int:
@@ -280,6 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", parents=[common], help="fine-tune (default: CE vs LaCViT vs FLYP on the offline default)")
     _add_train_args(p)
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser("resume", parents=[common], help="continue a cancelled, failed or interrupted run from its last checkpoint")
+    p.add_argument("run", help="run id or a unique prefix of one")
+    p.add_argument("--from-start", dest="from_start", action="store_true",
+                   help="a run with no checkpoint yet: train it again from step 0 (refused without this)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_resume)
     p = sub.add_parser("runs", parents=[common], help="list runs")
     p.add_argument("--status")
     p.add_argument("--json", action="store_true")
@@ -331,6 +368,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a folder that is a file, read-only, full: the user's to fix, so one line, no "internal"
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_USAGE
     except Exception as exc:  # never a traceback for the user; the log has it with -v
         logging.getLogger(__name__).debug("internal error", exc_info=True)
         print(f"internal error: {type(exc).__name__}: {exc}", file=sys.stderr)

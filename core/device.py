@@ -23,13 +23,21 @@ _online_cache: dict[str, tuple[float, bool]] = {}  # host -> (checked_at, reacha
 
 def pick_device(requested: str | None = None) -> torch.device:
     """`requested` ('cpu', 'cuda', 'cuda:1', 'auto' or None) -> a usable torch.device."""
+    from .errors import InvalidConfig
+
     if requested in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, TypeError, ValueError):  # torch's message lists twenty device types: not ours
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise InvalidConfig(f"device {requested!r} is not one EmbedLab runs on: use auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
-        from .errors import InvalidConfig
-
         raise InvalidConfig(f"device {requested!r} was asked for but no CUDA GPU is available; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        raise InvalidConfig(f"device {requested!r} does not exist: this machine has {n} CUDA GPU(s), cuda:0..cuda:{n - 1}")
     return device
 
 

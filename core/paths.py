@@ -16,7 +16,7 @@ import os
 import re
 from pathlib import Path
 
-from .errors import UnsafePath
+from .errors import EmbedLabError, UnsafePath
 
 ENV_VAR = "EMBEDLAB_HOME"
 DEFAULT_HOME = ".embedlab"
@@ -26,8 +26,19 @@ _SAFE_NAME = re.compile(r"^[\w][\w .+\-]{0,99}$", re.UNICODE)  # letters, digits
 def home(override: str | os.PathLike | None = None) -> Path:
     """The EmbedLab home folder, created if missing. `override` wins over the environment."""
     root = Path(override or os.environ.get(ENV_VAR) or DEFAULT_HOME).expanduser().resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # `--runs-dir /etc/passwd`, a read-only parent: one line, naming the folder
+        what = "is a file, not a folder" if root.exists() else f"cannot be created ({exc.strerror or exc})"
+        raise EmbedLabError(f"EmbedLab home {root} {what}; use another --runs-dir or {ENV_VAR}") from None
     return root
+
+
+def check_writable(root: Path) -> None:
+    """EmbedLabError unless runs can be saved under `root` (a read-only home still lists its runs)."""
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise EmbedLabError(f"EmbedLab home {root} is read-only: runs cannot be saved there (listing them still works); "
+                            f"use a writable --runs-dir or {ENV_VAR}")
 
 
 def subdir(root: Path, *parts: str) -> Path:

@@ -9,6 +9,7 @@ busy timeout so the training worker, the UI's polling and a CLI in another proce
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UnknownName
+from .errors import EmbedLabError, UnknownName, UnsafePath
 from .paths import confined, home as default_home, safe_name, subdir
 
 STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
@@ -55,6 +56,8 @@ CREATE TABLE IF NOT EXISTS cancel_requests (
     t REAL NOT NULL
 );
 """
+_CORRUPT = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)  # the only errors that move runs.db aside
+_logger = logging.getLogger(__name__)
 _ID_ATTEMPTS = 8  # fresh ids drawn when a generated one is taken
 
 
@@ -112,17 +115,103 @@ class RunStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.db_path = self.root / "runs.db"
         self._local = threading.local()
-        self._conn().executescript(_SCHEMA)  # executescript manages its own transaction
-        if recover:
+        # a home the process cannot write (a read-only mount, another user's folder) is opened read-only:
+        # listing and showing runs work, writing says why it cannot
+        self.read_only = not os.access(self.root, os.W_OK) or (self.db_path.exists() and not os.access(self.db_path, os.W_OK))
+        self.recovery_notice: str | None = None  # set when a corrupt runs.db was moved aside and the index rebuilt
+        try:
+            if self._open():  # runs.db deleted or emptied by hand, run folders still there
+                self.recovery_notice = (f"{self.db_path} was missing or empty: the run list was rebuilt from the run "
+                                        "folders (their loss curves were only in the old database)")
+                _logger.warning(self.recovery_notice)
+        except sqlite3.DatabaseError as exc:
+            if self.read_only or getattr(exc, "sqlite_errorcode", None) not in _CORRUPT:
+                raise  # locked, or unopenable for another reason: never move a healthy database aside
+            self._recover_corrupt(exc)
+        if recover and not self.read_only:
             self.recover_interrupted()
+
+    def _open(self) -> int:
+        """Connect, create the tables, check the file; returns how many runs were re-indexed from their
+        folders (only when the database had no runs table: a new home, or one whose runs.db went missing)."""
+        conn = self._conn()
+        if self.read_only:
+            return 0
+        had_runs = conn.execute("SELECT 1 FROM sqlite_master WHERE name='runs'").fetchone() is not None
+        conn.executescript(_SCHEMA)  # executescript manages its own transaction
+        # a truncated file opens and fails later on some page ("database disk image is malformed"): find out now
+        check = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+        if check != "ok":
+            err = sqlite3.DatabaseError(f"database disk image is malformed ({check})")
+            err.sqlite_errorcode = sqlite3.SQLITE_CORRUPT
+            raise err
+        return 0 if had_runs else self._rebuild_from_folders()
+
+    def _recover_corrupt(self, exc: sqlite3.DatabaseError) -> None:
+        """Move a corrupt runs.db (with its -wal / -shm) aside, never deleting it, and re-index the run folders."""
+        self.close()
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        aside = next(p for i in range(1, 10**6) if not (p := self.db_path.with_name(  # never over an older copy
+            f"{self.db_path.name}.corrupt-{stamp}" + (f"-{i}" if i > 1 else ""))).exists())
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.replace(f"{self.db_path}{suffix}", f"{aside}{suffix}")
+            except FileNotFoundError:  # no such companion file, or another process moved it first
+                pass
+        n = self._open()
+        self.recovery_notice = (f"{self.db_path.name} in {self.root} was not a readable database ({exc}); it was moved to "
+                                f"{aside.name} (kept, not deleted) and the run list rebuilt from {n} run folder(s); "
+                                "their loss curves stay in the old file")
+        _logger.warning(self.recovery_notice)
+
+    def _rebuild_from_folders(self) -> int:
+        """Index every runs/<id>/ holding a config.json: `finished` with its summary.json, else `interrupted`
+        (resume goes on from its checkpoint, if it has one). Returns how many runs were indexed."""
+        from .train import CHECKPOINT  # a lazy import: the store must not load torch to open
+
+        n = 0
+        for folder in sorted((self.root / "runs").glob("*/config.json")):
+            run_dir, run_id = folder.parent, folder.parent.name
+            try:
+                safe_name(run_id, "run id")
+                config = json.loads(folder.read_text())
+                summary_path = run_dir / "summary.json"
+                summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+            except (UnsafePath, OSError, ValueError):
+                continue  # not a run folder EmbedLab wrote
+            if not isinstance(config, dict) or not isinstance(summary, dict):
+                continue
+            created = folder.stat().st_mtime
+            finished = summary_path.exists()
+            error = None if finished else (
+                "recovered from its folder after the run database was lost; resume continues from the last checkpoint"
+                if (run_dir / CHECKPOINT).exists() else "recovered from its folder after the run database was lost; it has no checkpoint")
+            with self._tx() as db:
+                db.execute("INSERT OR IGNORE INTO runs (id, created, started, finished, status, objective, backbone, dataset, "
+                           "config, summary, error) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                           (run_id, created, created, summary_path.stat().st_mtime if finished else created,
+                            "finished" if finished else "interrupted", config.get("objective"), config.get("backbone"),
+                            config.get("dataset"), json.dumps(config), json.dumps(summary, default=float), error))
+            n += 1
+        return n
 
     # --- connections -------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None, check_same_thread=True)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            if self.read_only and not self.db_path.exists():  # nothing to list, and nothing may be created
+                conn = sqlite3.connect(":memory:", isolation_level=None)
+                conn.executescript(_SCHEMA)
+            elif self.read_only:  # no -wal / -shm can be created here; immutable when even mode=ro cannot open it
+                try:
+                    conn = sqlite3.connect(f"{self.db_path.as_uri()}?mode=ro", uri=True, timeout=30.0, isolation_level=None)
+                    conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+                except sqlite3.OperationalError:
+                    conn = sqlite3.connect(f"{self.db_path.as_uri()}?immutable=1", uri=True, isolation_level=None)
+            else:
+                conn = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None, check_same_thread=True)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=30000")
             conn.row_factory = sqlite3.Row
             self._local.conn = conn
@@ -140,6 +229,9 @@ class RunStore:
             self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
 
     def _tx(self):
+        if self.read_only:
+            raise EmbedLabError(f"EmbedLab home {self.root} is read-only: runs cannot be saved or changed there "
+                                "(listing them still works); use a writable --runs-dir or EMBEDLAB_HOME")
         return self._Tx(self._conn())
 
     # --- runs --------------------------------------------------------------------------------

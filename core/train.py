@@ -117,8 +117,72 @@ class TrainConfig:
 
 
 # ------------------------------------------------------------------------------ validation
+@dataclass(frozen=True)
+class Range:
+    """Where a numeric setting may lie: [lo, hi], an end left open with `open_lo` / `open_hi`."""
+
+    lo: float
+    hi: float
+    whole: bool = False  # a whole number (not a bool, not a float)
+    open_lo: bool = False
+    open_hi: bool = False
+
+    def problem(self, label: str, value) -> str | None:
+        kind = "a whole number" if self.whole else "a number"
+        if isinstance(value, bool) or not isinstance(value, int if self.whole else (int, float)):
+            return f"{label} must be {kind}, not {value!r}"
+        if not self.whole and not math.isfinite(value):
+            return f"{label} must be a finite number, not {value}"
+        if value < self.lo or value > self.hi or (self.open_lo and value == self.lo) or (self.open_hi and value == self.hi):
+            lo, hi = ("(" if self.open_lo else "[") + _plain(self.lo), _plain(self.hi) + (")" if self.open_hi else "]")
+            shown = value if abs(value) < 1e15 else f"{value:.3g}"  # 10**23 typed by mistake: not 24 digits back
+            return f"{label} must be {kind} in {lo}, {hi}, not {shown}"
+        return None
+
+
+def _plain(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+MAX_STEPS = 10**7  # a week of fast steps; past it a typo, and numpy / SQLite would overflow int64 anyway
+# Every numeric TrainConfig field with a range: checked by validate() (None = "use the default" is skipped).
+# A new numeric setting adds its row here.
+RANGES: dict[str, tuple[str, Range]] = {
+    "steps": ("steps", Range(1, MAX_STEPS, whole=True)),
+    "epochs": ("epochs", Range(0, 10_000, open_lo=True)),
+    "batch_size": ("batch size", Range(2, 65_536, whole=True)),
+    "n_per_class": ("n per class", Range(1, 10**7, whole=True)),
+    "eval_per_class": ("eval per class", Range(1, 10**7, whole=True)),
+    "labels": ("labels", Range(1, 10**8, whole=True)),
+    "image_size": ("image size", Range(16, 1024, whole=True)),
+    "lr": ("learning rate", Range(0, 100, open_lo=True)),
+    "backbone_lr": ("backbone learning rate", Range(0, 100)),
+    "probe_lr": ("probe learning rate", Range(0, 100, open_lo=True)),
+    "weight_decay": ("weight decay", Range(0, 100)),
+    "grad_clip": ("gradient clip", Range(0, 1e6)),
+    "temperature": ("temperature", Range(1e-4, 100)),
+    "stage1_fraction": ("stage 1 fraction", Range(0, 1, open_lo=True, open_hi=True)),
+    "seed": ("seed", Range(0, 2**32 - 1, whole=True)),
+    "eval_every": ("eval every", Range(1, MAX_STEPS, whole=True)),
+    "snapshots": ("snapshots", Range(0, 1000, whole=True)),
+    "feature_views": ("feature views", Range(1, 16, whole=True)),
+    "wise_alphas": ("WiSE-FT alphas", Range(0, 1001, whole=True)),
+}
+
+
+def check_ranges(cfg) -> None:
+    """InvalidConfig for the first setting outside its RANGES row."""
+    for name, (label, rng) in RANGES.items():
+        value = getattr(cfg, name, None)
+        if value is not None and (problem := rng.problem(label, value)):
+            raise InvalidConfig(problem)
+
+
 def validate(cfg: TrainConfig, root: Path | None = None) -> TrainConfig:
     """Check every setting before anything is queued; raise InvalidConfig / UnknownName with one clear line."""
+    from .paths import check_writable, home
+
+    check_writable(Path(root) if root else home())  # a read-only home: refused before anything is queued
     cfg = cfg.resolved()
     if cfg.objective not in OBJECTIVES:
         raise UnknownName(f"unknown objective {cfg.objective!r}; choose from: {', '.join(OBJECTIVES)}")
@@ -146,12 +210,14 @@ def validate(cfg: TrainConfig, root: Path | None = None) -> TrainConfig:
             raise InvalidConfig(f"{name.replace('_', ' ')} must be a positive whole number, not {value}")
     if not 1 <= cfg.feature_views <= 16:
         raise InvalidConfig(f"feature views must be in 1..16, not {cfg.feature_views}")
+    check_ranges(cfg)
+    pick_device(cfg.device)  # a typo or a missing GPU: refused now, not when the run starts
     bb.parse_trainable(cfg.trainable)
     problem = bb.check_name(cfg.backbone)
     if problem:
         raise UnknownName(problem)
     if cfg.weights not in ("pretrained", "random", ""):
-        _check_weights_file(cfg.weights)  # refused here, before any run exists; only safe loaders touch it
+        _check_weights_file(cfg.weights, cfg.backbone, cfg.image_size)  # before any run exists; safe loaders only
     run_disk_budget()  # a bad EMBEDLAB_RUN_DISK_MB is a setting error too
     if OBJECTIVES[cfg.objective].needs_clip and not bb.is_clip_name(cfg.backbone):
         raise InvalidConfig(f"{cfg.objective} needs a CLIP-style backbone with a text tower; {cfg.backbone!r} has none "
@@ -183,19 +249,22 @@ def _check_number(name: str, value, *, positive: bool = False, allow_zero: bool 
         raise InvalidConfig(f"{name} must be {'>= 0' if allow_zero else '> 0'}, not {value}")
 
 
-def _check_weights_file(path: str) -> None:
-    """WeightsUnavailable unless `path` reads as tensors with the safe loaders (see bb.read_state_dict)."""
+def _check_weights_file(path: str, backbone: str, image_size: int | None) -> None:
+    """WeightsUnavailable unless `path` reads as tensors with the safe loaders (see bb.read_state_dict)
+    and their names and shapes fit `backbone`."""
     p = Path(path).expanduser()
     try:
         st = p.stat()
     except OSError:
         raise WeightsUnavailable(f"weights file {path} does not exist") from None
-    _weights_readable(str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if p.is_dir():
+        bb.read_state_dict(p)  # its own message: a directory, not a weights file
+    _weights_fit(str(p.resolve()), st.st_size, st.st_mtime_ns, backbone, image_size)
 
 
 @functools.lru_cache(maxsize=8)
-def _weights_readable(path: str, size: int, mtime_ns: int) -> bool:  # size / mtime: re-check a changed file
-    bb.read_state_dict(path)
+def _weights_fit(path: str, size: int, mtime_ns: int, backbone: str, image_size: int | None) -> bool:
+    bb.check_weights_file(backbone, path, image_size)  # size / mtime in the key: a changed file is re-checked
     return True
 
 
@@ -410,7 +479,7 @@ def _run(cfg: TrainConfig, tracker: _Tracker, run_dir: Path, root: Path, should_
                 loss = _inject(fault[0], loss)
             window.append(loss.detach())
             if device.type == "cpu":  # checking costs nothing here; on GPU it waits for the log interval
-                _check_finite(window[-1:], step + 1)
+                _check_finite(window[-1:], step + 1, run_dir / CHECKPOINT)
             optimizer.zero_grad(set_to_none=True)
             scaled = loss * ctx.grad_scale(stage.global_loss)
             if scaler:
@@ -427,7 +496,7 @@ def _run(cfg: TrainConfig, tracker: _Tracker, run_dir: Path, root: Path, should_
                 optimizer.step()
             step += 1
             if len(window) >= tracker.log_every or local == n_steps - 1:
-                _check_finite(window, step - len(window) + 1)
+                _check_finite(window, step - len(window) + 1, run_dir / CHECKPOINT)
                 mean_loss = torch.stack(window).float().mean()
                 mean_loss = mean_loss if stage.global_loss else ctx.mean(mean_loss)  # local-batch losses: average ranks
                 tracker.log_step(step, s.total_steps, stage.name, mean_loss.item(),
@@ -606,13 +675,14 @@ def _make_optimizer(cfg: TrainConfig, method: Method, stage) -> torch.optim.Opti
     return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
 
 
-def _check_finite(window: list[torch.Tensor], first_step: int) -> None:
+def _check_finite(window: list[torch.Tensor], first_step: int, checkpoint: Path | None = None) -> None:
     losses = torch.stack(window).float()
     bad = ~torch.isfinite(losses)
     if bad.any():
         at = first_step + int(bad.nonzero()[0])
-        raise Diverged(f"diverged at step {at}: the loss became {losses[bad][0].item()}; "
-                       "lower the learning rate (the last good checkpoint is kept)")
+        kept = ("the last good checkpoint is kept" if checkpoint is not None and checkpoint.exists()
+                else "it diverged before its first checkpoint, so there is none to resume from")  # say only what is true
+        raise Diverged(f"diverged at step {at}: the loss became {losses[bad][0].item()}; lower the learning rate ({kept})")
 
 
 @torch.no_grad()

@@ -75,22 +75,53 @@ def configure_threads(processes: int = 1) -> int:
     return threads
 
 
-def hub_reachable(host: str = HUB_HOST, timeout: float = 2.0) -> bool:
-    """True if a TCP connection to `host:443` opens within `timeout` seconds (cached for a minute).
+def hub_endpoint() -> str:
+    """The model hub's base URL, as huggingface_hub reads it (HF_ENDPOINT; a local stand-in in the tests)."""
+    return (os.environ.get("HF_ENDPOINT") or f"https://{HUB_HOST}").rstrip("/")
 
-    `EMBEDLAB_OFFLINE=1` forces False, so tests and workshops can pin the offline behaviour.
+
+def hub_reachable(host: str | None = None, timeout: float = 2.0) -> bool:
+    """Can weights or data be fetched? Cached for a minute.
+
+    `host` None means the model hub at `hub_endpoint()`: reachable only when it answers an HTTP request
+    within `timeout` seconds, so a hub that accepts connections but never answers counts as offline and a
+    load fails at once with the offline message instead of waiting out huggingface_hub's retries. Another
+    `host`: a TCP connection to `host:443` opens within `timeout`. `EMBEDLAB_OFFLINE=1` forces False, so
+    tests and workshops can pin the offline behaviour.
     """
     if os.environ.get("EMBEDLAB_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
         return False
+    key = host or hub_endpoint()
     now = time.monotonic()
-    cached = _online_cache.get(host)
+    cached = _online_cache.get(key)
     if cached and now - cached[0] < _ONLINE_TTL_S:
         return cached[1]
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            ok = True
-    except OSError:
-        ok = False
-    _logger.info("hub %s reachable: %s", host, ok)
-    _online_cache[host] = (now, ok)
+    if host is None:
+        ok = _answers(key, timeout)
+    else:
+        try:
+            with socket.create_connection((host, 443), timeout=timeout):
+                ok = True
+        except OSError:
+            ok = False
+    _logger.info("%s reachable: %s", key, ok)
+    _online_cache[key] = (now, ok)
     return ok
+
+
+def _answers(url: str, timeout: float) -> bool:
+    """Does the server at `url` send an HTTP response (any status) within `timeout` seconds?"""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = cls(parts.hostname or "", parts.port, timeout=timeout)
+    try:
+        conn.request("HEAD", (parts.path or "") + "/")
+        conn.getresponse()
+        return True
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()

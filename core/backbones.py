@@ -364,13 +364,15 @@ def check_weights_file(name: str, path: str, image_size: int | None = None) -> N
 
 
 def _fitting_tensors(own: dict, state: dict, path, name: str, strict: bool = False) -> dict:
-    """The tensors of `state` that fit `own` by name and shape; WeightsUnavailable naming the first
-    misfit when fewer than half of `own` fit (or, `strict`, when any shared name has another shape)."""
+    """The tensors of `state` that fit `own` by name and shape; WeightsUnavailable naming the misfit when
+    a name the model has comes with another shape (another variant of the architecture: loading the rest
+    would leave that tensor random without a word), or when fewer than half of `own` fit. Names the model
+    lacks (a classifier head) are left out. `strict`: the keys are taken as they are (open_clip)."""
     if not strict:
         state = {_strip_prefixes(k): v for k, v in state.items()}
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     wrong = next((k for k, v in state.items() if k in own and own[k].shape != v.shape), None)
-    if len(usable) < 0.5 * len(own) or (strict and wrong is not None):
+    if len(usable) < 0.5 * len(own) or wrong is not None:
         if wrong is not None:
             why = f"tensor {wrong!r} is {list(state[wrong].shape)} in the file but {list(own[wrong].shape)} in the model"
         else:

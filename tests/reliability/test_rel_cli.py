@@ -75,3 +75,57 @@ def test_cli_nan_learning_rate_exits_2_before_any_run(ran):
     assert (rc, out) == (2, "")
     assert err.strip().splitlines() == ["error: learning rate must be a finite number, not nan"]
     assert not (base / "data-train" / "runs").exists() and not (base / "data-train" / "runs.db").exists()
+
+
+# ----------------------------------------------------------------- issue 15: python -m core resume
+TINY = ["--backbone", "test_vit", "--dataset", "digits", "--objective", "ce", "--n-per-class", "10", "--eval-per-class", "4",
+        "--batch-size", "8", "--trainable", "all", "--quiet"]
+
+
+def _main_json(capsys, *args):
+    from core.cli import main
+
+    rc = main(list(args))
+    out = capsys.readouterr()
+    return rc, (json.loads(out.out.strip().splitlines()[-1]) if out.out.strip() else None), out.err
+
+
+def test_resume_continues_a_failed_run_from_its_checkpoint_under_the_same_id(tmp_path, capsys, monkeypatch):
+    from core.store import RunStore
+    from core.train import CHECKPOINT
+
+    monkeypatch.setenv("EMBEDLAB_FAULT", "raise:4")  # a crash while computing step 4; checkpoints at steps 1-3
+    rc, first, _ = _main_json(capsys, "train", *TINY, "--steps", "6", "--eval-every", "1", "--runs-dir", str(tmp_path))
+    assert rc == 1 and first["status"] == "failed", first
+    run_id = first["run_id"]
+    assert (tmp_path / "runs" / run_id / CHECKPOINT).exists()
+    monkeypatch.delenv("EMBEDLAB_FAULT")
+    rc, resumed, err = _main_json(capsys, "resume", run_id[:-2], "--runs-dir", str(tmp_path))  # a unique prefix will do
+    assert rc == 0 and resumed["status"] == "finished" and resumed["run_id"] == run_id and resumed["steps"] == 6, resumed
+    assert err.splitlines()[0] == f"resuming run {run_id} from its last checkpoint"
+    store = RunStore(tmp_path)
+    assert [r.id for r in store.list()] == [run_id] and store.get(run_id).status == "finished"
+    assert sorted({s for s, _ in store.metrics(run_id, ["loss"])["loss"]}) == [1, 2, 3, 4, 5, 6]
+    rc, _, err = _main_json(capsys, "resume", run_id, "--runs-dir", str(tmp_path))  # finished: nothing to resume
+    assert rc == 2 and err.strip().splitlines() == [
+        f"error: run {run_id} is finished; only interrupted, failed, cancelled runs can be resumed"]
+
+
+def test_resume_without_a_checkpoint_refuses_then_starts_over_when_asked(tmp_path, capsys):
+    from core.store import RunStore
+    from core.train import TrainConfig
+
+    store = RunStore(tmp_path)
+    cfg = TrainConfig(objective="ce", backbone="test_vit", dataset="digits", n_per_class=10, eval_per_class=4, batch_size=8,
+                      trainable="all", steps=3)
+    run_id = store.create_run(cfg.to_dict())
+    store.set_status(run_id, "interrupted", error="the process running it stopped")
+    rc, out, err = _main_json(capsys, "resume", run_id, "--runs-dir", str(tmp_path))
+    assert rc == 2 and out is None and err.strip().splitlines() == [
+        f"error: run {run_id} has no checkpoint (it stopped before its first one): nothing to resume from; "
+        "add --from-start to train it again from step 0 under the same id"]
+    assert store.get(run_id).status == "interrupted"  # refused: left as it was
+    rc, out, err = _main_json(capsys, "resume", run_id, "--from-start", "--quiet", "--runs-dir", str(tmp_path))
+    assert rc == 0 and out["run_id"] == run_id and out["status"] == "finished" and out["steps"] == 3, (out, err)
+    rc, _, err = _main_json(capsys, "resume", "nosuchrun", "--runs-dir", str(tmp_path))
+    assert rc == 2 and err.strip().splitlines() == [f"error: no run 'nosuchrun' in {tmp_path} (see `python -m core runs`)"]

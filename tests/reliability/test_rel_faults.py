@@ -319,3 +319,13 @@ def test_a_full_disk_while_saving_a_snapshot_is_a_warning_not_a_crash(real, monk
     run_dir = store.run_dir(r["run_id"])
     assert list((run_dir / "snapshots").iterdir()) == []  # no half-written snapshot left behind
     assert sorted(p.name for p in (run_dir / "embeddings").iterdir()) == ["after-test", "after-val", "before-test", "before-val"]
+
+
+def test_divergence_before_the_first_checkpoint_does_not_claim_one_is_kept(real, monkeypatch):
+    store, root = real
+    monkeypatch.setenv("EMBEDLAB_FAULT", "nan:1")
+    r = train(_cfg(steps=20, eval_every=5), store=store, root=root)
+    assert r["status"] == "failed"
+    assert r["error"] == ("diverged at step 1: the loss became nan; lower the learning rate (it diverged before its first "
+                          "checkpoint, so there is none to resume from)")
+    assert not (store.run_dir(r["run_id"]) / CHECKPOINT).exists()

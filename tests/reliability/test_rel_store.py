@@ -196,8 +196,11 @@ def test_a_locked_database_is_never_taken_for_a_corrupt_one(tmp_path):
     _home_with_runs(tmp_path)
     holder = sqlite3.connect(tmp_path / "runs.db", isolation_level=None, check_same_thread=False)
     holder.execute("BEGIN IMMEDIATE")  # another process in a write: opening must wait, not move the file aside
-    threading.Timer(1.0, lambda: holder.execute("ROLLBACK")).start()
+    release = threading.Timer(1.0, lambda: holder.execute("ROLLBACK"))
+    release.start()
     store = RunStore(tmp_path, recover=True)
+    store.set_status(store.list()[0].id, "finished")  # a write: it waits for the holder (busy timeout), then goes through
+    release.join()
     holder.close()
     assert list(tmp_path.glob("runs.db.corrupt-*")) == [] and store.recovery_notice is None and len(store.list()) == 2
 

@@ -110,6 +110,8 @@ def label_curve(backbone: str, dataset: str, labels: Sequence[int | None] = DEFA
     from .paths import home
     from .store import RunStore
 
+    if not objectives:
+        raise InvalidConfig("objectives names no objective: give a comma list such as ce,content-style")
     root = Path(root) if root else (store.root if store else home())
     store = store or RunStore(root)
     experiment = experiment or new_experiment_tag(LABEL_CURVE)

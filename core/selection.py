@@ -251,6 +251,11 @@ def load_pool(backbone: str, dataset: str, *, weights: str = "pretrained", n_per
     from .features import cached_prefix_features
     from .objectives import PROMPT_TEMPLATES
 
+    from .train import RANGES
+
+    label, seed_range = RANGES["seed"]  # the bounds a training run's seed has (numpy refuses a negative one)
+    if problem := seed_range.problem(label, seed):
+        raise InvalidConfig(problem)
     root = Path(root) if root else home()
     configure_threads()
     if from_run:

@@ -232,3 +232,24 @@ def test_train_page_refuses_an_out_of_range_temperature(manager):
     assert not at.exception, at.exception
     assert [e.value for e in at.error] == ["temperature must be a number in [0.0001, 100], not 1e-05"]
     assert manager.store.list() == [] and manager.queued() == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["select", "--backbone", "test_vit", "--dataset", "digits", "--strategy", "random", "--budget", "10", "--seed", "-1"],
+     "error: seed must be a whole number in [0, 4294967295], not -1"),
+    (["select", "--backbone", "test_vit", "--dataset", "digits", "--strategy", "random", "--budget", "10", "--device", "foo"],
+     "error: device 'foo' is not one EmbedLab runs on"),
+    (["label-curve", "--backbone", "test_vit", "--dataset", "digits", "--steps", "99999999999999999999", "--labels", "10"],
+     "error: steps must be a whole number in [1, 10000000], not 1e+20"),
+    (["label-curve", "--backbone", "test_vit", "--dataset", "digits", "--steps", "5", "--objectives", ""],
+     "error: objectives names no objective: give a comma list such as ce,content-style"),
+    (["runs"], "error: EmbedLab home {file} is a file, not a folder"),
+])
+def test_other_commands_refuse_bad_arguments_with_one_line(tmp_path, capsys, args, message):
+    (tmp_path / "file").write_text("x")
+    home = tmp_path / ("file" if "{file}" in message else "home")
+    rc = main([*args, "--runs-dir", str(home)])
+    out = capsys.readouterr()
+    lines = out.err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith(message.format(file=tmp_path / "file")), out.err
+    assert "internal error" not in out.err and not (tmp_path / "home" / "runs").exists()

@@ -280,3 +280,18 @@ def test_a_read_only_store_says_why_it_cannot_write(tmp_path, monkeypatch):
     assert store.read_only and len(store.list()) == 2
     with pytest.raises(EmbedLabError, match=r"is read-only: runs cannot be saved or changed there"):
         store.create_run({"objective": "ce"})
+
+
+def test_the_app_shows_where_the_corrupt_database_went_and_lists_the_runs(home):
+    from streamlit.testing.v1 import AppTest
+
+    done, stopped = _home_with_runs(home)
+    _damage(home / "runs.db", "garbage")
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
+    assert not at.exception, at.exception
+    notices = [w.value for w in at.warning if "was not a readable database" in w.value]
+    assert len(notices) == 1 and "runs.db.corrupt-" in notices[0] and "(kept, not deleted)" in notices[0]
+    at.switch_page("pages/runs.py").run()
+    assert not at.exception, at.exception
+    assert [w.value for w in at.warning if "was not a readable database" in w.value] == notices
+    assert sum(len(d.value) for d in at.dataframe) == 2  # both runs, from their folders

@@ -150,6 +150,13 @@ class RunStore:
     def _recover_corrupt(self, exc: sqlite3.DatabaseError) -> None:
         """Move a corrupt runs.db (with its -wal / -shm) aside, never deleting it, and re-index the run folders."""
         self.close()
+        try:  # another process may have moved it and rebuilt the index meanwhile: then there is nothing to move
+            self._open()
+            return
+        except sqlite3.DatabaseError as again:
+            if getattr(again, "sqlite_errorcode", None) not in _CORRUPT:
+                raise
+            self.close()
         stamp = time.strftime("%Y%m%d-%H%M%S")
         aside = next(p for i in range(1, 10**6) if not (p := self.db_path.with_name(  # never over an older copy
             f"{self.db_path.name}.corrupt-{stamp}" + (f"-{i}" if i > 1 else ""))).exists())

@@ -15,6 +15,7 @@ import functools
 import json
 import logging
 import math
+import numbers
 import os
 import shutil
 import time
@@ -129,7 +130,7 @@ class Range:
 
     def problem(self, label: str, value) -> str | None:
         kind = "a whole number" if self.whole else "a number"
-        if isinstance(value, bool) or not isinstance(value, int if self.whole else (int, float)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral if self.whole else numbers.Real):
             return f"{label} must be {kind}, not {value!r}"
         if not self.whole and not math.isfinite(value):
             return f"{label} must be a finite number, not {value}"

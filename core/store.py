@@ -9,6 +9,7 @@ busy timeout so the training worker, the UI's polling and a CLI in another proce
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -112,13 +113,21 @@ class RunStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.db_path = self.root / "runs.db"
         self._local = threading.local()
-        self._conn().executescript(_SCHEMA)  # executescript manages its own transaction
-        if recover:
-            self.recover_interrupted()
+        # a read-only home (a mounted share, a finished workshop's copy) is still listed: read, never written
+        self.read_only = not os.access(self.root, os.W_OK)
+        if not self.read_only:
+            self._conn().executescript(_SCHEMA)  # executescript manages its own transaction
+        if recover and not self.read_only:
+            try:
+                self.recover_interrupted()
+            except sqlite3.OperationalError as exc:  # a full disk: the runs are still listed, marked next time
+                logging.getLogger(__name__).warning("could not mark interrupted runs in %s: %s", self.db_path, exc)
 
     # --- connections -------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
+        if conn is None and self.read_only:
+            conn = self._local.conn = self._read_only_conn()
         if conn is None:
             conn = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None, check_same_thread=True)
             conn.execute("PRAGMA journal_mode=WAL")
@@ -126,6 +135,23 @@ class RunStore:
             conn.execute("PRAGMA busy_timeout=30000")
             conn.row_factory = sqlite3.Row
             self._local.conn = conn
+        return conn
+
+    def _read_only_conn(self) -> sqlite3.Connection:
+        """Read the database as it is: with its WAL where SQLite can, else the main file alone
+        (`immutable`: no -shm is needed), else an empty in-memory store (no runs.db yet)."""
+        uri = self.db_path.as_uri()
+        for target in (f"{uri}?mode=ro", f"{uri}?mode=ro&immutable=1"):
+            try:
+                conn = sqlite3.connect(target, uri=True, isolation_level=None, check_same_thread=True)
+                conn.execute("SELECT 1 FROM runs LIMIT 1")
+                conn.row_factory = sqlite3.Row
+                return conn
+            except sqlite3.Error:
+                continue
+        conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=True)
+        conn.executescript(_SCHEMA)
+        conn.row_factory = sqlite3.Row
         return conn
 
     class _Tx:

@@ -13,20 +13,23 @@ files, images over PIL's decompression-bomb pixel limit.
 """
 from __future__ import annotations
 
+import fcntl
 import os
+import secrets
 import shutil
 import stat
-import tempfile
+import time
 import warnings
 import zipfile
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path, PurePosixPath
 
-from .datasets import IMAGE_SUFFIXES
+from .datasets import IMAGE_SUFFIXES, build_store, drop_stale_stores
 from .errors import DatasetError
 from .paths import home as default_home, safe_name, subdir
 
@@ -34,6 +37,7 @@ MAX_TOTAL_BYTES = 2 * 1024**3  # uncompressed size cap of one import
 MAX_FILES = 100_000  # entries in one archive
 MAX_RATIO = 200  # uncompressed / compressed, per entry and overall: past this it is a zip bomb
 MIN_PER_CLASS = 2  # a class needs at least this many usable images
+LOCK_WAIT_S = 10.0  # a second import of one name waits this long for the first, then is refused
 
 
 @dataclass
@@ -69,7 +73,7 @@ def import_dataset(source: str | os.PathLike, name: str, *, root: Path | None = 
         fill = partial(_extract_zip, source)
     else:
         raise DatasetError(f"{source.name} is not a zip archive or a folder of class sub-folders")
-    return _import(fill, source.name, dest)
+    return _import(fill, source.name, dest, overwrite)
 
 
 def import_files(files: Iterable[tuple[str, bytes]], name: str, *, root: Path | None = None,
@@ -77,7 +81,7 @@ def import_files(files: Iterable[tuple[str, bytes]], name: str, *, root: Path | 
     """Import a browser folder upload: (path inside the chosen folder, content) pairs such as
     ("pets/cats/1.jpg", b"..."). The paths come from the browser, so they get the zip entries' checks."""
     dest = _destination(name, root, overwrite)
-    return _import(partial(_write_files, list(files)), "the uploaded folder", dest)
+    return _import(partial(_write_files, list(files)), "the uploaded folder", dest, overwrite)
 
 
 def _destination(name: str, root: Path | None, overwrite: bool) -> Path:
@@ -89,28 +93,109 @@ def _destination(name: str, root: Path | None, overwrite: bool) -> Path:
     if name in DATASETS:
         raise DatasetError(f"dataset name {name!r} is taken by a built-in dataset; choose another name")
     dest = subdir(root, "datasets") / name
-    if dest.exists() and not overwrite:
-        raise DatasetError(f"a dataset called {name!r} already exists; choose another name or delete it first")
+    _refuse_existing(dest, overwrite)
     return dest
 
 
-def _import(fill: Callable[[Path], None], label: str, dest: Path) -> ImportReport:
-    """Fill a staging folder next to `dest`, keep the usable images, and move them into place in one rename."""
-    with tempfile.TemporaryDirectory(prefix=".import-", dir=dest.parent) as tmp:
-        staging = Path(tmp) / "raw"
-        fill(staging)
-        class_root = _class_root(staging, label)
-        clean = Path(tmp) / "clean"
-        counts, skipped = _collect_images(class_root, clean)
-        _check_classes(counts, label, skipped)
-        if dest.exists():  # overwrite: keep the old one until the new one is in place
-            os.replace(dest, Path(tmp) / "old")
-        os.replace(clean, dest)
+def _refuse_existing(dest: Path, overwrite: bool) -> None:
+    if dest.exists() and not overwrite:
+        raise DatasetError(f"a dataset called {dest.name!r} already exists; choose another name or delete it first")
+
+
+def _import(fill: Callable[[Path], None], label: str, dest: Path, overwrite: bool) -> ImportReport:
+    """Fill a staging folder next to `dest`, keep the usable images, write their decoded store, and
+    move them into place in one rename; all of it holding the name's lock."""
+    datasets = dest.parent
+    root = datasets.parent
+    clean_stale_staging(datasets)
+    with name_lock(datasets, dest.name):
+        _refuse_existing(dest, overwrite)  # again, under the lock: an import of this name may have just finished
+        with _staging(datasets) as tmp:
+            staging = tmp / "raw"
+            fill(staging)
+            class_root = _class_root(staging, label)
+            clean = tmp / "clean"
+            counts, skipped = _collect_images(class_root, clean)
+            _check_classes(counts, label, skipped)
+            store = build_store(clean, root, dest.name)  # its files' stamp survives the rename
+            if dest.exists():  # overwrite: keep the old one until the new one is in place
+                os.replace(dest, tmp / "old")
+            os.replace(clean, dest)
+        drop_stale_stores(root, dest.name, keep=store)
     return ImportReport(dest.name, dest, counts, skipped)
+
+
+@contextmanager
+def name_lock(datasets: Path, name: str, wait: float | None = None) -> Iterator[None]:
+    """Hold EMBEDLAB_HOME/locks/dataset-<name>.lock (flock: released by the kernel when its process
+    dies, so a killed import never blocks the name; kept outside datasets/, which a refused import leaves untouched). Another holder is waited for up to `wait` seconds (default
+    LOCK_WAIT_S), then refused with a clear message."""
+    wait = LOCK_WAIT_S if wait is None else wait
+    with open(subdir(datasets.parent, "locks") / f"dataset-{name}.lock", "a+b") as f:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise DatasetError(f"another import of {name!r} is still running; try again when it has finished") from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+_STAGING = ".import-"  # datasets/.import-<token>/, owned by whoever holds locks/.import-<token>.lock
+
+
+@contextmanager
+def _staging(datasets: Path) -> Iterator[Path]:
+    """A private staging folder, removed on the way out. Its lock is taken before the folder exists,
+    so `clean_stale_staging` never takes a live import's folder for a dead one's."""
+    token = secrets.token_hex(8)
+    lock_path = subdir(datasets.parent, "locks") / f"{_STAGING}{token}.lock"
+    with open(lock_path, "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        folder = datasets / f"{_STAGING}{token}"
+        folder.mkdir()
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+            lock_path.unlink(missing_ok=True)
+
+
+def clean_stale_staging(datasets: Path) -> list[str]:
+    """Remove staging folders whose import is gone (a SIGKILL, a power cut): their lock is free.
+    Runs at every import and dataset listing (app and CLI start); returns the folders removed."""
+    removed = []
+    try:
+        stale = [p for p in Path(datasets).iterdir() if p.name.startswith(_STAGING) and p.is_dir()]
+    except OSError:  # no datasets folder yet, or unreadable
+        return removed
+    for folder in stale:
+        lock_path = folder.parent.parent / "locks" / f"{folder.name}.lock"
+        try:
+            lock_path.parent.mkdir(exist_ok=True)
+            with open(lock_path, "a+b") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # its import is running
+                shutil.rmtree(folder, ignore_errors=True)
+                lock_path.unlink(missing_ok=True)
+                removed.append(folder.name)
+        except OSError:  # a read-only home: nothing can be cleaned, and nothing needs to be
+            continue
+    return removed
 
 
 def _member(filename: str, label: str) -> PurePosixPath:
     """A zip entry's or uploaded file's relative path, refused when it is absolute or climbs out ('..')."""
+    if "\0" in filename:
+        raise DatasetError(f"{label} refused: entry {filename!r} has a NUL byte in its name")
     member = PurePosixPath(filename.replace("\\", "/"))
     if member.is_absolute() or filename.startswith(("/", "\\")) or (len(filename) > 1 and filename[1] == ":"):
         raise DatasetError(f"{label} refused: entry {filename!r} has an absolute path")
@@ -152,9 +237,16 @@ def _write_member(out: Path, member: PurePosixPath, filename: str, label: str, w
 def _extract_zip(path: Path, out: Path) -> None:
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except UnicodeDecodeError as exc:  # the entry says its name is UTF-8, and it is not
+        raise DatasetError(f"{path.name} refused: entry {exc.object!r} has a name that is not valid UTF-8 "
+                           "(though the zip marks it as UTF-8); re-create the zip") from None
+    except (zipfile.BadZipFile, OSError, ValueError, IndexError, EOFError) as exc:
         raise DatasetError(f"{path.name} is not a readable zip archive: {exc}") from exc
     with zf:
+        for info in zf.infolist():  # zipfile cuts a name at its first NUL ('\0x.png' becomes ''): check the original
+            if "\0" in info.orig_filename or not info.filename:
+                raise DatasetError(f"{path.name} refused: entry {info.orig_filename!r} has "
+                                   f"{'a NUL byte in its name' if chr(0) in info.orig_filename else 'an empty name'}")
         infos = [i for i in zf.infolist() if not i.is_dir()]
         if not infos:
             raise DatasetError(f"{path.name} is empty: it holds no files")
@@ -252,6 +344,9 @@ def _collect_images(class_root: Path, clean: Path) -> tuple[dict[str, int], list
         rel = path.relative_to(class_root)
         if not path.is_file():
             continue
+        if not _utf8(str(rel)):  # a folder's file named in another encoding: no class name or message can hold it
+            skipped.append((str(rel).encode("utf-8", "backslashreplace").decode(), "name not valid UTF-8"))
+            continue
         if _hidden(rel):
             skipped.append((str(rel), "hidden or __MACOSX"))
             continue
@@ -270,7 +365,7 @@ def _collect_images(class_root: Path, clean: Path) -> tuple[dict[str, int], list
             continue
         cls = rel.parts[0]
         (clean / cls).mkdir(exist_ok=True)
-        shutil.copy2(path, clean / cls / rel.parts[1])
+        os.replace(path, clean / cls / rel.parts[1])  # staging is ours: a move, not a second copy
         counts[cls] = counts.get(cls, 0) + 1
     return counts, skipped
 
@@ -288,9 +383,19 @@ def _image_problem(path: Path, Image) -> str | None:
             return "too many pixels (decompression bomb)"
         except Image.UnidentifiedImageError:
             return "not images"
+        except MemoryError:  # the machine's problem, not the file's: never counted as a corrupt image
+            raise
         except Exception:  # truncated, bad checksum, unsupported codec
             return "corrupt"
     return None
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # surrogates: bytes of a name in another encoding
+        return False
 
 
 def _check_classes(counts: dict[str, int], label: str, skipped: list[tuple[str, str]]) -> None:
@@ -307,7 +412,11 @@ def _check_classes(counts: dict[str, int], label: str, skipped: list[tuple[str, 
 
 def delete_dataset(name: str, root: Path | None = None) -> None:
     root = Path(root) if root else default_home()
-    folder = subdir(root, "datasets") / safe_name(name, "dataset name")
-    if not folder.is_dir():
-        raise DatasetError(f"no imported dataset called {name!r}")
-    shutil.rmtree(folder)
+    name = safe_name(name, "dataset name")
+    datasets = subdir(root, "datasets")
+    with name_lock(datasets, name):  # not from under an import of the same name
+        folder = datasets / name
+        if not folder.is_dir():
+            raise DatasetError(f"no imported dataset called {name!r}")
+        shutil.rmtree(folder)
+        drop_stale_stores(root, name)

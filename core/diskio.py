@@ -113,8 +113,10 @@ class NpyWriter:
         # path now holds the whole array; on any exception nothing is left behind
     """
 
-    def __init__(self, path: Path, shape: tuple[int, ...], dtype, *, what: str = ""):
-        self.path, self.what = Path(path), what
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype, *, what: str = "", fewer_rows: bool = False):
+        """`fewer_rows`: the first dimension is an upper bound; commit keeps the whole rows written
+        (a decoder that leaves out unreadable files does not know their number up front)."""
+        self.path, self.what, self.fewer_rows = Path(path), what, fewer_rows
         self.dtype, self.shape = np.dtype(dtype), tuple(int(s) for s in shape)
         self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
         self.need = self.nbytes + 4096  # and the header
@@ -125,8 +127,16 @@ class NpyWriter:
 
     def _open(self) -> None:
         self._file = open(self.tmp, "wb", buffering=1 << 20)
-        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
-        np.lib.format.write_array_header_1_0(self._file, header)
+        self._header_size = None
+        self._file.write(self._header(self.shape))
+
+    def _header(self, shape: tuple[int, ...]) -> bytes:
+        """A version 1.0 .npy header padded to a multiple of 128 bytes, always the first one's size, so
+        a shorter first dimension can be written over it in place."""
+        text = repr({"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": tuple(shape)})
+        size = self._header_size = self._header_size or 128 * -(-(len(text) + 11) // 128)
+        text = text.ljust(size - 10 - 1) + "\n"
+        return np.lib.format.MAGIC_PREFIX + bytes([1, 0]) + len(text).to_bytes(2, "little") + text.encode("latin1")
 
     def _guard(self, fn, *args) -> None:
         """Run a write step; any failure removes the temp file, and 'no room' becomes DiskFull."""
@@ -148,11 +158,17 @@ class NpyWriter:
         self._written += data.nbytes
 
     def commit(self) -> Path:
-        if self._written != self.nbytes:
+        row = self.nbytes // self.shape[0] if self.shape and self.shape[0] else self.nbytes
+        short = self.fewer_rows and row and self._written % row == 0
+        if self._written != self.nbytes and not short:
             self.abort()
             raise ValueError(f"{self.path.name}: {self._written} of {self.nbytes} bytes written")
 
         def finish():
+            if self._written != self.nbytes:  # fewer rows: the same-size header, with the real count
+                self._file.flush()
+                self._file.seek(0)
+                self._file.write(self._header((self._written // row, *self.shape[1:])))
             self._file.flush()
             os.fsync(self._file.fileno())  # a delayed-allocation ENOSPC surfaces here, not later
             self._file.close()

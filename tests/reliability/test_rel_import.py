@@ -228,7 +228,7 @@ def test_odd_formats_are_converted_to_rgb_right_way_up(tmp_path, datasets_home):
     report = import_dataset(make_zip(tmp_path / "odd.zip", entries), "odd", root=root)
     assert report.counts == {"odd": 8, "plain": 2} and report.skipped == []
     data = ds.load_dataset("odd", root)
-    size = ds.STORAGE_SIZE
+    size = 20  # the largest shorter side (the 30x20 EXIF photo): small images are not blown up to STORAGE_SIZE
     assert data.images.shape == (10, size, size, 3) and data.images.dtype == np.uint8
     odd = data.images[: 8]  # files load in sorted order: the 8 'odd' ones first
     centre = [tuple(int(v) for v in im[size // 2, size // 2]) for im in odd]
@@ -239,7 +239,7 @@ def test_odd_formats_are_converted_to_rgb_right_way_up(tmp_path, datasets_home):
     assert centre[5] == (100, 100, 100)  # grey + alpha
     assert centre[7] == (255, 255, 255)  # 1-bit
     exif = odd[6].astype(int)  # upright: blue on the left, red on the right (unrotated: red on top)
-    left, right = exif[size // 2, 10], exif[size // 2, size - 10]
+    left, right = exif[size // 2, size // 4], exif[size // 2, size - 1 - size // 4]
     assert left[2] > 200 and left[0] < 60 and right[0] > 200 and right[2] < 60
 
 

@@ -158,3 +158,124 @@ def test_the_runs_page_on_a_read_only_home(tmp_path, monkeypatch):
         at.switch_page("pages/runs.py").run()
         assert not at.exception, at.exception
         assert list(at.dataframe[0].value["run"]) == [run_id]
+
+
+# --------------------------------------------------------------------------- big datasets
+def tiny_png_zip(path: Path, n: int, n_classes: int = 10) -> Path:
+    """n distinct 16x16 PNGs (flat random colours, ~170 bytes each: the issue's 17 MB zip of 100,000)."""
+    import io
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for i in range(n):
+            buf = io.BytesIO()
+            Image.fromarray(np.broadcast_to(rng.integers(0, 256, 3, dtype=np.uint8), (16, 16, 3)).copy()).save(buf, "PNG")
+            z.writestr(f"c{i % n_classes}/{i:06d}.png", buf.getvalue())
+    return path
+
+
+_PEAK_SCRIPT = r"""
+import json, resource, sys
+from pathlib import Path
+from core import datasets as ds
+from core.dataset_import import import_dataset
+import numpy as np, PIL.Image, PIL.PngImagePlugin
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+if sys.argv[1] == "import":
+    info = {"images": import_dataset(sys.argv[3], "big", root=Path(sys.argv[2])).n_images}
+else:
+    d = ds.load_dataset("big", Path(sys.argv[2]))
+    train = ds.splits(d, n_per_class=50, eval_per_class=10)["train"]
+    info = {"shape": list(d.images.shape), "memmap": isinstance(d.images, np.memmap), "train": list(train.images.shape),
+            "fingerprint": d.fingerprint, "description": d.description}
+info["grew_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
+print(json.dumps(info))
+"""
+
+
+def _peak(step: str, home: Path, src: Path | None = None) -> dict:
+    proc = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, step, str(home), str(src or "")], cwd=REPO, env=cli_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_a_big_import_loads_through_a_memory_map_within_a_small_budget(tmp_path):
+    """Was: 100,000 tiny PNGs decoded to 160x160 in RAM (~6 GB, MemoryError; 10k: 1.65 GB peak and a 768 MB
+    cache file). Now: stored once at import at their own size, streamed, and read through a memory map."""
+    home, n = tmp_path / "home", 2000
+    src = tiny_png_zip(tmp_path / "big.zip", n)
+    imported = _peak("import", home, src)
+    loaded = _peak("load", home)
+    assert imported["images"] == n
+    assert loaded["shape"] == [n, 16, 16, 3] and loaded["memmap"] and loaded["train"] == [500, 16, 16, 3]
+    assert loaded["description"] == f"imported: {n} images in 10 classes, stored at 16x16 px"
+    # the old loader held every image at 160x160 twice (a list, then np.stack): +300 MB for 2,000 images
+    assert imported["grew_kb"] < 64 * 1024 and loaded["grew_kb"] < 64 * 1024, (imported, loaded)
+    stores = list((home / "cache" / "datasets" / "big").iterdir())
+    assert len(stores) == 1 and (stores[0] / "images.npy").stat().st_size < n * 16 * 16 * 3 + 4096
+    assert _peak("load", home)["fingerprint"] == loaded["fingerprint"]  # stable: caches keyed by it stay valid
+
+
+def test_unreadable_means_undecodable_and_running_out_of_memory_is_not_unreadable(tmp_path, monkeypatch):
+    """Was: 24,174 of 100,000 images 'unreadable': the loader's `except Exception` counted every MemoryError."""
+    from PIL import Image
+
+    from core import datasets as ds
+    from core.errors import DatasetError
+
+    root = tmp_path / "home"
+    folder = root / "datasets" / "byhand"  # copied in by hand, never through the import checks
+    for cls in ("cats", "dogs"):
+        (folder / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (20, 24), (40 * i, 90, 10)).save(folder / cls / f"{i}.png")
+    (folder / "dogs" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    real = ds.read_image_file
+    calls = []
+
+    def exhausted(path, size=ds.STORAGE_SIZE):
+        calls.append(path)
+        if len(calls) == 3:
+            raise MemoryError
+        return real(path, size)
+
+    monkeypatch.setattr(ds, "read_image_file", exhausted)
+    with pytest.raises(MemoryError):  # the machine's problem: the load fails, no image is called unreadable
+        ds.load_dataset("byhand", root)
+    assert not list((root / "cache" / "datasets" / "byhand").iterdir())  # nothing half-written kept
+    monkeypatch.setattr(ds, "read_image_file", real)
+    data = ds.load_dataset("byhand", root)
+    assert len(data.labels) == 6 and data.images.shape == (6, 20, 20, 3)
+    assert data.description == ("imported: 6 images in 2 classes, stored at 20x20 px; "
+                                       "1 unreadable files left out (first: dogs/broken.png: UnidentifiedImageError: cannot identify image file)")
+    monkeypatch.setattr(ds, "STORE_MAX_BYTES", 1000)
+    (folder / "cats" / "3.png").write_bytes((folder / "cats" / "0.png").read_bytes())  # new files: a new store
+    with pytest.raises(DatasetError) as info:
+        ds.load_dataset("byhand", root)
+    assert str(info.value) == ("dataset 'byhand' is too large: 8 images at 20x20 px take 9.6 kB decoded, over the "
+                               "1.0 kB limit of one dataset; import fewer (or smaller) images")
+
+
+def test_an_import_that_does_not_fit_on_the_disk_keeps_the_old_dataset(tmp_path, monkeypatch):
+    from core.dataset_import import import_dataset
+    from core.errors import EmbedLabError
+
+    from .kit import classes, make_zip, snapshot
+
+    root = tmp_path / "home"
+    import_dataset(make_zip(tmp_path / "old.zip", classes({"cats": 3, "dogs": 3})), "pets", root=root)
+    kept = snapshot(root / "datasets")
+    monkeypatch.setenv(FREE_ENV, "100")
+    with pytest.raises(EmbedLabError) as info:  # DiskFull: the CLI's one line and exit 2, the app's error box
+        import_dataset(make_zip(tmp_path / "new.zip", classes({"cats": 4, "dogs": 4}, start=20)), "pets", root=root, overwrite=True)
+    store = root / "cache" / "datasets" / "pets"
+    assert str(info.value) == f"not enough free space in {store} for the decoded images of 'pets': need 7.6 kB, 100 bytes free"
+    assert snapshot(root / "datasets") == kept
+    from core import datasets as ds
+
+    assert len(ds.load_dataset("pets", root).labels) == 6  # the old one, still whole

@@ -10,6 +10,13 @@ paths, symlinks, archives past the size or compression-ratio caps, empty archive
 classes, a class with fewer than two usable images, a name that already exists.
 Skipped with a summary: corrupt/truncated images, non-images, 0-byte files, `__MACOSX/` and dot
 files, images over PIL's decompression-bomb pixel limit.
+
+The import also writes the dataset's decoded store (`datasets.build_store`: streamed, at most
+STORAGE_SIZE px a side, refused past STORE_MAX_BYTES or when the disk lacks the room), so loading
+it later is a memory map. One import (or delete) of a name at a time: `name_lock`; a second one
+waits LOCK_WAIT_S and is then refused, and without `overwrite` it is refused once the first has
+made the name exist. A killed import's staging folder is removed at the next import or listing.
+Zip entry names with a NUL byte, or marked UTF-8 but not, are refused naming the entry.
 """
 from __future__ import annotations
 

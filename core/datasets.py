@@ -3,8 +3,9 @@
 Every dataset, built-in, downloaded or imported, ends up as the same thing: uint8 images
 `[N, H, W, C]`, int64 labels `[N]`, class names, and a fixed train/val/test assignment. `splits()`
 then draws class-balanced subsets (`n_per_class`) and the labelled subset for semi-supervised runs,
-deterministically from a seed. Keeping all of it in memory is right for the workshop scale this
-tool targets (up to ~100k small images) and lets preprocessing run batched on tensors.
+deterministically from a seed. Built-in datasets are small enough to keep in memory; an imported
+one is decoded once into a store on disk (`build_store`) and read through a memory map, so 100,000
+images cost little RAM. A run copies only its own subsets into memory (`Split.images`).
 """
 from __future__ import annotations
 
@@ -335,7 +336,7 @@ def build_store(folder: Path, root: Path, name: str) -> Path:
     running out of memory is an error, never an "unreadable" image."""
     from PIL import Image
 
-    from .diskio import NpyWriter, ensure_free, human
+    from .diskio import NpyWriter, clean_stale_temps, ensure_free, human
 
     files, stamp = _imported_files(folder)
     final = store_folder(root, name) / stamp
@@ -359,6 +360,7 @@ def build_store(folder: Path, root: Path, name: str) -> Path:
         raise DatasetError(f"dataset {name!r} is too large: {len(files)} images at {side}x{side} px take {human(need)} decoded, "
                            f"over the {human(STORE_MAX_BYTES)} limit of one dataset; import fewer (or smaller) images")
     final.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(final.parent)  # a killed process's half-written store
     ensure_free(final.parent, need + 4096, f"the decoded images of {name!r}")
     # a name of this process and thread: two sessions loading a fresh dataset at once must not share it
     tmp = final.with_name(f".{stamp}.{os.getpid()}-{threading.get_ident()}.tmp")

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .datasets import Split
-from .diskio import NpyWriter
+from .diskio import NpyWriter, clean_stale_temps
 from .paths import subdir
 from .transforms import Preprocess
 
@@ -80,6 +80,7 @@ def cached_prefix_features(prefix: torch.nn.Module, prefix_key: str, split: Spli
             return np.load(path, mmap_mode="r")
         except (ValueError, OSError):  # a torn file from a killed process: rebuild it
             path.unlink(missing_ok=True)
+    clean_stale_temps(path.parent)  # what a killed process was writing
     source = ImageSource(split, preprocess, device)
     n = len(split)
     out = None  # plain buffered writes, never a memory map: a full disk must raise, not SIGBUS the server

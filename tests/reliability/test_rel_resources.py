@@ -279,3 +279,17 @@ def test_an_import_that_does_not_fit_on_the_disk_keeps_the_old_dataset(tmp_path,
     from core import datasets as ds
 
     assert len(ds.load_dataset("pets", root).labels) == 6  # the old one, still whole
+
+
+def test_temp_files_of_a_killed_writer_are_removed_and_a_live_ones_kept(tmp_path):
+    from core.diskio import clean_stale_temps, temp_name
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".abc.npy.{dead.pid}-1.tmp"
+    stale.write_bytes(b"half")
+    live = temp_name(tmp_path / "abc.npy")
+    live.write_bytes(b"being written")
+    (tmp_path / "abc.npy").write_bytes(b"done")
+    assert clean_stale_temps(tmp_path) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "abc.npy"])

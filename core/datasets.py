@@ -388,7 +388,7 @@ def build_store(folder: Path, root: Path, name: str) -> Path:
         np.save(tmp / "labels.npy", np.asarray(labels, dtype=np.int64))
         meta = {"version": 1, "classes": classes, "side": side, "n": len(labels), "images_sha1": h.hexdigest(),
                 "n_unreadable": len(unreadable), "unreadable": unreadable[:100]}
-        (tmp / "meta.json").write_text(json.dumps(meta, ensure_ascii=False))
+        (tmp / "meta.json").write_text(json.dumps(meta))  # ASCII escapes: a hand-copied folder's odd names still fit
         if unreadable:
             _logger.warning("dataset %r: %d unreadable files left out (first: %s: %s)", name, len(unreadable), *unreadable[0])
         try:

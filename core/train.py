@@ -31,7 +31,7 @@ from . import backbones as bb
 from . import datasets as ds
 from . import distributed
 from .device import autocast, autocast_dtype, configure_threads, pick_device
-from .diskio import write_atomic
+from .diskio import ensure_free, write_atomic
 from .embeddings import compute_embeddings, embeddings_dir, save_embeddings
 from .errors import EmbedLabError, InvalidConfig, UnknownName, WeightsUnavailable
 from .features import CachedSource, ImageSource, cached_prefix_features, pick_views
@@ -693,6 +693,7 @@ def _save_within_budget(run_dir: Path, folder: Path, es, what: str, tracker: _Tr
                    f"({RUN_DISK_ENV})")
     else:
         try:
+            ensure_free(run_dir, need + (1 << 16), what)  # DiskFull is an OSError: skipped with the message below
             save_embeddings(folder, es)
             return True
         except OSError as exc:  # disk full, quota

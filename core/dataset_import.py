@@ -20,6 +20,7 @@ Zip entry names with a NUL byte, or marked UTF-8 but not, are refused naming the
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import secrets
@@ -134,24 +135,49 @@ def _import(fill: Callable[[Path], None], label: str, dest: Path, overwrite: boo
 
 @contextmanager
 def name_lock(datasets: Path, name: str, wait: float | None = None) -> Iterator[None]:
-    """Hold EMBEDLAB_HOME/locks/dataset-<name>.lock (flock: released by the kernel when its process
-    dies, so a killed import never blocks the name; kept outside datasets/, which a refused import leaves untouched). Another holder is waited for up to `wait` seconds (default
-    LOCK_WAIT_S), then refused with a clear message."""
-    wait = LOCK_WAIT_S if wait is None else wait
-    with open(subdir(datasets.parent, "locks") / f"dataset-{name}.lock", "a+b") as f:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise DatasetError(f"another import of {name!r} is still running; try again when it has finished") from None
-                time.sleep(0.05)
+    """Hold the lock of dataset `name` (EMBEDLAB_HOME/locks/dataset-<name>.lock, outside datasets/).
+    Another holder is waited for up to `wait` seconds (default LOCK_WAIT_S), then refused with a clear
+    message. flock is released by the kernel when its process dies, so a killed import never blocks
+    the name."""
+    what = f"another import of {name!r} is still running; try again when it has finished"
+    with _flocked(datasets.parent / "locks", f"dataset-{name}.lock", LOCK_WAIT_S if wait is None else wait, what):
+        yield
+
+
+@contextmanager
+def _flocked(folder: Path, filename: str, wait: float, busy: str) -> Iterator[None]:
+    """flock folder/filename, and remove the file (and the folder, once empty) on release: a refused
+    import leaves nothing behind. Whoever wins a lock checks that the file is still the one at that
+    path; one removed meanwhile is retried, so two holders can never each own a different file."""
+    path, deadline = folder / filename, time.monotonic() + wait
+    while True:
+        folder.mkdir(parents=True, exist_ok=True)
         try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            f = open(path, "a+b")
+        except FileNotFoundError:  # the folder went with another holder's release: make it again
+            continue
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            if time.monotonic() >= deadline:
+                raise DatasetError(busy) from None
+            time.sleep(0.05)
+            continue
+        try:
+            current = os.stat(path).st_ino == os.fstat(f.fileno()).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        f.close()  # the previous holder removed this file as it let go: take the new one
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # still holding it: a waiter on this file sees it gone and retries
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty
+        f.close()
 
 
 _STAGING = ".import-"  # datasets/.import-<token>/, owned by whoever holds locks/.import-<token>.lock
@@ -162,16 +188,13 @@ def _staging(datasets: Path) -> Iterator[Path]:
     """A private staging folder, removed on the way out. Its lock is taken before the folder exists,
     so `clean_stale_staging` never takes a live import's folder for a dead one's."""
     token = secrets.token_hex(8)
-    lock_path = subdir(datasets.parent, "locks") / f"{_STAGING}{token}.lock"
-    with open(lock_path, "a+b") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _flocked(datasets.parent / "locks", f"{_STAGING}{token}.lock", 0.0, "staging lock taken"):
         folder = datasets / f"{_STAGING}{token}"
         folder.mkdir()
         try:
             yield folder
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-            lock_path.unlink(missing_ok=True)
 
 
 def clean_stale_staging(datasets: Path) -> list[str]:
@@ -183,17 +206,12 @@ def clean_stale_staging(datasets: Path) -> list[str]:
     except OSError:  # no datasets folder yet, or unreadable
         return removed
     for folder in stale:
-        lock_path = folder.parent.parent / "locks" / f"{folder.name}.lock"
         try:
-            lock_path.parent.mkdir(exist_ok=True)
-            with open(lock_path, "a+b") as lock:
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # its import is running
+            with _flocked(folder.parent.parent / "locks", f"{folder.name}.lock", 0.0, "busy"):
                 shutil.rmtree(folder, ignore_errors=True)
-                lock_path.unlink(missing_ok=True)
                 removed.append(folder.name)
+        except DatasetError:
+            continue  # its import is running
         except OSError:  # a read-only home: nothing can be cleaned, and nothing needs to be
             continue
     return removed

@@ -10,23 +10,34 @@ paths, symlinks, archives past the size or compression-ratio caps, empty archive
 classes, a class with fewer than two usable images, a name that already exists.
 Skipped with a summary: corrupt/truncated images, non-images, 0-byte files, `__MACOSX/` and dot
 files, images over PIL's decompression-bomb pixel limit.
+
+The import also writes the dataset's decoded store (`datasets.build_store`: streamed, at most
+STORAGE_SIZE px a side, refused past STORE_MAX_BYTES or when the disk lacks the room), so loading
+it later is a memory map. One import (or delete) of a name at a time: `name_lock`; a second one
+waits LOCK_WAIT_S and is then refused, and without `overwrite` it is refused once the first has
+made the name exist. A killed import's staging folder is removed at the next import or listing.
+Zip entry names with a NUL byte, or marked UTF-8 but not, are refused naming the entry.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import secrets
 import shutil
 import stat
-import tempfile
+import time
 import warnings
 import zipfile
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path, PurePosixPath
 
-from .datasets import IMAGE_SUFFIXES
+from .datasets import IMAGE_SUFFIXES, build_store, drop_stale_stores
 from .errors import DatasetError
 from .paths import home as default_home, safe_name, subdir
 
@@ -34,6 +45,7 @@ MAX_TOTAL_BYTES = 2 * 1024**3  # uncompressed size cap of one import
 MAX_FILES = 100_000  # entries in one archive
 MAX_RATIO = 200  # uncompressed / compressed, per entry and overall: past this it is a zip bomb
 MIN_PER_CLASS = 2  # a class needs at least this many usable images
+LOCK_WAIT_S = 10.0  # a second import of one name waits this long for the first, then is refused
 
 
 @dataclass
@@ -69,7 +81,7 @@ def import_dataset(source: str | os.PathLike, name: str, *, root: Path | None = 
         fill = partial(_extract_zip, source)
     else:
         raise DatasetError(f"{source.name} is not a zip archive or a folder of class sub-folders")
-    return _import(fill, source.name, dest)
+    return _import(fill, source.name, dest, overwrite)
 
 
 def import_files(files: Iterable[tuple[str, bytes]], name: str, *, root: Path | None = None,
@@ -77,7 +89,7 @@ def import_files(files: Iterable[tuple[str, bytes]], name: str, *, root: Path | 
     """Import a browser folder upload: (path inside the chosen folder, content) pairs such as
     ("pets/cats/1.jpg", b"..."). The paths come from the browser, so they get the zip entries' checks."""
     dest = _destination(name, root, overwrite)
-    return _import(partial(_write_files, list(files)), "the uploaded folder", dest)
+    return _import(partial(_write_files, list(files)), "the uploaded folder", dest, overwrite)
 
 
 def _destination(name: str, root: Path | None, overwrite: bool) -> Path:
@@ -89,28 +101,126 @@ def _destination(name: str, root: Path | None, overwrite: bool) -> Path:
     if name in DATASETS:
         raise DatasetError(f"dataset name {name!r} is taken by a built-in dataset; choose another name")
     dest = subdir(root, "datasets") / name
-    if dest.exists() and not overwrite:
-        raise DatasetError(f"a dataset called {name!r} already exists; choose another name or delete it first")
+    _refuse_existing(dest, overwrite)
     return dest
 
 
-def _import(fill: Callable[[Path], None], label: str, dest: Path) -> ImportReport:
-    """Fill a staging folder next to `dest`, keep the usable images, and move them into place in one rename."""
-    with tempfile.TemporaryDirectory(prefix=".import-", dir=dest.parent) as tmp:
-        staging = Path(tmp) / "raw"
-        fill(staging)
-        class_root = _class_root(staging, label)
-        clean = Path(tmp) / "clean"
-        counts, skipped = _collect_images(class_root, clean)
-        _check_classes(counts, label, skipped)
-        if dest.exists():  # overwrite: keep the old one until the new one is in place
-            os.replace(dest, Path(tmp) / "old")
-        os.replace(clean, dest)
+def _refuse_existing(dest: Path, overwrite: bool) -> None:
+    if dest.exists() and not overwrite:
+        raise DatasetError(f"a dataset called {dest.name!r} already exists; choose another name or delete it first")
+
+
+def _import(fill: Callable[[Path], None], label: str, dest: Path, overwrite: bool) -> ImportReport:
+    """Fill a staging folder next to `dest`, keep the usable images, write their decoded store, and
+    move them into place in one rename; all of it holding the name's lock."""
+    datasets = dest.parent
+    root = datasets.parent
+    clean_stale_staging(datasets)
+    with name_lock(datasets, dest.name):
+        _refuse_existing(dest, overwrite)  # again, under the lock: an import of this name may have just finished
+        with _staging(datasets) as tmp:
+            staging = tmp / "raw"
+            fill(staging)
+            class_root = _class_root(staging, label)
+            clean = tmp / "clean"
+            counts, skipped = _collect_images(class_root, clean)
+            _check_classes(counts, label, skipped)
+            store = build_store(clean, root, dest.name)  # its files' stamp survives the rename
+            if dest.exists():  # overwrite: keep the old one until the new one is in place
+                os.replace(dest, tmp / "old")
+            os.replace(clean, dest)
+        drop_stale_stores(root, dest.name, keep=store)
     return ImportReport(dest.name, dest, counts, skipped)
+
+
+@contextmanager
+def name_lock(datasets: Path, name: str, wait: float | None = None) -> Iterator[None]:
+    """Hold the lock of dataset `name` (EMBEDLAB_HOME/locks/dataset-<name>.lock, outside datasets/).
+    Another holder is waited for up to `wait` seconds (default LOCK_WAIT_S), then refused with a clear
+    message. flock is released by the kernel when its process dies, so a killed import never blocks
+    the name."""
+    what = f"another import of {name!r} is still running; try again when it has finished"
+    with _flocked(datasets.parent / "locks", f"dataset-{name}.lock", LOCK_WAIT_S if wait is None else wait, what):
+        yield
+
+
+@contextmanager
+def _flocked(folder: Path, filename: str, wait: float, busy: str) -> Iterator[None]:
+    """flock folder/filename, and remove the file (and the folder, once empty) on release: a refused
+    import leaves nothing behind. Whoever wins a lock checks that the file is still the one at that
+    path; one removed meanwhile is retried, so two holders can never each own a different file."""
+    path, deadline = folder / filename, time.monotonic() + wait
+    while True:
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            f = open(path, "a+b")
+        except FileNotFoundError:  # the folder went with another holder's release: make it again
+            continue
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            if time.monotonic() >= deadline:
+                raise DatasetError(busy) from None
+            time.sleep(0.05)
+            continue
+        try:
+            current = os.stat(path).st_ino == os.fstat(f.fileno()).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        f.close()  # the previous holder removed this file as it let go: take the new one
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # still holding it: a waiter on this file sees it gone and retries
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty
+        f.close()
+
+
+_STAGING = ".import-"  # datasets/.import-<token>/, owned by whoever holds locks/.import-<token>.lock
+
+
+@contextmanager
+def _staging(datasets: Path) -> Iterator[Path]:
+    """A private staging folder, removed on the way out. Its lock is taken before the folder exists,
+    so `clean_stale_staging` never takes a live import's folder for a dead one's."""
+    token = secrets.token_hex(8)
+    with _flocked(datasets.parent / "locks", f"{_STAGING}{token}.lock", 0.0, "staging lock taken"):
+        folder = datasets / f"{_STAGING}{token}"
+        folder.mkdir()
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def clean_stale_staging(datasets: Path) -> list[str]:
+    """Remove staging folders whose import is gone (a SIGKILL, a power cut): their lock is free.
+    Runs at every import and dataset listing (app and CLI start); returns the folders removed."""
+    removed = []
+    try:
+        stale = [p for p in Path(datasets).iterdir() if p.name.startswith(_STAGING) and p.is_dir()]
+    except OSError:  # no datasets folder yet, or unreadable
+        return removed
+    for folder in stale:
+        try:
+            with _flocked(folder.parent.parent / "locks", f"{folder.name}.lock", 0.0, "busy"):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder.name)
+        except DatasetError:
+            continue  # its import is running
+        except OSError:  # a read-only home: nothing can be cleaned, and nothing needs to be
+            continue
+    return removed
 
 
 def _member(filename: str, label: str) -> PurePosixPath:
     """A zip entry's or uploaded file's relative path, refused when it is absolute or climbs out ('..')."""
+    if "\0" in filename:
+        raise DatasetError(f"{label} refused: entry {filename!r} has a NUL byte in its name")
     member = PurePosixPath(filename.replace("\\", "/"))
     if member.is_absolute() or filename.startswith(("/", "\\")) or (len(filename) > 1 and filename[1] == ":"):
         raise DatasetError(f"{label} refused: entry {filename!r} has an absolute path")
@@ -152,9 +262,16 @@ def _write_member(out: Path, member: PurePosixPath, filename: str, label: str, w
 def _extract_zip(path: Path, out: Path) -> None:
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except UnicodeDecodeError as exc:  # the entry says its name is UTF-8, and it is not
+        raise DatasetError(f"{path.name} refused: entry {exc.object!r} has a name that is not valid UTF-8 "
+                           "(though the zip marks it as UTF-8); re-create the zip") from None
+    except (zipfile.BadZipFile, OSError, ValueError, IndexError, EOFError) as exc:
         raise DatasetError(f"{path.name} is not a readable zip archive: {exc}") from exc
     with zf:
+        for info in zf.infolist():  # zipfile cuts a name at its first NUL ('\0x.png' becomes ''): check the original
+            if "\0" in info.orig_filename or not info.filename:
+                raise DatasetError(f"{path.name} refused: entry {info.orig_filename!r} has "
+                                   f"{'a NUL byte in its name' if chr(0) in info.orig_filename else 'an empty name'}")
         infos = [i for i in zf.infolist() if not i.is_dir()]
         if not infos:
             raise DatasetError(f"{path.name} is empty: it holds no files")
@@ -252,6 +369,9 @@ def _collect_images(class_root: Path, clean: Path) -> tuple[dict[str, int], list
         rel = path.relative_to(class_root)
         if not path.is_file():
             continue
+        if not _utf8(str(rel)):  # a folder's file named in another encoding: no class name or message can hold it
+            skipped.append((str(rel).encode("utf-8", "backslashreplace").decode(), "name not valid UTF-8"))
+            continue
         if _hidden(rel):
             skipped.append((str(rel), "hidden or __MACOSX"))
             continue
@@ -270,7 +390,7 @@ def _collect_images(class_root: Path, clean: Path) -> tuple[dict[str, int], list
             continue
         cls = rel.parts[0]
         (clean / cls).mkdir(exist_ok=True)
-        shutil.copy2(path, clean / cls / rel.parts[1])
+        os.replace(path, clean / cls / rel.parts[1])  # staging is ours: a move, not a second copy
         counts[cls] = counts.get(cls, 0) + 1
     return counts, skipped
 
@@ -288,9 +408,19 @@ def _image_problem(path: Path, Image) -> str | None:
             return "too many pixels (decompression bomb)"
         except Image.UnidentifiedImageError:
             return "not images"
+        except MemoryError:  # the machine's problem, not the file's: never counted as a corrupt image
+            raise
         except Exception:  # truncated, bad checksum, unsupported codec
             return "corrupt"
     return None
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # surrogates: bytes of a name in another encoding
+        return False
 
 
 def _check_classes(counts: dict[str, int], label: str, skipped: list[tuple[str, str]]) -> None:
@@ -307,7 +437,11 @@ def _check_classes(counts: dict[str, int], label: str, skipped: list[tuple[str, 
 
 def delete_dataset(name: str, root: Path | None = None) -> None:
     root = Path(root) if root else default_home()
-    folder = subdir(root, "datasets") / safe_name(name, "dataset name")
-    if not folder.is_dir():
-        raise DatasetError(f"no imported dataset called {name!r}")
-    shutil.rmtree(folder)
+    name = safe_name(name, "dataset name")
+    datasets = subdir(root, "datasets")
+    with name_lock(datasets, name):  # not from under an import of the same name
+        folder = datasets / name
+        if not folder.is_dir():
+            raise DatasetError(f"no imported dataset called {name!r}")
+        shutil.rmtree(folder)
+        drop_stale_stores(root, name)

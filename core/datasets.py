@@ -3,15 +3,18 @@
 Every dataset, built-in, downloaded or imported, ends up as the same thing: uint8 images
 `[N, H, W, C]`, int64 labels `[N]`, class names, and a fixed train/val/test assignment. `splits()`
 then draws class-balanced subsets (`n_per_class`) and the labelled subset for semi-supervised runs,
-deterministically from a seed. Keeping all of it in memory is right for the workshop scale this
-tool targets (up to ~100k small images) and lets preprocessing run batched on tensors.
+deterministically from a seed. Built-in datasets are small enough to keep in memory; an imported
+one is decoded once into a store on disk (`build_store`) and read through a memory map, so 100,000
+images cost little RAM. A run copies only its own subsets into memory (`Split.images`).
 """
 from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import logging
 import os
+import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +29,8 @@ _logger = logging.getLogger(__name__)
 
 TRAIN, VAL, TEST = 0, 1, 2  # values of ImageData.split
 SPLIT_NAMES = {"train": TRAIN, "val": VAL, "test": TEST}
-STORAGE_SIZE = 160  # imported photos are stored as centre-cropped squares of this side
+STORAGE_SIZE = 160  # imported photos are stored as centre-cropped squares of at most this side
+STORE_MAX_BYTES = 4 * 1024**3  # decoded size cap of one imported dataset: 55,000 photos at 160 px, 100,000 at 119 px
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 FASHION_PROMPT_NAMES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]
@@ -194,6 +198,9 @@ def list_datasets(root: Path | None = None) -> dict[str, DatasetEntry]:
     entries = dict(DATASETS)
     imported = root / "datasets"
     if imported.is_dir():
+        from .dataset_import import clean_stale_staging
+
+        clean_stale_staging(imported)  # what a killed import left goes at the next listing (app and CLI start)
         for folder in sorted(p for p in imported.iterdir() if p.is_dir() and not p.name.startswith(".")):
             if folder.name not in entries:
                 entries[folder.name] = DatasetEntry(_imported(folder.name), f"imported from {folder.name}", offline=True, kind="imported")
@@ -257,14 +264,14 @@ def splits(data: ImageData, *, n_per_class: int | None = None, eval_per_class: i
     return out
 
 
-def read_image_file(path: Path) -> np.ndarray:
-    """Decode one image file to a uint8 RGB square of STORAGE_SIZE (EXIF-rotated, centre-cropped)."""
+def read_image_file(path: Path, size: int = STORAGE_SIZE) -> np.ndarray:
+    """Decode one image file to a uint8 RGB square of side `size` (EXIF-rotated, centre-cropped)."""
     from PIL import Image, ImageOps
 
     with Image.open(path) as im:
         im = ImageOps.exif_transpose(im)
         im = _to_rgb(im)
-        im = ImageOps.fit(im, (STORAGE_SIZE, STORAGE_SIZE), method=Image.Resampling.BICUBIC)
+        im = ImageOps.fit(im, (size, size), method=Image.Resampling.BICUBIC)
         return np.asarray(im, dtype=np.uint8)
 
 
@@ -273,47 +280,144 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 # ------------------------------------------------------------------------------------- helpers
 def _imported_files(folder: Path) -> tuple[list[Path], str]:
-    """An imported dataset's image files, and a stamp of their names, sizes and times."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    stats = [(p, p.stat()) for p in files]
-    stamp = "|".join(f"{p.relative_to(folder)}:{st.st_size}:{st.st_mtime_ns}" for p, st in stats)
-    return files, hashlib.sha1(stamp.encode()).hexdigest()[:16]
+    """An imported dataset's image files, and a stamp of their names, sizes and times.
+    os.scandir, not Path.rglob: this runs at every load, and 100,000 files cost seconds the other way."""
+    found = []  # (relative parts, size, mtime_ns)
+
+    def walk(path: str, parts: tuple[str, ...]) -> None:
+        with os.scandir(path) as it:
+            for e in it:
+                if e.is_dir(follow_symlinks=False):
+                    walk(e.path, (*parts, e.name))
+                elif e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES:
+                    st = e.stat()
+                    found.append(((*parts, e.name), st.st_size, st.st_mtime_ns))
+
+    walk(str(folder), ())
+    found.sort()
+    stamp = "|".join(f"{'/'.join(parts)}:{size}:{mtime}" for parts, size, mtime in found)
+    return [folder.joinpath(*parts) for parts, _, _ in found], hashlib.sha1(stamp.encode()).hexdigest()[:16]
 
 
 def _imported(name: str) -> Callable[[Path], ImageData]:
     def build(root: Path) -> ImageData:
         folder = root / "datasets" / safe_name(name, "dataset name")
-        cache_dir = subdir(root, "cache", "datasets")
-        files, stamp = _imported_files(folder)
-        classes = sorted({p.relative_to(folder).parts[0] for p in files if len(p.relative_to(folder).parts) == 2})
-        cached = cache_dir / f"{name}-{stamp}-{STORAGE_SIZE}.npz"
-        if cached.exists():
-            z = np.load(cached, allow_pickle=False)
-            images, labels = z["images"], z["labels"]
-        else:
-            index = {c: i for i, c in enumerate(classes)}
-            images, labels = [], []
-            for p in files:
-                parts = p.relative_to(folder).parts
-                if len(parts) != 2:
-                    continue
-                try:
-                    images.append(read_image_file(p))
-                except Exception as exc:  # an unreadable file must not sink the dataset
-                    _logger.warning("skipping unreadable image %s: %s", p, exc)
-                    continue
-                labels.append(index[parts[0]])
-            if not images:
-                raise DatasetError(f"dataset {name!r} has no readable images in {folder}")
-            images, labels = np.stack(images), np.asarray(labels, dtype=np.int64)
-            # a name of this process and thread: two sessions loading a fresh import at once must not share it
-            tmp = cached.with_name(f".{cached.stem}.{os.getpid()}-{threading.get_ident()}.tmp.npz")
-            np.savez(tmp, images=images, labels=labels)
-            tmp.replace(cached)
-        return ImageData(name, images, labels, classes, _stratified_split(labels),
-                         description=f"imported: {len(labels)} images in {len(classes)} classes")
+        store = build_store(folder, root, name)  # no-op when the import already wrote it
+        meta = json.loads((store / "meta.json").read_text())
+        images = np.load(store / "images.npy", mmap_mode="r")  # pages are read as runs touch them: little RAM
+        labels, classes = np.load(store / "labels.npy"), meta["classes"]
+        split = _stratified_split(labels)
+        h = hashlib.sha1(f"{meta['images_sha1']}|{'|'.join(classes)}".encode())  # hashing the images again would read them all
+        for arr in (labels, split):
+            h.update(np.ascontiguousarray(arr).data)
+        description = (f"imported: {len(labels)} images in {len(classes)} classes, stored at {images.shape[1]}x{images.shape[2]} px")
+        if meta["n_unreadable"]:
+            first = meta["unreadable"][0]
+            description += f"; {meta['n_unreadable']} unreadable files left out (first: {first[0]}: {first[1]})"
+        return ImageData(name, images, labels, classes, split, description=description, _fingerprint=h.hexdigest()[:16])
 
     return build
+
+
+def store_folder(root: Path, name: str) -> Path:
+    """cache/datasets/<name>/: the decoded stores of an imported dataset, one sub-folder per files stamp."""
+    return root / "cache" / "datasets" / safe_name(name, "dataset name")
+
+
+def build_store(folder: Path, root: Path, name: str) -> Path:
+    """The decoded store of the imported dataset in `folder`: `images.npy` (uint8 [N, S, S, 3], read
+    through a memory map), `labels.npy` and `meta.json`, in cache/datasets/<name>/<files stamp>/.
+
+    Written once (the import writes it; a folder copied in by hand gets it at its first load), streamed:
+    one file is decoded at a time and appended with plain writes, so memory stays flat at any dataset
+    size. The side S is the largest image's shorter side, capped at STORAGE_SIZE: small images are not
+    blown up (100,000 16x16 PNGs take 77 MB, not 7.7 GB). Refused past STORE_MAX_BYTES, or when the
+    disk lacks the room (checked first). A file is left out as unreadable only when decoding it fails;
+    running out of memory is an error, never an "unreadable" image."""
+    from PIL import Image
+
+    from .diskio import NpyWriter, clean_stale_temps, ensure_free, human
+
+    files, stamp = _imported_files(folder)
+    final = store_folder(root, name) / stamp
+    if (final / "meta.json").exists():
+        return final
+    files = [p for p in files if len(p.relative_to(folder).parts) == 2]
+    classes = sorted({p.relative_to(folder).parts[0] for p in files})
+    index = {c: i for i, c in enumerate(classes)}
+    sides = []
+    for p in files:  # headers only: the size, without decoding the pixels
+        try:
+            with Image.open(p) as im:
+                sides.append(min(im.size))
+        except Exception:  # noqa: BLE001 -- unreadable: left out (and counted) by the decoding pass below
+            continue
+    if not sides:
+        raise DatasetError(f"dataset {name!r} has no readable images in {folder}")
+    side = max(1, min(STORAGE_SIZE, max(sides)))
+    need = len(files) * side * side * 3
+    if need > STORE_MAX_BYTES:
+        raise DatasetError(f"dataset {name!r} is too large: {len(files)} images at {side}x{side} px take {human(need)} decoded, "
+                           f"over the {human(STORE_MAX_BYTES)} limit of one dataset; import fewer (or smaller) images")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(final.parent)  # a killed process's half-written store
+    ensure_free(final.parent, need + 4096, f"the decoded images of {name!r}")
+    # a name of this process and thread: two sessions loading a fresh dataset at once must not share it
+    tmp = final.with_name(f".{stamp}.{os.getpid()}-{threading.get_ident()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    labels, unreadable, h = [], [], hashlib.sha1()
+    try:
+        with NpyWriter(tmp / "images.npy", (len(files), side, side, 3), np.uint8, what=f"the decoded images of {name!r}",
+                       fewer_rows=True) as out:
+            for p in files:
+                rel = p.relative_to(folder)
+                try:
+                    image = read_image_file(p, side)
+                except MemoryError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 -- a file PIL cannot decode (truncated, not an image)
+                    why = str(exc).replace(f"'{p}'", "").replace(str(p), str(rel)).strip()  # no server paths in messages
+                    unreadable.append((str(rel), f"{type(exc).__name__}: {why}"[:200]))
+                    continue
+                out.write(image[None])
+                h.update(image.data)
+                labels.append(index[rel.parts[0]])
+        if not labels:
+            raise DatasetError(f"dataset {name!r} has no readable images in {folder}")
+        np.save(tmp / "labels.npy", np.asarray(labels, dtype=np.int64))
+        meta = {"version": 1, "classes": classes, "side": side, "n": len(labels), "images_sha1": h.hexdigest(),
+                "n_unreadable": len(unreadable), "unreadable": unreadable[:100]}
+        (tmp / "meta.json").write_text(json.dumps(meta))  # ASCII escapes: a hand-copied folder's odd names still fit
+        if unreadable:
+            _logger.warning("dataset %r: %d unreadable files left out (first: %s: %s)", name, len(unreadable), *unreadable[0])
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / "meta.json").exists():  # not "another process was first"
+                raise
+    except BaseException as exc:
+        from .diskio import DiskFull, disk_full_error
+
+        full = disk_full_error(exc, final.parent, need, f"the decoded images of {name!r}") if isinstance(exc, OSError) else None
+        if full is not None and not isinstance(exc, DiskFull):
+            raise full from exc
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def drop_stale_stores(root: Path, name: str, keep: Path | None = None) -> None:
+    """Remove the decoded stores of `name` other than `keep` (a re-import's old files). A process that
+    still reads an old one keeps its memory map: unlinking an open file is safe on POSIX."""
+    folder = store_folder(root, name)
+    if folder.is_dir():
+        for p in folder.iterdir():
+            if p != keep and not p.name.startswith("."):
+                shutil.rmtree(p, ignore_errors=True)
+    if keep is None:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _to_rgb(im):

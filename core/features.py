@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import numpy as np
 import torch
 
 from .datasets import Split
+from .diskio import NpyWriter, clean_stale_temps
 from .paths import subdir
 from .transforms import Preprocess
 
@@ -81,11 +80,10 @@ def cached_prefix_features(prefix: torch.nn.Module, prefix_key: str, split: Spli
             return np.load(path, mmap_mode="r")
         except (ValueError, OSError):  # a torn file from a killed process: rebuild it
             path.unlink(missing_ok=True)
+    clean_stale_temps(path.parent)  # what a killed process was writing
     source = ImageSource(split, preprocess, device)
     n = len(split)
-    out = None
-    # pid and thread: two workers of one server may cache the same features at once
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}-{threading.get_ident()}.tmp.npy")
+    out = None  # plain buffered writes, never a memory map: a full disk must raise, not SIGBUS the server
     generator = torch.Generator().manual_seed(_AUG_SEED)
     was = prefix.training
     prefix.eval()
@@ -96,20 +94,18 @@ def cached_prefix_features(prefix: torch.nn.Module, prefix_key: str, split: Spli
                 for start in range(0, n, batch_size):
                     rows = torch.arange(start, min(n, start + batch_size))
                     feats = prefix(source.get(rows, v, generator)).to(torch.float16).cpu().numpy()
-                    if out is None:
-                        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16,
-                                                        shape=(views, n, *feats.shape[1:]))
-                    out[v, start:start + len(rows)] = feats
+                    if out is None:  # checks the free space for the whole array first
+                        out = NpyWriter(path, (views, n, *feats.shape[1:]), np.float16, what="cached features")
+                    out.write(feats)  # views then rows: the array's own (C) order
                     done += len(rows)
-                    if on_progress:  # may raise to cancel the run: the finally below cleans up
+                    if on_progress:  # may raise to cancel the run: the except below cleans up
                         on_progress(done, total)
-        out.flush()
-        del out
+        out.commit()  # atomic rename: readers never see a half-written cache
     except BaseException:
-        tmp.unlink(missing_ok=True)  # a cancel or crash mid-way leaves no half-written file in the cache
+        if out is not None:
+            out.abort()  # a cancel, a crash or a full disk mid-way leaves no half-written file in the cache
         raise
     finally:
         prefix.train(was)
-    os.replace(tmp, path)  # atomic: readers never see a half-written cache
     _logger.info("cached %s prefix features for %d images x %d views -> %s", prefix_key, n, views, path.name)
     return np.load(path, mmap_mode="r")

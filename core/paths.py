@@ -5,7 +5,8 @@
         runs/<run_id>/     per-run artifacts: config.json, checkpoint.safetensors, embeddings/
         datasets/<name>/   imported user datasets, one sub-folder per class
         downloads/         torchvision downloads (CIFAR, SVHN, ...)
-        cache/             features, embeddings, projections, decoded datasets
+        cache/             features, embeddings, projections, decoded datasets (cache/datasets/<name>/<stamp>/)
+        locks/             flock files: one import (or delete) of a dataset name at a time
 
 Every user-supplied name goes through `safe_name` / `confined` so nothing is read or written
 outside this folder.

@@ -129,7 +129,10 @@ class RunStore:
                 raise  # locked, or unopenable for another reason: never move a healthy database aside
             self._recover_corrupt(exc)
         if recover and not self.read_only:
-            self.recover_interrupted()
+            try:
+                self.recover_interrupted()
+            except sqlite3.OperationalError as exc:  # a full disk: the runs are still listed, marked next time
+                _logger.warning("could not mark interrupted runs in %s: %s", self.db_path, exc)
 
     def _open(self) -> int:
         """Connect, create the tables, check the file; returns how many runs were re-indexed from their
@@ -205,23 +208,32 @@ class RunStore:
     # --- connections -------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
+        if conn is None and self.read_only:
+            conn = self._local.conn = self._read_only_conn()
         if conn is None:
-            if self.read_only and not self.db_path.exists():  # nothing to list, and nothing may be created
-                conn = sqlite3.connect(":memory:", isolation_level=None)
-                conn.executescript(_SCHEMA)
-            elif self.read_only:  # no -wal / -shm can be created here; immutable when even mode=ro cannot open it
-                try:
-                    conn = sqlite3.connect(f"{self.db_path.as_uri()}?mode=ro", uri=True, timeout=30.0, isolation_level=None)
-                    conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
-                except sqlite3.OperationalError:
-                    conn = sqlite3.connect(f"{self.db_path.as_uri()}?immutable=1", uri=True, isolation_level=None)
-            else:
-                conn = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None, check_same_thread=True)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
+            conn = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None, check_same_thread=True)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=30000")
             conn.row_factory = sqlite3.Row
             self._local.conn = conn
+        return conn
+
+    def _read_only_conn(self) -> sqlite3.Connection:
+        """Read the database as it is: with its WAL where SQLite can, else the main file alone
+        (`immutable`: no -shm is needed), else an empty in-memory store (no runs.db yet)."""
+        uri = self.db_path.as_uri()
+        for target in (f"{uri}?mode=ro", f"{uri}?mode=ro&immutable=1"):
+            try:
+                conn = sqlite3.connect(target, uri=True, isolation_level=None, check_same_thread=True)
+                conn.execute("SELECT 1 FROM runs LIMIT 1")
+                conn.row_factory = sqlite3.Row
+                return conn
+            except sqlite3.Error:
+                continue
+        conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=True)
+        conn.executescript(_SCHEMA)
+        conn.row_factory = sqlite3.Row
         return conn
 
     class _Tx:

@@ -32,6 +32,7 @@ from . import backbones as bb
 from . import datasets as ds
 from . import distributed
 from .device import autocast, autocast_dtype, configure_threads, pick_device
+from .diskio import ensure_free, write_atomic
 from .embeddings import compute_embeddings, embeddings_dir, save_embeddings
 from .errors import EmbedLabError, InvalidConfig, UnknownName, WeightsUnavailable
 from .features import CachedSource, ImageSource, cached_prefix_features, pick_views
@@ -763,6 +764,7 @@ def _save_within_budget(run_dir: Path, folder: Path, es, what: str, tracker: _Tr
                    f"({RUN_DISK_ENV})")
     else:
         try:
+            ensure_free(run_dir, need + (1 << 16), what)  # DiskFull is an OSError: skipped with the message below
             save_embeddings(folder, es)
             return True
         except OSError as exc:  # disk full, quota
@@ -794,12 +796,17 @@ def _save_checkpoint(method: Method, optimizer, run_dir: Path, step: int, stage_
     from safetensors.torch import save_file
 
     state = {k: v.detach().to("cpu").contiguous() for k, v in _trainable_state(method).items()}
-    tmp = run_dir / (CHECKPOINT + ".tmp")
-    save_file(state, str(tmp), metadata={"step": str(step), "stage": str(stage_index)})
-    os.replace(tmp, run_dir / CHECKPOINT)
-    tmp = run_dir / (TRAINER_STATE + ".tmp")
-    torch.save({"optimizer": optimizer.state_dict(), "step": step, "stage": stage_index}, tmp)
-    os.replace(tmp, run_dir / TRAINER_STATE)
+    need = sum(t.nbytes for t in state.values()) + (1 << 16)
+    write_atomic(run_dir / CHECKPOINT, lambda tmp: save_file(state, str(tmp), metadata={"step": str(step), "stage": str(stage_index)}),
+                 need=need, what="the checkpoint")
+    opt = optimizer.state_dict()  # AdamW: two moments per trainable weight
+    write_atomic(run_dir / TRAINER_STATE, functools.partial(_torch_save, {"optimizer": opt, "step": step, "stage": stage_index}),
+                 need=2 * need, what="the optimizer state")
+
+
+def _torch_save(obj, path: Path) -> None:
+    with open(path, "wb") as f:  # a file object: a failed write's OSError (ENOSPC, EFBIG) stays in the exception chain
+        torch.save(obj, f)
 
 
 def load_method_weights(method: Method, run_dir: Path) -> dict:

@@ -228,7 +228,7 @@ def test_odd_formats_are_converted_to_rgb_right_way_up(tmp_path, datasets_home):
     report = import_dataset(make_zip(tmp_path / "odd.zip", entries), "odd", root=root)
     assert report.counts == {"odd": 8, "plain": 2} and report.skipped == []
     data = ds.load_dataset("odd", root)
-    size = ds.STORAGE_SIZE
+    size = 20  # the largest shorter side (the 30x20 EXIF photo): small images are not blown up to STORAGE_SIZE
     assert data.images.shape == (10, size, size, 3) and data.images.dtype == np.uint8
     odd = data.images[: 8]  # files load in sorted order: the 8 'odd' ones first
     centre = [tuple(int(v) for v in im[size // 2, size // 2]) for im in odd]
@@ -239,7 +239,7 @@ def test_odd_formats_are_converted_to_rgb_right_way_up(tmp_path, datasets_home):
     assert centre[5] == (100, 100, 100)  # grey + alpha
     assert centre[7] == (255, 255, 255)  # 1-bit
     exif = odd[6].astype(int)  # upright: blue on the left, red on the right (unrotated: red on top)
-    left, right = exif[size // 2, 10], exif[size // 2, size - 10]
+    left, right = exif[size // 2, size // 4], exif[size // 2, size - 1 - size // 4]
     assert left[2] > 200 and left[0] < 60 and right[0] > 200 and right[2] < 60
 
 
@@ -334,3 +334,123 @@ def test_folder_upload_total_size_cap(tmp_path, monkeypatch):
         di.import_files([("pets/cats/0.png", png()), ("pets/dogs/0.png", png())], "pets", root=tmp_path / "home")
     assert str(info.value).startswith("the uploaded folder refused: it holds ") and "over the 100 bytes limit" in str(info.value)
     assert snapshot(tmp_path / "home" / "datasets") == {}
+
+
+# ------------------------------------------------------------------- names, concurrency, kills
+def _rename_entry(path, old: bytes, new: bytes) -> None:
+    """Swap bytes of an entry's name in the local and central headers (same length): names zipfile
+    itself would never write (invalid UTF-8, a NUL byte)."""
+    raw = path.read_bytes()
+    assert len(old) == len(new) and raw.count(old) == 2
+    path.write_bytes(raw.replace(old, new))
+
+
+def _raw_name_patch(path, name: bytes, flag_bits: int) -> None:
+    """Set the central-directory flags of the entry whose raw name is `name` (0x800: 'names are UTF-8')."""
+    raw = bytearray(path.read_bytes())
+    pos = 0
+    while (j := raw.find(b"PK\x01\x02", pos)) >= 0:
+        n = int.from_bytes(raw[j + 28:j + 30], "little")
+        if raw[j + 46:j + 46 + n] == name:
+            raw[j + 8:j + 10] = flag_bits.to_bytes(2, "little")
+        pos = j + 4
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("old, new, flag, message", [
+    (b"cats/Xa.png", b"cats/\xff\xfe.png", True,
+     "bad.zip refused: entry b'cats/\\xff\\xfe.png' has a name that is not valid UTF-8 (though the zip marks it as UTF-8); "
+     "re-create the zip"),
+    (b"Xcats/0.png", b"\0cats/0.png", False, "bad.zip refused: entry '\\x00cats/0.png' has a NUL byte in its name"),
+    (b"cats/Xa.png", b"cats/\0a.png", False, "bad.zip refused: entry 'cats/\\x00a.png' has a NUL byte in its name"),
+])
+def test_zip_entry_names_with_invalid_utf8_or_nul_are_refused_in_one_line(tmp_path, datasets_home, old, new, flag, message):
+    """Was: `internal error: UnicodeDecodeError` / `IndexError`, a traceback with server paths in the app."""
+    root, _ = datasets_home
+    entries = {**classes(GOOD), old.decode(): png(seed=50)}
+    path = make_zip(tmp_path / "bad.zip", entries)
+    _rename_entry(path, old, new)
+    if flag:
+        _raw_name_patch(path, new, 0x800)
+    _refused(path, "bad", root, message)
+    assert snapshot(root / "datasets") == {}
+    # the app: the same line in an error box, no traceback
+    assert ui.import_uploaded_zip(Upload("bad.zip", path.read_bytes()), "", str(root)) == ("error", message, None)
+
+
+def test_a_nul_byte_in_a_folder_upload_path_is_refused(tmp_path):
+    with pytest.raises(DatasetError) as info:
+        di.import_files([("pets/cats/0.png", png()), ("pets/dogs/\0.png", png())], "pets", root=tmp_path / "home")
+    assert str(info.value) == "the uploaded folder refused: entry 'pets/dogs/\\x00.png' has a NUL byte in its name"
+
+
+def test_two_imports_to_one_name_at_once_never_both_succeed(tmp_path, datasets_home):
+    """Was: both 'imported', the second user's dataset silently replaced the first."""
+    import threading
+
+    root, datasets = datasets_home
+    zips = [make_zip(tmp_path / f"{k}.zip", classes({"cats": 3, "dogs": 3}, start=10 * k)) for k in range(2)]
+    barrier, results = threading.Barrier(2), {}
+
+    def attempt(k):
+        barrier.wait()
+        try:
+            results[k] = import_dataset(zips[k], "pets", root=root).summary()
+        except DatasetError as exc:
+            results[k] = f"refused: {exc}"
+
+    threads = [threading.Thread(target=attempt, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    winners = [k for k, r in results.items() if not r.startswith("refused")]
+    assert len(winners) == 1, results
+    loser = 1 - winners[0]
+    assert results[loser] == ("refused: a dataset called 'pets' already exists; choose another name or delete it first")
+    with zipfile.ZipFile(zips[winners[0]]) as z:  # the dataset on disk is the winner's, whole
+        assert {n: z.read(n) for n in z.namelist()} == {
+            str(p.relative_to(datasets / "pets")): p.read_bytes() for p in (datasets / "pets").rglob("*.png")}
+    assert [p.name for p in datasets.iterdir()] == ["pets"]  # no staging left
+
+
+def test_an_import_waits_for_one_of_the_same_name_then_refuses(tmp_path, datasets_home, monkeypatch):
+    root, datasets = datasets_home
+    monkeypatch.setattr(di, "LOCK_WAIT_S", 0.3)
+    src = make_zip(tmp_path / "ok.zip", classes(GOOD))
+    with di.name_lock(root / "datasets", "pets"):  # another session's import of 'pets' is under way
+        _refused(src, "pets", root, "another import of 'pets' is still running; try again when it has finished")
+        assert import_dataset(src, "other", root=root).n_images == 6  # other names are not held up
+    assert import_dataset(src, "pets", root=root).n_images == 6  # released: goes through
+
+
+_KILLED_IMPORT = r"""
+import os, signal, sys
+from pathlib import Path
+import core.dataset_import as di
+real = di._collect_images
+def die(*a, **k):  # SIGKILL mid-import: after the archive is unpacked into staging
+    os.kill(os.getpid(), signal.SIGKILL)
+di._collect_images = die
+di.import_dataset(sys.argv[1], "pets", root=Path(sys.argv[2]))
+"""
+
+
+def test_a_killed_imports_staging_is_removed_at_the_next_start(tmp_path, datasets_home):
+    """Was: a hidden staging folder left for ever."""
+    import subprocess
+    import sys
+
+    from helpers import REPO, cli_env
+
+    root, datasets = datasets_home
+    src = make_zip(tmp_path / "ok.zip", classes(GOOD))
+    proc = subprocess.run([sys.executable, "-c", _KILLED_IMPORT, str(src), str(root)], cwd=REPO, env=cli_env(), timeout=120)
+    assert proc.returncode == -9
+    left = [p.name for p in datasets.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".import-") and (datasets / left[0] / "raw").is_dir()
+    with di._staging(datasets) as live:  # a running import's staging stays
+        assert ds.list_datasets(root)  # the next app or CLI start (any dataset listing) cleans up
+        assert [p.name for p in datasets.iterdir()] == [live.name]
+    assert list(datasets.iterdir()) == []
+    assert [p.name for p in (root / "locks").iterdir()] == ["dataset-pets.lock"]  # the dead one's, free; removed by the next holder

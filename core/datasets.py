@@ -210,9 +210,7 @@ def load_dataset(name: str, root: Path | None = None) -> ImageData:
     entries = list_datasets(root)
     if name not in entries:
         raise UnknownName(f"unknown dataset {name!r}; choose from: {', '.join(entries)}")
-    key = (str(root), name)
-    if entries[name].kind == "imported":  # its files may be replaced (re-import): their stamp is part of the key
-        key += (_imported_files(root / "datasets" / safe_name(name, "dataset name"))[1],)
+    key = (str(root), name, content_stamp(name, root))  # a re-import under this name is new data
     with _cache_lock:
         if key in _cache:
             return _cache[key]
@@ -220,6 +218,17 @@ def load_dataset(name: str, root: Path | None = None) -> ImageData:
     with _cache_lock:
         _cache[key] = data
     return data
+
+
+def content_stamp(name: str, root: Path | None = None) -> str:
+    """A stamp that changes whenever dataset `name`'s content can: an imported dataset's files (their
+    names, sizes and times; a re-import with --overwrite replaces them), '' for the built-in ones.
+    Part of every cache key that holds a dataset or something drawn from it (the app's previews too)."""
+    root = root or default_home()
+    entry = list_datasets(root).get(name)
+    if entry is None or entry.kind != "imported":
+        return ""
+    return _imported_files(root / "datasets" / safe_name(name, "dataset name"))[1]
 
 
 def splits(data: ImageData, *, n_per_class: int | None = None, eval_per_class: int | None = None,

@@ -19,12 +19,12 @@ import re
 
 # Backslash-escaped punctuation is literal text in CommonMark. Escaped: what can start markup anywhere in a
 # line (emphasis, code, strikethrough, links and images, raw HTML and autolinks, entities, tables, LaTeX
-# `$`), `:` before a letter or `/` (Streamlit's `:red[...]` / `:material/...:` directives, `https:`
-# autolinks), `@` (e-mail autolinks) and the dot of `www.`; and at the start of the line, what opens a
-# block (heading, quote, list). Other punctuation stays as it is, so messages still read (and match) as
-# written: `'`, `"`, `,`, `.`, `-`, `(`, `)` and `: ` start nothing inside one line.
-_MD_INLINE = re.compile(r"([\\`*_~\[\]<>&$|@])|:(?=[A-Za-z/])|(?<=www)\.", re.IGNORECASE)
-_MD_BLOCK_START = re.compile(r"^(\s*(?:\d{1,9}(?=[.)](?:\s|$)))?)([#+.)-])")  # `# `, `> `, `- `, `+ `, `1. `, `1) `
+# `$`; `_` unless inside a word, where it emphasises nothing), `:` before a letter or `/` (Streamlit's
+# `:red[...]` / `:material/...:` directives, `https:` autolinks), `@` (e-mail autolinks) and the dot of
+# `www.`; and at the start of the line, what opens a block (heading, quote, list). Other punctuation stays
+# as it is, so messages read (and match) as written: `'`, `"`, `,`, `.`, `-`, `>`, `(`, `)`, `: `, `a_b`.
+_MD_INLINE = re.compile(r"[\\`*~\[\]<&$|@]|(?<![^\W_])_|_(?![^\W_])|:(?=[A-Za-z/])|(?<=www)\.", re.IGNORECASE)
+_MD_BLOCK_START = re.compile(r"^(\s*(?:\d{1,9}(?=[.)](?:\s|$)))?)([#>+.)-])")  # `# `, `> `, `- `, `+ `, `1. `, `1) `
 _LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+")  # a name is one line: no new block can start
 
 
@@ -48,7 +48,9 @@ def md_code(value) -> str:
     """`value` as a Markdown inline code span, fenced by more backticks than any run inside it."""
     text = _one_line(value)
     fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
-    return f"{fence} {text} {fence}"  # one space each side is stripped again; it keeps a leading ` apart
+    # CommonMark strips one space from each side when both have one: add them when the text needs that
+    pad = " " if text[:1] == "`" or text[-1:] == "`" or (text[:1] == " " and text[-1:] == " ") or not text else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def plotly_text(value) -> str:

@@ -131,6 +131,11 @@ def test_hostile_names_run_nothing_on_any_page(watched, hostile_app, tmp_path):
         assert any(f"label {name}" in t for t in texts), (name, texts)
     legend = frame.evaluate("() => [...document.querySelectorAll('.legendtext')].map(e => e.textContent)")
     assert sorted(legend) == sorted(HOSTILE_CLASSES), legend  # Plotly draws the escaped names as text
+    # the second wall: had markup got into the frame, its Content-Security-Policy runs no inline handler
+    probe = frame.evaluate("""() => new Promise((ok) => {
+        document.body.insertAdjacentHTML('beforeend', '<img src="x" onerror="window.__csp_probe = 1">');
+        setTimeout(() => ok(window.__csp_probe === undefined ? 'blocked' : 'ran'), 800); })""")
+    assert probe == "blocked"
     pg.screenshot(path=str(ARTIFACTS / "hostile-explore.png"), full_page=True)
 
     # COMPARE, RUNS, LEARN

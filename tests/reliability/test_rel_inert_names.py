@@ -243,3 +243,20 @@ def test_a_tab_or_line_break_in_a_class_name_adds_no_projector_column_or_row(tmp
     rows = metadata.split("\n")[:-1]
     assert len(rows) == 3 and all(len(r.split("\t")) == len(report.METADATA_HEADER) for r in rows)
     assert rows[1].split("\t")[2] == "a b" and rows[2].split("\t")[2] == "c d e f"
+
+
+def test_the_content_stamp_moves_with_the_dataset_and_only_then(tmp_path):
+    """What the page caches key on: cheap (folders, not files), and it changes with every re-import or edit."""
+    from core.dataset_import import import_dataset
+    from core.datasets import content_stamp
+
+    home = tmp_path / "home"
+    assert content_stamp("digits", home) == ""  # built-in: fixed by the code
+    import_dataset(_hostile_zip(tmp_path / "a.zip", ["tabby", "beagle"], 3), "pets", root=home)
+    first = content_stamp("pets", home)
+    assert first and content_stamp("pets", home) == first  # nothing changed, nothing reloads
+    import_dataset(_hostile_zip(tmp_path / "b.zip", ["tabby", "beagle"], 3), "pets", root=home, overwrite=True)
+    second = content_stamp("pets", home)
+    assert second != first  # the same class names and file names, re-imported: new data
+    (home / "datasets" / "pets" / "tabby" / "extra.png").write_bytes(png(seed=99))
+    assert content_stamp("pets", home) != second

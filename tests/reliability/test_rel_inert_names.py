@@ -260,3 +260,23 @@ def test_the_content_stamp_moves_with_the_dataset_and_only_then(tmp_path):
     assert second != first  # the same class names and file names, re-imported: new data
     (home / "datasets" / "pets" / "tabby" / "extra.png").write_bytes(png(seed=99))
     assert content_stamp("pets", home) != second
+
+
+def test_html_reaches_streamlit_only_escaped():
+    """A guard for new code: every `unsafe_allow_html=True` in the app is fed a constant or `html_text(...)` values."""
+    import ast
+
+    offenders = []
+    for path in [REPO / "app.py", *sorted((REPO / "pages").glob("*.py"))]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call) or not any(
+                    k.arg == "unsafe_allow_html" and not (isinstance(k.value, ast.Constant) and k.value.value is False)
+                    for k in node.keywords):
+                continue
+            body = node.args[0] if node.args else None
+            parts = body.values if isinstance(body, ast.JoinedStr) else [body]
+            safe = all(isinstance(p, ast.Constant) or (isinstance(p, ast.FormattedValue) and isinstance(p.value, ast.Call)
+                                                       and getattr(p.value.func, "id", "") == "html_text") for p in parts)
+            if not safe:
+                offenders.append(f"{path.name}:{node.lineno}")
+    assert offenders == []

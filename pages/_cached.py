@@ -41,7 +41,7 @@ def thumbs(root, run_id, split):
 @st.cache_data(show_spinner=False, max_entries=8)
 def _thumbs(root, run_id, split, stamp):
     view = run_view(root, run_id, split)
-    return thumbs_for(dataset(root, view.dataset), view.after.ids)
+    return thumbs_for(_dataset(root, view.dataset, stamp), view.after.ids)
 
 
 @st.cache_data(show_spinner="Embedding the selection's pool…", max_entries=8)

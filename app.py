@@ -8,6 +8,7 @@ process), so reloads, second tabs and other browsers all see the same runs.
 import streamlit as st
 
 from core.device import describe, hub_reachable
+from core.safe_text import md_code, md_text
 from pages._ui import PAGES, get_manager, get_store, home_dir, routed
 
 st.set_page_config(page_title="EmbedLab", page_icon=":material/scatter_plot:", layout="wide")
@@ -40,12 +41,12 @@ with st.sidebar:
     st.markdown("### :material/scatter_plot: EmbedLab")
     st.caption("See what fine-tuning does to a vision model's embeddings.")
     online = hub_reachable()
-    st.markdown(f":material/memory: **Device** · {_device()}")
+    st.markdown(f":material/memory: **Device** · {md_text(_device())}")
     if online:
         st.markdown(":material/cloud_done: **Pretrained weights** · :green[online] (Hugging Face hub reachable)")
     else:
         st.markdown(":material/cloud_off: **Pretrained weights** · :orange[offline]: bundled models only")
-    st.caption(f"EMBEDLAB_HOME: `{home_dir()}`")
+    st.caption(f"EMBEDLAB_HOME: {md_code(home_dir())}")
 
 with routed():
     page.run()

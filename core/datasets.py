@@ -217,9 +217,7 @@ def load_dataset(name: str, root: Path | None = None) -> ImageData:
     entries = list_datasets(root)
     if name not in entries:
         raise UnknownName(f"unknown dataset {name!r}; choose from: {', '.join(entries)}")
-    key = (str(root), name)
-    if entries[name].kind == "imported":  # its files may be replaced (re-import): their stamp is part of the key
-        key += (_imported_files(root / "datasets" / safe_name(name, "dataset name"))[1],)
+    key = (str(root), name, content_stamp(name, root))  # a re-import under this name is new data
     with _cache_lock:
         if key in _cache:
             return _cache[key]
@@ -227,6 +225,24 @@ def load_dataset(name: str, root: Path | None = None) -> ImageData:
     with _cache_lock:
         _cache[key] = data
     return data
+
+
+def content_stamp(name: str, root: Path | None = None) -> str:
+    """A stamp that changes whenever dataset `name`'s content can ('' for the built-in ones): part of every
+    cache key that holds a dataset or something drawn from it (the app's previews too).
+
+    An import or a re-import with --overwrite moves a new folder into place with one rename, and adding,
+    removing or renaming a file changes its class folder's time: so the folders are stat'ed, not every
+    image (pages call this on each rerun; 10k files cost ~1 s to stat on a busy 2-core box).
+    """
+    root = root or default_home()
+    entry = list_datasets(root).get(name)
+    if entry is None or entry.kind != "imported":
+        return ""
+    folder = root / "datasets" / safe_name(name, "dataset name")
+    folders = [folder, *sorted(p for p in folder.iterdir() if p.is_dir())]
+    stamp = "|".join(f"{p.name}:{st.st_ino}:{st.st_mtime_ns}" for p in folders for st in [p.stat()])
+    return hashlib.sha1(stamp.encode()).hexdigest()[:16]
 
 
 def splits(data: ImageData, *, n_per_class: int | None = None, eval_per_class: int | None = None,

@@ -10,7 +10,6 @@ report draw the same thing. No streamlit import here.
 """
 from __future__ import annotations
 
-import html
 import io
 import logging
 import time
@@ -25,6 +24,7 @@ import numpy as np
 from .embeddings import EmbeddingSet, list_snapshots, load_embeddings, load_run_embeddings
 from .errors import EmbedLabError, InvalidConfig, UnknownName
 from .metrics import HIGHER_IS_BETTER, analyze, best_of, default_output
+from .safe_text import html_text, plotly_text, tsv_cell
 
 _logger = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ def projection_figure(panes: Sequence[dict], labels: np.ndarray, classes: Sequen
 
     dims = panes[0]["points"].shape[1]
     spec = {"type": "scene"} if dims == 3 else {}
-    fig = make_subplots(rows=1, cols=len(panes), subplot_titles=[p["title"] for p in panes], specs=[[spec] * len(panes)],
+    fig = make_subplots(rows=1, cols=len(panes), subplot_titles=[plotly_text(p["title"]) for p in panes], specs=[[spec] * len(panes)],
                         horizontal_spacing=0.03)
     labels = np.asarray(labels)
     big = len(labels) > 3000
@@ -227,10 +227,10 @@ def projection_figure(panes: Sequence[dict], labels: np.ndarray, classes: Sequen
         pts = np.asarray(pane["points"])
         for c in np.unique(labels):
             m = labels == c
-            name = classes[c] if c < len(classes) else str(c)
+            name = plotly_text(classes[c] if c < len(classes) else c)
             kw = dict(x=pts[m, 0], y=pts[m, 1], mode="markers", name=name, legendgroup=str(c), showlegend=col == 1,
                       marker=dict(color=class_colour(int(c)), size=3 if big else 5, opacity=0.8),
-                      hovertemplate=f"{html.escape(name)}<extra></extra>")
+                      hovertemplate="%{fullData.name}<extra></extra>")
             if dims == 3:
                 fig.add_trace(go.Scatter3d(z=pts[m, 2], **kw), row=1, col=col)
             else:
@@ -238,7 +238,7 @@ def projection_figure(panes: Sequence[dict], labels: np.ndarray, classes: Sequen
         anchors = pane.get("anchors")
         if anchors is not None and len(anchors):
             a = np.asarray(anchors)
-            kw = dict(x=a[:, 0], y=a[:, 1], mode="markers+text", text=list(classes)[:len(a)], textposition="top center",
+            kw = dict(x=a[:, 0], y=a[:, 1], mode="markers+text", text=[plotly_text(c) for c in list(classes)[:len(a)]], textposition="top center",
                       name="class anchors", legendgroup="anchors", showlegend=col == 1,
                       marker=dict(symbol="diamond" if dims == 3 else "star", size=8 if dims == 3 else 15,
                                   color=[class_colour(i) for i in range(len(a))], line=dict(color="#000", width=1)))
@@ -272,7 +272,7 @@ def hist_figure(series: Sequence[tuple[str, dict]], *, height: int = 360, title:
         for kind, dash in (("pos", "solid"), ("neg", "dash")):
             fig.add_trace(go.Scatter(x=centres, y=np.asarray(hist[f"{kind}_hist"])[lo:hi], mode="lines",
                                      line=dict(color=colour, dash=dash, shape="hvh"),
-                                     name=f"{name}: {'same class' if kind == 'pos' else 'different class'}",
+                                     name=f"{plotly_text(name)}: {'same class' if kind == 'pos' else 'different class'}",
                                      hovertemplate="cos %{x:.3f}: %{y:.1%} of pairs<extra></extra>"))
     fig.update_layout(title=title, height=height, xaxis_title="cosine similarity", yaxis_title="fraction of pairs",
                       yaxis_tickformat=".0%", template="plotly_white", margin=dict(l=10, r=10, t=50, b=10),
@@ -284,7 +284,7 @@ def per_class_figure(classes: Sequence[str], series: Sequence[tuple[str, Sequenc
     go = _go()
     fig = go.Figure()
     for i, (name, values) in enumerate(series):
-        fig.add_trace(go.Bar(x=[str(c) for c in classes], y=[np.nan if v is None else v for v in values], name=name,
+        fig.add_trace(go.Bar(x=[plotly_text(c) for c in classes], y=[np.nan if v is None else v for v in values], name=plotly_text(name),
                              marker_color=RUN_COLOURS[i % len(RUN_COLOURS)], hovertemplate="%{x}: %{y:.1%}<extra></extra>"))
     fig.update_layout(barmode="group", title="Per-class accuracy", yaxis_tickformat=".0%", yaxis_range=[0, 1], height=height,
                       template="plotly_white", margin=dict(l=10, r=10, t=50, b=10))
@@ -296,8 +296,8 @@ def confusion_figure(classes: Sequence[str], series: Sequence[tuple[str, Sequenc
     go = _go()
     from plotly.subplots import make_subplots
 
-    names = [str(c) for c in classes]
-    fig = make_subplots(rows=1, cols=len(series), subplot_titles=[s[0] for s in series], horizontal_spacing=0.06)
+    names = [plotly_text(c) for c in classes]
+    fig = make_subplots(rows=1, cols=len(series), subplot_titles=[plotly_text(s[0]) for s in series], horizontal_spacing=0.06)
     for col, (_, cm) in enumerate(series, start=1):
         cm = np.asarray(cm, dtype=float)
         rows = cm / np.maximum(cm.sum(1, keepdims=True), 1)
@@ -317,7 +317,7 @@ def wise_ft_figure(series: Sequence[tuple[str, Sequence[dict]]], *, height: int 
     fig = go.Figure()
     for i, (name, curve) in enumerate(series):
         fig.add_trace(go.Scatter(x=[p["alpha"] for p in curve], y=[p["val_acc"] for p in curve], mode="lines+markers",
-                                 name=name, line=dict(color=RUN_COLOURS[i % len(RUN_COLOURS)]),
+                                 name=plotly_text(name), line=dict(color=RUN_COLOURS[i % len(RUN_COLOURS)]),
                                  hovertemplate="alpha %{x:.1f}: %{y:.1%}<extra></extra>"))
     fig.update_layout(title="WiSE-FT: weight-space ensembles of zero-shot (alpha 0) and fine-tuned (alpha 1)",
                       xaxis_title="alpha", yaxis_title="val accuracy", yaxis_tickformat=".0%", height=height,
@@ -338,7 +338,7 @@ def trajectory_figure(frames: Sequence[tuple[int, np.ndarray]], labels: np.ndarr
         out = []
         for c in cls:
             m = labels == c
-            kw = dict(x=y[m, 0], y=y[m, 1], mode="markers", name=classes[c] if c < len(classes) else str(c),
+            kw = dict(x=y[m, 0], y=y[m, 1], mode="markers", name=plotly_text(classes[c] if c < len(classes) else c),
                       marker=dict(color=class_colour(int(c)), size=3 if big else 5, opacity=0.8), hoverinfo="name")
             out.append(go.Scatter3d(z=y[m, 2], **kw) if dims == 3 else (go.Scattergl if big else go.Scatter)(**kw))
         return out
@@ -398,7 +398,7 @@ def metrics_dataframe(results: Sequence[dict], names: Sequence[str]):
 
 def _table_html(results: Sequence[dict], names: Sequence[str]) -> str:
     rows, best = metrics_table(results, names)
-    head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+    head = "".join(f"<th>{html_text(n)}</th>" for n in names)
     body = []
     for row in rows:
         cells = []
@@ -406,7 +406,7 @@ def _table_html(results: Sequence[dict], names: Sequence[str]) -> str:
             v = row[n]
             text = "–" if v is None else f"{v:.3f}"
             cells.append(f"<td class='best'>{text} ★</td>" if best[row['metric']] == i and len(names) > 1 else f"<td>{text}</td>")
-        body.append(f"<tr><th>{html.escape(row['metric'])}</th>{''.join(cells)}</tr>")
+        body.append(f"<tr><th>{html_text(row['metric'])}</th>{''.join(cells)}</tr>")
     return f"<table class='metrics'><thead><tr><th>metric</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
@@ -469,11 +469,11 @@ def _html_page(title: str, views: Sequence[RunView], names: Sequence[str], resul
     parts = []
     for i, (heading, fig) in enumerate(figs):
         div = fig.to_html(full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False, "showSendToCloud": False})
-        parts.append(f"<section><h2>{html.escape(heading)}</h2>{div}</section>")
-    runs = "".join(f"<li><b>{html.escape(n)}</b> <code>{html.escape(v.id)}</code> split {html.escape(v.split)}, "
+        parts.append(f"<section><h2>{html_text(heading)}</h2>{div}</section>")
+    runs = "".join(f"<li><b>{html_text(n)}</b> <code>{html_text(v.id)}</code> split {html_text(v.split)}, "
                    f"{len(v.after)} samples</li>" for n, v in zip(names, views))
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>{html_text(title)}</title>
 <style>
 body {{ font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px auto; max-width: 1280px; color: #222; }}
 table.metrics {{ border-collapse: collapse; margin: 8px 0 24px; }}
@@ -482,7 +482,7 @@ table.metrics th:first-child {{ text-align: left; font-weight: normal; }}
 td.best {{ font-weight: 700; background: #e8f5e9; }}
 section {{ margin: 24px 0; }}
 </style></head><body>
-<h1>{html.escape(title)}</h1>
+<h1>{html_text(title)}</h1>
 <p>Generated {time.strftime('%Y-%m-%d %H:%M')} by EmbedLab. Best value per row marked ★ (alignment, uniformity and
 different-class cosine: lower is better). kNN: leave-one-out on the split, k=20, cosine. Linear probe: logistic regression
 on a stratified 70/30 split of the split's embeddings.</p>
@@ -583,7 +583,7 @@ def projector_files(sets: Sequence[ExportSet]) -> tuple[str, str]:
     for s in sets:
         np.savetxt(vec, s.es.vectors[s.output].astype(np.float32), fmt="%.6g", delimiter="\t")
         for row in _metadata_rows(s):
-            meta.write("\t".join(cell.replace("\t", " ").replace("\n", " ") for cell in row) + "\n")
+            meta.write("\t".join(tsv_cell(cell) for cell in row) + "\n")
     return vec.getvalue(), meta.getvalue()
 
 

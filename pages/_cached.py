@@ -7,7 +7,7 @@ import streamlit as st
 
 from assets.scatter_component import thumbs_for
 from core import report
-from core.datasets import load_dataset
+from core.datasets import content_stamp, load_dataset
 from core.store import RunStore
 
 
@@ -16,8 +16,13 @@ def run_view(root: str, run_id: str, split: str) -> report.RunView:
     return report.load_run_view(RunStore(root), run_id, split)
 
 
-@st.cache_resource(show_spinner=False, max_entries=4)
 def dataset(root: str, name: str):
+    """The dataset as it is now: keyed by its content stamp, so a re-import with --overwrite is shown at once."""
+    return _dataset(root, name, content_stamp(name, Path(root)))
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _dataset(root: str, name: str, stamp: str):
     return load_dataset(name, Path(root))
 
 
@@ -28,10 +33,15 @@ def analysis(root, run_id, split, output):
     return analyze_cached(run_view(root, run_id, split).dir, root=Path(root), split=split, output=output, details=True)
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
 def thumbs(root, run_id, split):
+    """The run's thumbnail sheets, drawn from the dataset's current content."""
+    return _thumbs(root, run_id, split, content_stamp(run_view(root, run_id, split).dataset, Path(root)))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _thumbs(root, run_id, split, stamp):
     view = run_view(root, run_id, split)
-    return thumbs_for(dataset(root, view.dataset), view.after.ids)
+    return thumbs_for(_dataset(root, view.dataset, stamp), view.after.ids)
 
 
 @st.cache_data(show_spinner="Embedding the selection's pool…", max_entries=8)

@@ -39,6 +39,7 @@ import numpy as np
 
 from core import curves
 from core.errors import EmbedLabError
+from core.safe_text import md_code, md_text
 
 STRATEGY_LABELS = {"random": "random", "kcenter": "k-center", "vecaf": "VeCAF"}
 LABEL_CHOICES = ("all", 10, 100, 1000)  # the Train page's "labelled images" options
@@ -216,10 +217,10 @@ def selection_maker(st, root: str | Path | None, backbone: str, dataset: str, *,
             try:
                 record = select(backbone, dataset, strategy, budget, root=Path(root) if root else None)
             except EmbedLabError as exc:
-                st.error(str(exc))
+                st.error(md_text(exc))
                 return
         st.session_state[f"{key}_made"] = record["id"]
-        st.success(f"Saved selection `{record['id']}` ({record['seconds']:.0f} s): pick it above to train on it.")
+        st.success(f"Saved selection {md_code(record['id'])} ({record['seconds']:.0f} s): pick it above to train on it.")
 
 
 # ------------------------------------------------------------------------------------- Explore
@@ -259,9 +260,9 @@ def selection_caption(st, run: Any, root: str | Path | None = None) -> None:
     try:
         info = selection_info(sid, root)
     except EmbedLabError:
-        st.caption(f"Trained on selection `{sid}` (its file is gone).")
+        st.caption(f"Trained on selection {md_code(sid)} (its file is gone).")
         return
-    st.caption(f"Trained on selection `{sid}`: {STRATEGY_LABELS.get(info['strategy'], info['strategy'])}, "
+    st.caption(f"Trained on selection {md_code(sid)}: {STRATEGY_LABELS.get(info['strategy'], info['strategy'])}, "
                f"{info['budget']:,} of {info['pool']:,} training images, {info['classes_covered']}/{info['classes']} classes.")
 
 
@@ -278,7 +279,7 @@ def render_selection_map(st, selection: str, root: str | Path | None = None, *, 
     try:
         m = pool_map(root, selection, max_points)
     except EmbedLabError as exc:
-        st.error(str(exc))
+        st.error(md_text(exc))
         return
     selected_ids = m["ids"][m["selected"]]
     colour = st.segmented_control("Colour", ["selection", "label"], default="selection", key=f"{key}_colour",
@@ -302,4 +303,4 @@ def render_selection_map(st, selection: str, root: str | Path | None = None, *, 
                    "(captions marked ●); the first 48:")
         labels = dict(zip(m["ids"].tolist(), m["labels"].tolist()))
         st.image(display_images(data.images[lasso[:48]], 84), width=84,
-                 caption=[("● " if i in picked else "") + m["classes"][labels[i]] for i in lasso[:48]])
+                 caption=[("● " if i in picked else "") + md_text(m["classes"][labels[i]]) for i in lasso[:48]])

@@ -7,6 +7,7 @@ from assets.scatter_component import COMPARE_COLOR_MODES, build_payload, scatter
 from core import report
 from core.errors import EmbedLabError
 from core.projections import METHOD_LABELS
+from core.safe_text import md_code, md_text
 from core.thumbnails import display_images
 from pages import _seeds_ui as seeds
 from pages._cached import analysis as _analysis, dataset as _dataset, run_view as _view, thumbs as _thumbs
@@ -62,7 +63,7 @@ try:
     with st.spinner(f"Computing metrics and {METHOD_LABELS[method]} projections…"):
         data = _compare(root, tuple(chosen), split, method, dims, align)
 except EmbedLabError as exc:
-    st.error(str(exc))
+    st.error(md_text(exc))
     st.stop()
 views = [_view(root, r, split) for r in chosen]
 names = [v.short if len({w.short for w in views}) == len(views) else v.label for v in views]
@@ -103,17 +104,17 @@ else:
             if v.after.preds is not None:
                 pos = report.positions(v.after.ids, sel)
                 parts.append(f"{v.short}: {int((v.after.preds[pos] == v.after.labels[pos]).sum())}/{len(sel)} correct")
-        st.caption(" · ".join(parts))
+        st.caption(md_text(" · ".join(parts)))
         if same_data:
             data_ = _dataset(root, first.dataset)
             cls = first.after.classes
             lab = first.after.labels[report.positions(first.after.ids, sel[:48])]
-            st.image(display_images(data_.images[sel[:48]], 84), caption=[cls[k] for k in lab], width=84)
+            st.image(display_images(data_.images[sel[:48]], 84), caption=[md_text(cls[k]) for k in lab], width=84)
 
 # METRICS ---------------------------------------------------------------------------------------
 st.subheader("Metrics", anchor=False)
-st.caption(" · ".join(f"**{n}**: {v.label} (`{v.id}`)" for n, v in zip(names, views)))
-df, best = report.metrics_dataframe(results, names)
+st.caption(" · ".join(f"**{md_text(n)}**: {md_text(v.label)} ({md_code(v.id)})" for n, v in zip(names, views)))
+df, best = report.metrics_dataframe(results, [md_text(n) for n in names])  # st.table renders Markdown
 
 
 def _mark_best(row):

@@ -7,6 +7,7 @@ from assets.scatter_component import COLOR_MODES, build_payload, scatter
 from core import report
 from core.errors import EmbedLabError
 from core.projections import METHOD_LABELS, trajectory
+from core.safe_text import md_code, md_text
 from core.thumbnails import display_images
 from pages import _seeds_ui as seeds
 from pages._cached import analysis as _analysis, dataset as _dataset, run_view as _view, thumbs as _thumbs
@@ -36,7 +37,7 @@ def _trajectory(root, run_id, output, method, dims):
 
 def _grid(data, ids, captions, width=84):
     if len(ids):
-        st.image(display_images(data.images[list(ids)], width), caption=captions, width=width)
+        st.image(display_images(data.images[list(ids)], width), caption=[md_text(c) for c in captions], width=width)
 
 
 # PICK A RUN ------------------------------------------------------------------------------------
@@ -52,7 +53,7 @@ ids = [r.id for r in runs]
 wanted = st.session_state.get("explore_run") or st.query_params.get("run")
 default = ids.index(wanted) if wanted in ids else 0
 if wanted and wanted not in ids:
-    st.caption(f"Run `{wanted}` has no stored embeddings yet (still running, failed or cancelled); showing the latest finished run.")
+    st.caption(f"Run {md_code(wanted)} has no stored embeddings yet (still running, failed or cancelled); showing the latest finished run.")
 labels = {r.id: report.run_label(r.id, r.config) for r in runs}
 
 c1, c2, c3, c4 = st.columns([3, 1, 1.2, 1.2])
@@ -64,7 +65,7 @@ split = c2.segmented_control("Split", ["val", "test"], default="val", key="explo
 try:
     view = _view(root, run_id, split)
 except EmbedLabError as exc:
-    st.error(str(exc))
+    st.error(md_text(exc))
     st.stop()
 outputs = view.outputs()
 output = c3.selectbox("Output", outputs, index=outputs.index(view.main_output()), key="explore_output",
@@ -146,7 +147,7 @@ selection = (event or {}).get("selection")
 if neighbours:
     st.subheader(f"Nearest neighbours of #{clicked}", anchor=False)
     left, right = st.columns([1, 6])
-    left.image(display_images(dataset.images[[clicked]], 120), caption=[_caption(clicked)], width="stretch")
+    left.image(display_images(dataset.images[[clicked]], 120), caption=[md_text(_caption(clicked))], width="stretch")
     with right:
         for phase in ("before", "after"):
             if phase in neighbours:

@@ -8,6 +8,7 @@ import streamlit as st
 
 from core.errors import EmbedLabError
 from core.jobs import ACTIVE, RESUMABLE
+from core.safe_text import md_code, md_text
 from core.store import STATUSES
 from pages._ui import (duration, ensure_router, get_manager, get_store, objective_label, open_in_compare,
                        open_in_explore, pct)
@@ -136,7 +137,7 @@ with st.container(horizontal=True, key="runs_actions"):
     with st.popover("Delete", icon=":material/delete:", disabled=not ids, key="runs_delete_popover", on_change="rerun"):
         st.markdown(f"Delete **{len(ids)}** run{'s' if len(ids) != 1 else ''} with their checkpoints and embeddings? "
                     "Running runs are cancelled first.")
-        st.markdown("\n".join(f"- `{run_id}`" for run_id in ids))
+        st.markdown("\n".join(f"- {md_code(run_id)}" for run_id in ids))
         st.button("Delete for good", key="runs_delete", type="primary", icon=":material/delete_forever:", on_click=_act,
                   args=("delete", ids))
     st.button("Refresh", key="runs_refresh", icon=":material/refresh:", type="tertiary")
@@ -146,7 +147,7 @@ if message:
     text, errors = message
     st.toast(text, icon=":material/done:")
     for error in errors:
-        st.error(error, icon=":material/error:")
+        st.error(md_text(error), icon=":material/error:")
 for r in selected:
     if r.error and r.status in ("failed", "interrupted", "cancelled"):
-        st.caption(f"**{r.id}** — {r.error}")
+        st.caption(f"**{md_text(r.id)}** — {md_text(r.error)}")

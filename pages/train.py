@@ -15,6 +15,7 @@ from core.device import hub_reachable
 from core.errors import EmbedLabError
 from core.jobs import ACTIVE, RESUMABLE
 from core.objectives import OBJECTIVES
+from core.safe_text import md_code, md_text, plotly_text
 from core.train import TrainConfig
 from pages import _seeds_ui as seeds
 from pages._ui import (OBJECTIVE_COLORS, duration, ensure_router, get_manager, get_store, home_dir, import_uploaded_folder,
@@ -50,8 +51,9 @@ def _auto_backbones(online: bool) -> dict[str, str]:
 
 
 @st.cache_data(show_spinner="Loading a preview…")
-def _preview(root: str, name: str) -> dict:
-    """Thumbnail strips per class and split counts (small: this is what the cache keeps)."""
+def _preview(root: str, name: str, stamp: str) -> dict:
+    """Thumbnail strips per class and split counts (small: this is what the cache keeps); `stamp` is the
+    dataset's content stamp, so an overwrite is previewed anew."""
     data = ds.load_dataset(name, Path(root))
     rng = np.random.default_rng(0)
     train_ids = np.flatnonzero(data.split == ds.TRAIN)
@@ -163,10 +165,10 @@ def setup_form(root: str) -> None:
     backbone = (backbone or "auto").strip()
     problem = None if backbone == "auto" else _check_backbone(backbone)
     if problem:
-        st.error(problem, icon=":material/error:")
+        st.error(md_text(problem), icon=":material/error:")
     elif backbone not in described and backbone != "auto":
         family = "open_clip" if bb.is_open_clip_name(backbone) else "timm"
-        st.caption(f":material/check: `{backbone}` is a valid {family} name"
+        st.caption(f":material/check: {md_code(backbone)} is a valid {family} name"
                    + ("" if online else " — offline: pretrained weights must already be cached, or set weights to random"))
 
     st.markdown("##### :material/photo_library: Data")
@@ -201,7 +203,7 @@ def setup_form(root: str) -> None:
     result = st.session_state.get("import_result")
     if result:
         kind, message = result
-        {"success": st.success, "warning": st.warning, "error": st.error}[kind](message)
+        {"success": st.success, "warning": st.warning, "error": st.error}[kind](md_text(message))
 
     st.markdown("##### :material/tune: Objectives")
     objectives = st.multiselect(
@@ -210,7 +212,7 @@ def setup_form(root: str) -> None:
         help="One run per objective, all with the same backbone, data, budget and seed.\n\n"
              + "\n\n".join(f"- {v}" for v in OBJECTIVE_HELP.values()))
     if "flyp" in objectives and backbone != "auto" and not problem and not bb.is_clip_name(backbone):
-        st.warning(f"FLYP needs a backbone with a text tower; `{backbone}` has none. Pick `auto`, `lite0-minilm`, "
+        st.warning(f"FLYP needs a backbone with a text tower; {md_code(backbone)} has none. Pick `auto`, `lite0-minilm`, "
                    "`test_clip` or an open_clip name, or drop FLYP.", icon=":material/warning:")
     seed_overrides = {}
     if "content-style" in objectives:
@@ -262,7 +264,7 @@ def setup_form(root: str) -> None:
                              on_change=_import_weights)
             message, path = st.session_state.get("weights_file", (None, None))
             if message:
-                (e1.caption if path else e1.error)(message)
+                (e1.caption if path else e1.error)(md_text(message))  # names the user's file
         e2.radio("Optimizer", ["adamw", "sgd"], key="optimizer", persist_state="session", horizontal=True)
         st.markdown("**Data selection** (seed 002: VeCAF, k-center or random picks of the training pool)")
         selection = seeds.selection_picker(st, home_dir(), st.session_state.get("dataset"), key="train_selection")
@@ -279,7 +281,7 @@ def setup_form(root: str) -> None:
         try:
             ids = get_manager().submit_many(cfgs)
         except EmbedLabError as exc:
-            st.error(str(exc), icon=":material/error:")
+            st.error(md_text(exc), icon=":material/error:")
         else:
             st.session_state.setdefault("train_batches", []).insert(0, ids)
             st.query_params["runs"] = ids  # reloading the page shows this batch again
@@ -294,15 +296,15 @@ def preview_panel(root: str) -> None:
     entries = ds.list_datasets(Path(root))
     if name not in entries:
         return
-    st.markdown(f"##### :material/grid_view: {name}")
+    st.markdown(f"##### :material/grid_view: {md_text(name)}")
     if not entries[name].offline and entries[name].kind == "online":
         st.info("This dataset downloads on first use; the preview appears once it is here.",
                 icon=":material/cloud_download:")
         return
     try:
-        p = _preview(root, name)
+        p = _preview(root, name, ds.content_stamp(name, Path(root)))  # a re-import under this name is new data
     except EmbedLabError as exc:
-        st.error(str(exc))
+        st.error(md_text(exc))
         return
     counts = p["counts"]
     n_train, n_val, n_test = (sum(counts[s].values()) for s in ("train", "val", "test"))
@@ -312,14 +314,14 @@ def preview_panel(root: str) -> None:
     with samples:
         for cls, strip in p["strips"]:
             left, right = st.columns([1, 5], vertical_alignment="center")
-            left.markdown(f"<div style='text-align:right;font-size:0.85rem'>{cls}</div>", unsafe_allow_html=True)
+            left.caption(md_text(cls), text_alignment="right")  # a class name is the user's folder name: text only
             right.image(strip)
         if len(p["classes"]) > PREVIEW_CLASSES:
             st.caption(f"showing {PREVIEW_CLASSES} of {len(p['classes'])} classes")
     with bars:
         fig = go.Figure()
         for split, colour in (("train", "#4C78A8"), ("val", "#F58518"), ("test", "#54A24B")):
-            fig.add_bar(y=p["classes"], x=[counts[split][c] for c in p["classes"]], name=split, orientation="h",
+            fig.add_bar(y=[plotly_text(c) for c in p["classes"]], x=[counts[split][c] for c in p["classes"]], name=split, orientation="h",
                         marker_color=colour)
         fig.update_layout(barmode="stack", height=max(220, 22 * len(p["classes"]) + 80), margin=dict(l=0, r=0, t=10, b=0),
                           legend=dict(orientation="h", y=1.05, x=0), yaxis=dict(autorange="reversed"))
@@ -357,7 +359,7 @@ def _curves(snaps: list[dict]) -> None:
     loss, acc = go.Figure(), go.Figure()
     for p in snaps:
         cfg = p["config"]
-        name = f"{objective_label(cfg['objective'])} · {cfg['backbone']}"
+        name = plotly_text(f"{objective_label(cfg['objective'])} · {cfg['backbone']}")
         colour = OBJECTIVE_COLORS.get(cfg["objective"])
         if p["loss"]:
             x, y = zip(*p["loss"])
@@ -404,8 +406,8 @@ def _run_card(p: dict) -> None:
     with st.container(border=True, key=f"card-{run_id}"):
         head, body, actions = st.columns([2.1, 4.6, 1.3], vertical_alignment="center")
         with head:
-            st.markdown(f"**{objective_label(cfg['objective'])}** · `{cfg['backbone']}`")
-            st.caption(f"{cfg['dataset']} · {cfg.get('steps') or '?'} steps · {short_id(run_id)}")
+            st.markdown(f"**{objective_label(cfg['objective'])}** · {md_code(cfg['backbone'])}")
+            st.caption(md_text(f"{cfg['dataset']} · {cfg.get('steps') or '?'} steps · {short_id(run_id)}"))
         with body:
             if status == "queued":
                 pos = p["queue_position"]
@@ -421,11 +423,11 @@ def _run_card(p: dict) -> None:
                 for col, (label, value, help_text) in zip(st.columns(4), numbers):
                     col.metric(label, value, help=help_text)
                 for warning in s.get("warnings", [])[:3]:  # e.g. snapshots skipped past the run's disk budget
-                    st.caption(f":material/warning: {warning}")
+                    st.caption(f":material/warning: {md_text(warning)}")
             else:
                 status_badge(status)
                 if p["error"]:
-                    st.caption(p["error"])
+                    st.caption(md_text(p["error"]))
         with actions:
             if status in ACTIVE:  # this server's run, or one of another process (asked through the store)
                 st.button("Stopping…" if p["stopping"] else "Cancel", key=f"cancel-{run_id}", icon=":material/stop:",
@@ -439,7 +441,7 @@ def _run_card(p: dict) -> None:
                     try:
                         mgr.resume(run_id)
                     except EmbedLabError as exc:
-                        st.toast(str(exc), icon=":material/error:")
+                        st.toast(md_text(exc), icon=":material/error:")
                     else:
                         st.rerun()  # a full rerun: the panel polls fast again (the user's own click, no race)
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from core.report import class_colour  # one class palette for the live scatter and the HTML report
+from core.safe_text import plotly_text
 
 _FRONTEND = Path(__file__).parent / "frontend"  # the sources: index.html, main.js
 COMPONENT_NAME = "embedlab_scatter"
@@ -127,6 +128,9 @@ def build_payload(panes: Sequence[dict], *, ids: np.ndarray, labels: np.ndarray,
             vs not selected; overrides `color_by`.
         thumbs: thumbs_for(...) or None (no images on hover).
         view_key: keeps zoom / rotation across redraws while it stays the same.
+
+    Strings that Plotly draws (pane titles, legend names, anchor labels) go out escaped for its pseudo-HTML
+    (`plotly_text`); `class_names` go out raw, for the tooltip's text nodes. The `status` line is text too.
     """
     n = len(ids)
     dims = int(panes[0]["points"].shape[1]) if panes else 2
@@ -140,7 +144,7 @@ def build_payload(panes: Sequence[dict], *, ids: np.ndarray, labels: np.ndarray,
     out_panes = []
     for pane, own_preds in zip(panes, pane_preds):
         pts = np.asarray(pane["points"], dtype=np.float32)
-        item = {"title": pane.get("title", ""), "x": _b64(pts[:, 0], "<f4"), "y": _b64(pts[:, 1], "<f4"),
+        item = {"title": plotly_text(pane.get("title", "")), "x": _b64(pts[:, 0], "<f4"), "y": _b64(pts[:, 1], "<f4"),
                 "z": _b64(pts[:, 2], "<f4") if dims == 3 else None, "anchors": None,
                 "preds": None if own_preds is None else _b64(own_preds, "<i2")}
         anchors = pane.get("anchors")
@@ -149,13 +153,14 @@ def build_payload(panes: Sequence[dict], *, ids: np.ndarray, labels: np.ndarray,
             names = list(pane.get("anchor_names") or class_names)
             item["anchors"] = {"x": a[:, 0].round(5).tolist(), "y": a[:, 1].round(5).tolist(),
                                "z": a[:, 2].round(5).tolist() if dims == 3 else None,
-                               "text": [str(names[i]) if i < len(names) else str(i) for i in range(len(a))],
+                               "text": [plotly_text(names[i] if i < len(names) else i) for i in range(len(a))],
                                "color": [class_colour(i) for i in range(len(a))]}
         out_panes.append(item)
     payload = {
         "n": n, "dims": dims, "height": int(height), "view_key": view_key, "status": status,
         "ids": _b64(ids, "<i4"), "labels": _b64(labels, "<i2"), "preds": None if preds is None else _b64(preds, "<i2"),
-        "cat": _b64(cat, "<u2"), "categories": cats, "class_names": [str(c) for c in class_names],
+        "cat": _b64(cat, "<u2"), "categories": [{**c, "name": plotly_text(c["name"])} for c in cats],
+        "class_names": [str(c) for c in class_names],  # raw: the tooltip shows them as DOM text nodes
         "panes": out_panes, "thumbs": thumbs,
         "marker_size": 7 if n <= 2000 else 5 if n <= 10000 else 3 if n <= 30000 else 2,
     }

@@ -11,6 +11,11 @@
  * pane). Thumbnails are never in the payload: they are 16x16 sprite sheets of 256 samples each,
  * served as static files next to this page and fetched by the browser only when a hover needs one.
  * The value sent back is {data_key, selection: {pane, ids, seq} | null, click: {pane, id, seq} | null}.
+ *
+ * User strings (class names, run labels) never become markup: Plotly gets them escaped by the Python
+ * side (core.safe_text.plotly_text), the tooltip and status line build text nodes. The frame touches its
+ * parent only through postMessage, and index.html's Content-Security-Policy runs no inline script or
+ * handler even if markup got in (Streamlit's component iframe is same-origin with the app).
  */
 "use strict";
 
@@ -225,17 +230,28 @@ function showTip(gi, p) {
   } else {
     tipImg.style.display = "none";
   }
-  const label = names[S.labels[gi]] ?? S.labels[gi];
-  let html = `#${id} &middot; label <b>${label}</b>`;
+  // Class names are the user's folder names: they only ever become text nodes, never markup.
+  const head = document.createElement("div");
+  head.append(`#${id} \u00b7 label `, el("b", "", names[S.labels[gi]] ?? S.labels[gi]));
+  const lines = [head];
   if (preds && preds[gi] >= 0) {
     const ok = preds[gi] === S.labels[gi];
-    html += `<br>pred <span class="${ok ? "right" : "wrong"}">${names[preds[gi]] ?? preds[gi]} ${ok ? "\u2713" : "\u2717"}</span>`;
+    const line = document.createElement("div");
+    line.append("pred ", el("span", ok ? "right" : "wrong", `${names[preds[gi]] ?? preds[gi]} ${ok ? "\u2713" : "\u2717"}`));
+    lines.push(line);
   }
-  tipTxt.innerHTML = html;
+  tipTxt.replaceChildren(...lines);
   tip.dataset.sampleId = String(id);
   tip.dataset.pane = String(p);
   tip.style.display = "block";
   placeTip();
+}
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  node.textContent = String(text);
+  return node;
 }
 
 function placeTip() {
@@ -324,6 +340,7 @@ function applyOverlay(overlay) {
 }
 
 window.addEventListener("message", (ev) => {
+  if (ev.source !== window.parent) return; // only the Streamlit page that embeds this frame may draw
   const d = ev.data;
   if (!d || d.type !== "streamlit:render") return;
   const args = d.args || {};

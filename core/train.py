@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from . import backbones as bb
 from . import datasets as ds
 from . import distributed
+from . import shifts
 from .device import autocast, autocast_dtype, configure_threads, pick_device
 from .embeddings import compute_embeddings, embeddings_dir, save_embeddings
 from .errors import EmbedLabError, InvalidConfig, UnknownName, WeightsUnavailable
@@ -95,6 +96,7 @@ class TrainConfig:
     cache_features: bool = True  # cache the frozen prefix's features (see core/features.py)
     feature_views: int = 2  # cached views per image: 1 clean + 1 augmented
     wise_alphas: int = 11  # FLYP WiSE-FT: alphas 0, 0.1, ..., 1
+    shift: str = "default"  # the OOD split: a shift of the test split (core/shifts.py; default: natural, else mix:3)
     ddp: bool = False  # data-parallel over torchrun processes (see core/distributed.py)
     experiment: str | None = None  # tag shared by the runs of one label / budget curve (core/curves.py)
 
@@ -159,6 +161,7 @@ def validate(cfg: TrainConfig, root: Path | None = None) -> TrainConfig:
     if cfg.objective == "flyp" and bb.parse_trainable(cfg.trainable) == 0:
         raise InvalidConfig("FLYP fine-tunes the encoders: set trainable to 'all' or a number of last blocks, not 'frozen'")
     data = ds.load_dataset(cfg.dataset, root)
+    shifts.resolve(cfg.shift, data.name)
     parts = ds.splits(data, n_per_class=cfg.n_per_class, eval_per_class=cfg.eval_per_class, labels=cfg.labels,
                       seed=cfg.seed, selection=_selection_ids(cfg, root))
     n_train = len(parts["train"]) if cfg.labels is None or cfg.objective == "content-style" else int(parts["train"].labelled.sum())
@@ -252,6 +255,7 @@ def build_session(cfg: TrainConfig, root: Path | None = None, run_dir: Path | No
     data = ds.load_dataset(cfg.dataset, root)
     parts = ds.splits(data, n_per_class=cfg.n_per_class, eval_per_class=cfg.eval_per_class, labels=cfg.labels,
                       seed=cfg.seed, selection=_selection_ids(cfg, root))
+    parts["ood"] = shifts.shifted_split(parts["test"], cfg.shift)  # through the same input path as test
     backbone = bb.create_backbone(cfg.backbone, weights=cfg.weights, image_size=cfg.image_size, trainable=cfg.trainable)
     backbone.preprocess = dataclasses.replace(backbone.preprocess, hflip=data.hflip)
     backbone.to(device).use_channels_last()
@@ -367,15 +371,17 @@ def _run(cfg: TrainConfig, tracker: _Tracker, run_dir: Path, root: Path, should_
     start_step, start_stage, opt_state = 0, 0, None
     if resume:
         start_step, start_stage, opt_state = _load_checkpoint(method, run_dir)
-        tracker.summary.update({k: v for k, v in tracker.store.get(tracker.run_id).summary.items() if k in ("zeroshot_acc", "warnings")})
+        tracker.summary.update({k: v for k, v in tracker.store.get(tracker.run_id).summary.items()
+                                if k in ("zeroshot_acc", "zeroshot_ood_acc", "warnings")})
         if opt_state is None:
             tracker.warn(f"resumed from step {start_step} with a fresh optimizer state: the run stopped while "
                          f"writing its checkpoint ({TRAINER_STATE} missing or from another step)")
     elif ctx.main:
         before = _store_embeddings(s, "before", emit, tracker=tracker)
         if cfg.objective == "flyp":
-            tracker.summary["zeroshot_acc"] = before["val"].accuracy
-            tracker.store.update_summary(tracker.run_id, {"zeroshot_acc": before["val"].accuracy})
+            zero = {"zeroshot_acc": before["val"].accuracy, "zeroshot_ood_acc": before["ood"].accuracy}
+            tracker.summary.update(zero)
+            tracker.store.update_summary(tracker.run_id, zero)
     step = saved_step = start_step
     val_acc = _evaluate(s, stages[start_stage], step, tracker, snapshot_steps) if ctx.main else None
 
@@ -444,7 +450,8 @@ def _run(cfg: TrainConfig, tracker: _Tracker, run_dir: Path, root: Path, should_
         return dict(tracker.summary)
     after = _store_embeddings(s, "after", emit, stage=stages[-1], tracker=tracker)
     summary = dict(tracker.summary)  # zero-shot accuracy and any warnings, the embeddings' own included
-    summary.update(val_acc=after["val"].accuracy, test_acc=after["test"].accuracy, steps=step,
+    summary.update(val_acc=after["val"].accuracy, test_acc=after["test"].accuracy, ood_acc=after["ood"].accuracy,
+                   ood_shift=shifts.resolve(cfg.shift, s.data.name).name, steps=step,
                    train_images=len(s.train_rows), backbone=cfg.backbone, dataset=cfg.dataset, objective=cfg.objective)
     if val_acc is not None and summary["val_acc"] is None:
         summary["val_acc"] = val_acc
@@ -656,9 +663,9 @@ def _centroid_accuracy(s: Session, val_es) -> float:
 
 
 def _store_embeddings(s: Session, phase: str, emit, stage=None, tracker: _Tracker | None = None) -> dict:
-    """Embed val and test; 'before' (pretrained) sets are shared across runs through a cache folder."""
+    """Embed val, test and the shifted test split (ood), before or after fine-tuning."""
     out = {}
-    for split in ("val", "test"):
+    for split in ("val", "test", "ood"):
         target = embeddings_dir(s.run_dir, phase, split)
         emit({"type": "prepare", "what": f"embedding {split} ({phase})", "done": 0, "total": len(s.parts[split])})
         es = compute_embeddings(s.method, s.sources[split], s.parts[split], s.device, stage=stage if phase == "after" else None,
@@ -770,7 +777,8 @@ def _load_checkpoint(method: Method, run_dir: Path):
 
 @torch.no_grad()
 def wise_ft_curve(s: Session, zero_shot: dict[str, torch.Tensor], n_alphas: int, emit) -> list[dict]:
-    """WiSE-FT: val accuracy of theta(a) = (1 - a) theta_zero-shot + a theta_fine-tuned, a in [0, 1]."""
+    """WiSE-FT: in-distribution (val) and OOD accuracy of theta(a) = (1 - a) theta_zero-shot + a theta_fine-tuned,
+    a in [0, 1], on the real interpolated weights (Wortsman et al. 2022, mlfoundations/wise-ft): the ID-OOD frontier."""
     method = s.method
     tuned = _trainable_state(method)
     params = dict(method.named_parameters())
@@ -782,8 +790,11 @@ def wise_ft_curve(s: Session, zero_shot: dict[str, torch.Tensor], n_alphas: int,
             target = params.get(name, buffers.get(name))
             if target.dtype.is_floating_point:
                 target.copy_((1 - alpha) * theta0 + alpha * theta1)
-        es = compute_embeddings(method, s.sources["val"], s.parts["val"], s.device, amp=s.cfg.amp)
-        curve.append({"alpha": round(float(alpha), 3), "val_acc": es.accuracy})
+        point = {"alpha": round(float(alpha), 3)}
+        for split in ("val", "ood"):
+            es = compute_embeddings(method, s.sources[split], s.parts[split], s.device, amp=s.cfg.amp)
+            point[f"{split}_acc"] = es.accuracy
+        curve.append(point)
         emit({"type": "prepare", "what": "WiSE-FT curve", "done": len(curve), "total": n_alphas})
     for name, theta1 in tuned.items():
         params.get(name, buffers.get(name)).copy_(theta1)

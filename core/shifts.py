@@ -39,7 +39,7 @@ from .errors import InvalidConfig, UnknownName
 
 SEED = 20_190_328  # mixed with each sample id (ImageNet-C's arXiv date): fixed, so shifts are shared across runs
 DEFAULT_SEVERITY = 3
-_VERSION = 1  # bump when a corruption changes its pixels: cached OOD features are keyed by it
+_VERSION = 2  # bump when a corruption changes its pixels: cached OOD features are keyed by it
 
 
 def _gaussian_noise(img: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
@@ -146,9 +146,12 @@ def shift_images(images: np.ndarray, ids: np.ndarray, spec: ShiftSpec) -> np.nda
     out = np.empty_like(images)
     names = list(CORRUPTIONS)
     for k, (img, sample_id) in enumerate(zip(images, np.asarray(ids, dtype=np.int64))):
-        rng = np.random.default_rng([SEED, int(sample_id)])  # this image's own stream: any subset, same bytes
-        which = names[int(rng.integers(len(names)))] if spec.kind == "mix" else spec.kind
-        shifted = CORRUPTIONS[which][0](img, spec.severity, rng)
+        # this image's own streams (any subset, same bytes): which corruption, then its noise; so a mix image
+        # is exactly what that corruption alone makes of it
+        which = spec.kind
+        if spec.kind == "mix":
+            which = names[int(np.random.default_rng([SEED, int(sample_id), 0]).integers(len(names)))]
+        shifted = CORRUPTIONS[which][0](img, spec.severity, np.random.default_rng([SEED, int(sample_id), 1]))
         out[k] = np.clip(np.rint(shifted), 0, 255).astype(np.uint8)
     return out
 

@@ -28,10 +28,21 @@ def analysis(root, run_id, split, output):
     return analyze_cached(run_view(root, run_id, split).dir, root=Path(root), split=split, output=output, details=True)
 
 
+@st.cache_resource(show_spinner=False, max_entries=8)
+def split_dataset(root: str, run_id: str, split: str):
+    """The run's dataset as `split` shows it: the OOD split's images through the run's shift (core/shifts.py)."""
+    from core.shifts import shifted_view
+
+    view = run_view(root, run_id, split)
+    data = dataset(root, view.dataset)
+    shift = view.summary.get("ood_shift") or view.config.get("shift")
+    return shifted_view(data, shift) if split == "ood" and shift else data
+
+
 @st.cache_data(show_spinner=False, max_entries=8)
 def thumbs(root, run_id, split):
     view = run_view(root, run_id, split)
-    return thumbs_for(dataset(root, view.dataset), view.after.ids)
+    return thumbs_for(split_dataset(root, run_id, split), view.after.ids)
 
 
 @st.cache_data(show_spinner="Embedding the selection's pool…", max_entries=8)

@@ -378,7 +378,7 @@ def frontier_range(values: Sequence[float], min_span: float = FRONTIER_MIN_SPAN)
 
 def frontier_figure(data: dict, *, height: int = 460) -> Any:
     """x = in-distribution (val) accuracy, y = OOD accuracy: each WiSE-FT sweep as a curve (one point per alpha,
-    endpoints labelled zero-shot and fine-tuned), the other runs as reference points; equal axes with y = x dotted."""
+    endpoints labelled zero-shot and fine-tuned), the other runs as reference points; one range on both axes, y = x dotted."""
     go = _go()
     fig = go.Figure()
     values = [v for c in data["curves"] for v in (*c["id"], *c["ood"])] + [v for r in data["references"] for v in (r["id"], r["ood"])]
@@ -399,7 +399,7 @@ def frontier_figure(data: dict, *, height: int = 460) -> Any:
     shift = next((c["shift"] for c in data["curves"] if c.get("shift")), None)
     fig.update_layout(title="ID-OOD frontier: WiSE-FT from zero-shot to fine-tuned" + (f" (OOD: {shift})" if shift else ""),
                       xaxis=dict(title="in-distribution accuracy (val)", range=rng, tickformat=".0%"),
-                      yaxis=dict(title="OOD accuracy (shifted test)", range=rng, tickformat=".0%", scaleanchor="x"),
+                      yaxis=dict(title="OOD accuracy (shifted test)", range=rng, tickformat=".0%"),
                       height=height, template="plotly_white", margin=dict(l=10, r=10, t=50, b=10))
     return fig
 

@@ -41,7 +41,7 @@ default = wanted[:4] if len(wanted) >= 2 else report.default_compare_runs(runs)
 
 chosen = st.multiselect("Runs (2 to 4)", ids, default=default, format_func=labels.get, max_selections=4, key="compare_pick")
 st.session_state["compare_runs"] = list(chosen)
-c1, c2, c3, c4, c5 = st.columns([1, 1.2, 1, 1.6, 1.6])
+c1, c2, c3, c4, c5 = st.columns([1.4, 1.2, 1, 1.6, 1.6])  # split: val / test / ood
 split = c1.segmented_control("Split", ["val", "test", "ood"], default="val", key="compare_split",
                               help="ood: the shifted test split (each run's ood_shift)") or "val"
 method = c2.selectbox("Projection", list(METHOD_LABELS), format_func=METHOD_LABELS.get, key="compare_method")

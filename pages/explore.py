@@ -56,7 +56,7 @@ if wanted and wanted not in ids:
     st.caption(f"Run `{wanted}` has no stored embeddings yet (still running, failed or cancelled); showing the latest finished run.")
 labels = {r.id: report.run_label(r.id, r.config) for r in runs}
 
-c1, c2, c3, c4 = st.columns([3, 1, 1.2, 1.2])
+c1, c2, c3, c4 = st.columns([3, 1.4, 1.2, 1.2])  # split: val / test / ood
 run_id = c1.selectbox("Run", ids, index=default, format_func=labels.get, key="explore_run_pick")
 st.session_state["explore_run"] = run_id
 if st.query_params.get("run") != run_id:

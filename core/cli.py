@@ -281,6 +281,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-every", dest="eval_every", type=int)
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--no-amp", dest="amp", action="store_const", const=False, help="disable mixed precision on CUDA")
+    p.add_argument("--ce-zero-shot-head", dest="ce_zero_shot_head", action="store_const", const=True,
+                   help="CE on a backbone with a text tower: start from the zero-shot head (WiSE-FT's setup; adds a WiSE-FT sweep)")
     p.add_argument("--no-cache", dest="cache_features", action="store_const", const=False, help="do not cache frozen features")
     p.add_argument("--ddp", action="store_const", const=True, help="data-parallel: launch with torchrun --nproc_per_node N -m core train ... --ddp")
     p.add_argument("--quiet", action="store_true", help="no progress output")

@@ -96,6 +96,7 @@ class TrainConfig:
     cache_features: bool = True  # cache the frozen prefix's features (see core/features.py)
     feature_views: int = 2  # cached views per image: 1 clean + 1 augmented
     wise_alphas: int = 11  # FLYP WiSE-FT: alphas 0, 0.1, ..., 1
+    ce_zero_shot_head: bool = False  # CE on a backbone with a text tower: start from the zero-shot head (+ a WiSE-FT sweep)
     shift: str = "default"  # the OOD split: a shift of the test split (core/shifts.py; default: natural, else mix:3)
     ddp: bool = False  # data-parallel over torchrun processes (see core/distributed.py)
     experiment: str | None = None  # tag shared by the runs of one label / budget curve (core/curves.py)
@@ -158,6 +159,9 @@ def validate(cfg: TrainConfig, root: Path | None = None) -> TrainConfig:
     if OBJECTIVES[cfg.objective].needs_clip and not bb.is_clip_name(cfg.backbone):
         raise InvalidConfig(f"{cfg.objective} needs a CLIP-style backbone with a text tower; {cfg.backbone!r} has none "
                             "(try lite0-minilm, test_clip or an open_clip MODEL/PRETRAINED name)")
+    if cfg.ce_zero_shot_head and (cfg.objective != "ce" or not bb.is_clip_name(cfg.backbone)):
+        raise InvalidConfig("a zero-shot CE head needs objective ce and a backbone with a text tower "
+                            f"(lite0-minilm, test_clip or an open_clip name), not {cfg.objective} on {cfg.backbone!r}")
     if cfg.objective == "flyp" and bb.parse_trainable(cfg.trainable) == 0:
         raise InvalidConfig("FLYP fine-tunes the encoders: set trainable to 'all' or a number of last blocks, not 'frozen'")
     data = ds.load_dataset(cfg.dataset, root)
@@ -274,7 +278,7 @@ def build_session(cfg: TrainConfig, root: Path | None = None, run_dir: Path | No
         sources = {name: ImageSource(part, backbone.preprocess, device) for name, part in parts.items()}
     method = create_method(cfg.objective, backbone, encoder, data.num_classes, temperature=cfg.temperature,
                            stage1_fraction=cfg.stage1_fraction, stage2_train_encoder=cfg.stage2_train_encoder,
-                           class_names=data.prompt_names,
+                           class_names=data.prompt_names, zero_shot_head=cfg.ce_zero_shot_head,
                            **{k: v for k, v in asdict(cfg).items() if k.startswith("cs_")})  # content-style knobs
     method.to(device)
     train = parts["train"]
@@ -367,7 +371,7 @@ def _run(cfg: TrainConfig, tracker: _Tracker, run_dir: Path, root: Path, should_
     fault = _fault_from_env()
 
     tracker.log_every = max(1, s.total_steps // LOG_POINTS)
-    zero_shot_state = _trainable_state(method) if cfg.objective == "flyp" else None  # before any update
+    zero_shot_state = _trainable_state(method) if _has_zero_shot(cfg) else None  # before any update
     start_step, start_stage, opt_state = 0, 0, None
     if resume:
         start_step, start_stage, opt_state = _load_checkpoint(method, run_dir)
@@ -378,7 +382,7 @@ def _run(cfg: TrainConfig, tracker: _Tracker, run_dir: Path, root: Path, should_
                          f"writing its checkpoint ({TRAINER_STATE} missing or from another step)")
     elif ctx.main:
         before = _store_embeddings(s, "before", emit, tracker=tracker)
-        if cfg.objective == "flyp":
+        if _has_zero_shot(cfg):
             zero = {"zeroshot_acc": before["val"].accuracy, "zeroshot_ood_acc": before["ood"].accuracy}
             tracker.summary.update(zero)
             tracker.store.update_summary(tracker.run_id, zero)
@@ -455,13 +459,19 @@ def _run(cfg: TrainConfig, tracker: _Tracker, run_dir: Path, root: Path, should_
                    train_images=len(s.train_rows), backbone=cfg.backbone, dataset=cfg.dataset, objective=cfg.objective)
     if val_acc is not None and summary["val_acc"] is None:
         summary["val_acc"] = val_acc
-    if cfg.objective == "flyp" and cfg.wise_alphas > 1:
+    if _has_zero_shot(cfg) and cfg.wise_alphas > 1:
         summary["wise_ft"] = wise_ft_curve(s, zero_shot_state, cfg.wise_alphas, emit)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     return summary
 
 
 # -------------------------------------------------------------------------------- helpers
+def _has_zero_shot(cfg: TrainConfig) -> bool:
+    """Whether the model before any update is a classifier (FLYP, CE from the zero-shot head): then it is
+    scored (zeroshot_acc, zeroshot_ood_acc) and WiSE-FT interpolates from it."""
+    return cfg.objective == "flyp" or (cfg.objective == "ce" and cfg.ce_zero_shot_head)
+
+
 class _StopSignal:
     """should_stop() for the loop: the caller's own flag, or a cancel that another process asked for
     through the run store (the Runs page of another server, `python -m core cancel RUN`). The store is
@@ -670,7 +680,7 @@ def _store_embeddings(s: Session, phase: str, emit, stage=None, tracker: _Tracke
         emit({"type": "prepare", "what": f"embedding {split} ({phase})", "done": 0, "total": len(s.parts[split])})
         es = compute_embeddings(s.method, s.sources[split], s.parts[split], s.device, stage=stage if phase == "after" else None,
                                 amp=s.cfg.amp)
-        if phase == "before" and s.cfg.objective != "flyp":
+        if phase == "before" and not _has_zero_shot(s.cfg):
             es.preds = None  # a head that has not trained yet predicts nothing meaningful
             es.vectors = {"encoder": es.vectors.get("encoder", next(iter(es.vectors.values())))}
         _save_within_budget(s.run_dir, target, es, f"the {phase} {split} embeddings", tracker)

@@ -197,6 +197,24 @@ def test_wise_ft_endpoints_are_the_zero_shot_and_fine_tuned_models_on_both_axes(
     assert len({p["ood_acc"] for p in curve}) > 1  # the sweep really moves the weights
 
 
+def test_ce_from_the_zero_shot_head_gets_a_frontier_of_its_own(env, flyp_run):
+    """CE on a backbone with a text tower may start from the zero-shot head (the WiSE-FT paper's setup): its
+    model before any update is FLYP's zero-shot classifier, and its WiSE-FT sweep runs from there."""
+    store, root = env
+    r = run_train(_cfg(objective="ce", backbone="test_clip", steps=20, lr=1e-2, ce_zero_shot_head=True), store, root).result
+    assert r["status"] == "finished", r["error"]
+    assert r["zeroshot_acc"] == flyp_run.result["zeroshot_acc"]  # the same classifier: class prompts x logit scale
+    assert r["zeroshot_ood_acc"] == flyp_run.result["zeroshot_ood_acc"]
+    curve = r["wise_ft"]
+    one_image = 1 / 100 + 1e-9
+    assert curve[0]["val_acc"] == pytest.approx(r["zeroshot_acc"], abs=one_image)
+    assert curve[0]["ood_acc"] == pytest.approx(r["zeroshot_ood_acc"], abs=one_image)
+    assert curve[-1]["val_acc"] == pytest.approx(r["val_acc"], abs=one_image)
+    assert curve[-1]["ood_acc"] == pytest.approx(r["ood_acc"], abs=one_image)
+    with pytest.raises(InvalidConfig, match="zero-shot CE head needs"):
+        validate(_cfg(objective="ce", ce_zero_shot_head=True), root)  # test_vit has no text tower
+
+
 def test_flyp_stores_image_embeddings_and_prompt_anchors(env, flyp_run):
     store, _ = env
     es = load_embeddings(embeddings_dir(store.run_dir(flyp_run.result["run_id"]), "after", "val"))

@@ -1,7 +1,7 @@
 """EmbedLab's command line.
 
     python -m core train [--backbone B] [--dataset D] [--objective ce,lacvit,flyp] [--steps S | --epochs E] ...
-    python -m core runs | show RUN | cancel RUN | resume RUN | backbones | datasets | import-dataset PATH --name N
+    python -m core runs | show RUN | cancel RUN | resume RUN | backbones | datasets | shifts | import-dataset PATH --name N
 
 Every command honours `--runs-dir DIR` (overrides EMBEDLAB_HOME for that command). A bad argument
 or unknown name prints one line on stderr and exits 2; `train` prints a progress bar on stderr and,
@@ -242,6 +242,19 @@ def cmd_datasets(args) -> int:
     return 0
 
 
+def cmd_shifts(args) -> int:
+    from .shifts import list_shifts
+
+    rows = [{"name": n, "description": d} for n, d in list_shifts().items()]
+    if args.json:
+        _json_line(rows)
+        return 0
+    for row in rows:
+        print(f"{row['name']:<16} {row['description']}")
+    print("\ncorruptions and mix take a severity 1..5 (e.g. --shift gaussian_blur:4; default 3); see core/shifts.py")
+    return 0
+
+
 def cmd_import(args) -> int:
     from .dataset_import import import_dataset
 
@@ -293,10 +306,14 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", type=labels_arg, help="semi-supervised: number of labelled training images, or 'all' (default)")
     p.add_argument("--selection", help="train only on a saved data selection (python -m core select)")
     p.add_argument("--seed", type=int)
+    p.add_argument("--shift", help="the OOD split: a shift of the test split, NAME[:SEVERITY] (default: the dataset's "
+                                   "natural shift, else mix:3; see `python -m core shifts`)")
     p.add_argument("--optimizer", choices=["adamw", "sgd"])
     p.add_argument("--eval-every", dest="eval_every", type=int)
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--no-amp", dest="amp", action="store_const", const=False, help="disable mixed precision on CUDA")
+    p.add_argument("--ce-zero-shot-head", dest="ce_zero_shot_head", action="store_const", const=True,
+                   help="CE on a backbone with a text tower: start from the zero-shot head (WiSE-FT's setup; adds a WiSE-FT sweep)")
     p.add_argument("--no-cache", dest="cache_features", action="store_const", const=False, help="do not cache frozen features")
     p.add_argument("--ddp", action="store_const", const=True, help="data-parallel: launch with torchrun --nproc_per_node N -m core train ... --ddp")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -334,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("datasets", parents=[common], help="list datasets")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_datasets)
+    p = sub.add_parser("shifts", parents=[common], help="list the shifts a run's OOD split can use (--shift)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_shifts)
     p = sub.add_parser("import-dataset", parents=[common], help="import a folder or zip with one sub-folder per class")
     p.add_argument("path")
     p.add_argument("--name", required=True)

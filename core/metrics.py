@@ -35,7 +35,7 @@ HIST_BINS = np.linspace(-1.0, 1.0, 81)  # cosine-similarity histogram edges (wid
 SCALAR_KEYS = ("val_acc", "knn_acc", "linear_probe_acc", "silhouette", "alignment", "uniformity",
                "pos_mean_cos", "neg_mean_cos")  # what analyze() always reports (None when undefined)
 HIGHER_IS_BETTER = {  # for "best value" marks; alignment and uniformity are losses (lower is better)
-    "val_acc": True, "test_acc": True, "acc": True, "zeroshot_acc": True, "knn_acc": True, "linear_probe_acc": True,
+    "val_acc": True, "test_acc": True, "ood_acc": True, "acc": True, "zeroshot_acc": True, "knn_acc": True, "linear_probe_acc": True,
     "silhouette": True, "alignment": False, "uniformity": False, "pos_mean_cos": True, "neg_mean_cos": False,
     "cos_gap": True,
 }
@@ -245,7 +245,7 @@ def analyze(source: str | Path | EmbeddingSet, *, split: str = "val", output: st
 
     Args:
         source: a run folder (`runs/<id>`) or an EmbeddingSet.
-        split: 'val' or 'test' (run folders only).
+        split: 'val', 'test' or 'ood' (the shifted test split; run folders only).
         output: which stored vectors to judge (default: encoder, or image for FLYP).
         k: neighbours for the kNN accuracy.
         seed: the seed of every subsample and of the linear probe's split.
@@ -290,6 +290,9 @@ def analyze(source: str | Path | EmbeddingSet, *, split: str = "val", output: st
     acc = m["acc"]
     result["val_acc"] = acc if es.split == "val" else summary.get("val_acc")
     result["test_acc"] = acc if es.split == "test" else summary.get("test_acc")
+    result["ood_acc"] = acc if es.split == "ood" else summary.get("ood_acc")  # the shifted test split (core/shifts.py)
+    if summary.get("ood_shift"):
+        result["ood_shift"] = summary["ood_shift"]
     if es.anchors is not None and es.anchors.shape[1] == es.vectors[output].shape[1]:
         result["anchor_acc"] = _float(zero_shot_accuracy(es.vectors[output], es.labels, es.anchors))
     if "zeroshot_acc" in summary or (before_es is not None and before_es.anchors is not None):
@@ -319,7 +322,7 @@ def analyze(source: str | Path | EmbeddingSet, *, split: str = "val", output: st
     return result
 
 
-_ANALYSIS_VERSION = 1  # bump when a metric's definition changes: old cache entries are ignored
+_ANALYSIS_VERSION = 2  # v2: ood_acc; bump when a metric's definition changes: old cache entries are ignored
 
 
 def analyze_cached(run_dir: str | Path, *, root: Path | None = None, **kw) -> dict[str, Any]:
@@ -362,9 +365,11 @@ def scalar_metrics(result: dict) -> dict[str, Any]:
 
 
 def wise_ft_curve(summary: dict) -> list[dict[str, float]]:
-    """The WiSE-FT curve a FLYP run stored: [{alpha, val_acc}, ...] sorted by alpha (passthrough)."""
+    """The WiSE-FT curve a FLYP run stored: [{alpha, val_acc, ood_acc}, ...] sorted by alpha (passthrough;
+    ood_acc None for runs from before the OOD split existed)."""
     curve = summary.get("wise_ft") or []
-    return sorted(({"alpha": float(p["alpha"]), "val_acc": _float(p.get("val_acc"))} for p in curve), key=lambda p: p["alpha"])
+    return sorted(({"alpha": float(p["alpha"]), "val_acc": _float(p.get("val_acc")), "ood_acc": _float(p.get("ood_acc"))}
+                   for p in curve), key=lambda p: p["alpha"])
 
 
 def best_of(values: list[float | None], key: str) -> int | None:

@@ -178,23 +178,35 @@ class Method(nn.Module):
 
 
 class CrossEntropyMethod(Method):
-    """`ce`: a linear head on the embedding, cross-entropy on labelled samples."""
+    """`ce`: a linear head on the embedding, cross-entropy on labelled samples.
+
+    With `zero_shot_head` (a backbone with a text tower) the head starts as the zero-shot classifier, the
+    class-prompt embeddings times the logit scale on the L2-normalised image embedding (the WiSE-FT paper's
+    fine-tuning setup), so CE too has a zero-shot end to interpolate from."""
 
     name = "ce"
 
-    def __init__(self, backbone, encoder, num_classes, **_):
+    def __init__(self, backbone, encoder, num_classes, *, zero_shot_head: bool = False, class_names=None, **_):
         super().__init__(backbone, encoder, num_classes)
         self.head = nn.Linear(backbone.embed_dim, num_classes)
+        self.zero_shot_head = bool(zero_shot_head)
+        if self.zero_shot_head:
+            if not backbone.is_clip:
+                raise InvalidConfig(f"a zero-shot CE head needs a backbone with a text tower; {backbone.name!r} has none "
+                                    "(try lite0-minilm, test_clip or an open_clip MODEL/PRETRAINED name)")
+            tokens = [backbone.tokenize([t.format(c) for c in class_names]) for t in PROMPT_TEMPLATES]
+            with torch.no_grad():
+                self.head.weight.copy_(backbone.logit_scale.exp().float() * prompt_embeddings(backbone, tokens))
+                self.head.bias.zero_()
 
     def stages(self):
         return [Stage("ce", 1.0, head_params=list(self.head.parameters()))]
 
     def loss(self, stage, batch):
-        logits = self.head(self.encode(batch.views[0]))
-        return _labelled_ce(logits, batch)
+        return _labelled_ce(self.classify(self.encode(batch.views[0])), batch)
 
     def classify(self, emb, stage=None):
-        return self.head(emb)
+        return self.head(F.normalize(emb, dim=-1) if self.zero_shot_head else emb)
 
 
 class LaCViTMethod(Method):
@@ -285,12 +297,17 @@ class FLYPMethod(Method):
 
     @torch.no_grad()
     def refresh(self):
-        """Class-prompt embeddings under the current text tower: mean over templates, re-normalised."""
-        was = self.backbone.training
-        self.backbone.eval()
-        per_template = [F.normalize(self.backbone.encode_text(tokens).float(), dim=-1) for tokens in self._eval_tokens]
-        self.class_text = F.normalize(torch.stack(per_template).mean(0), dim=-1).to(self.class_text.device)
-        self.backbone.train(was)
+        self.class_text = prompt_embeddings(self.backbone, self._eval_tokens).to(self.class_text.device)
+
+
+@torch.no_grad()
+def prompt_embeddings(backbone, tokens_per_template) -> torch.Tensor:
+    """[C, D] class-prompt embeddings under the current text tower: mean over templates, re-normalised."""
+    was = backbone.training
+    backbone.eval()
+    per_template = [F.normalize(backbone.encode_text(tokens).float(), dim=-1) for tokens in tokens_per_template]
+    backbone.train(was)
+    return F.normalize(torch.stack(per_template).mean(0), dim=-1)
 
 
 def _labelled_ce(logits: torch.Tensor, batch: Batch) -> torch.Tensor:

@@ -33,7 +33,8 @@ PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
            "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363"]  # class colours
 RUN_COLOURS = ["#1565c0", "#e65100", "#2e7d32", "#6a1b9a"]  # one per compared run (at most 4)
 METRIC_ROWS = [  # (key, display name) of the metrics table, in order
-    ("val_acc", "val accuracy (top-1)"), ("test_acc", "test accuracy (top-1)"), ("zeroshot_acc", "zero-shot accuracy"),
+    ("val_acc", "val accuracy (top-1)"), ("test_acc", "test accuracy (top-1)"),
+    ("ood_acc", "OOD accuracy (top-1, shifted test)"), ("zeroshot_acc", "zero-shot accuracy"),
     ("knn_acc", "kNN accuracy (k=20, cosine, LOO)"), ("linear_probe_acc", "linear-probe accuracy"),
     ("silhouette", "silhouette (cosine)"), ("alignment", "alignment (lower = tighter classes)"),
     ("uniformity", "uniformity (lower = more spread)"), ("pos_mean_cos", "mean cos, same class"),
@@ -312,16 +313,94 @@ def confusion_figure(classes: Sequence[str], series: Sequence[tuple[str, Sequenc
 
 
 def wise_ft_figure(series: Sequence[tuple[str, Sequence[dict]]], *, height: int = 320) -> Any:
-    """Val accuracy along theta(a) = (1 - a) zero-shot + a fine-tuned, per FLYP run."""
+    """Val (solid) and OOD (dotted) accuracy along theta(a) = (1 - a) zero-shot + a fine-tuned, per FLYP run."""
     go = _go()
     fig = go.Figure()
     for i, (name, curve) in enumerate(series):
+        colour = RUN_COLOURS[i % len(RUN_COLOURS)]
         fig.add_trace(go.Scatter(x=[p["alpha"] for p in curve], y=[p["val_acc"] for p in curve], mode="lines+markers",
-                                 name=plotly_text(name), line=dict(color=RUN_COLOURS[i % len(RUN_COLOURS)]),
+                                 name=plotly_text(f"{name} · val"), line=dict(color=colour),
                                  hovertemplate="alpha %{x:.1f}: %{y:.1%}<extra></extra>"))
+        if any(p.get("ood_acc") is not None for p in curve):
+            fig.add_trace(go.Scatter(x=[p["alpha"] for p in curve], y=[p.get("ood_acc") for p in curve], mode="lines+markers",
+                                     name=plotly_text(f"{name} · OOD"), line=dict(color=colour, dash="dot"),
+                                     hovertemplate="alpha %{x:.1f}: OOD %{y:.1%}<extra></extra>"))
     fig.update_layout(title="WiSE-FT: weight-space ensembles of zero-shot (alpha 0) and fine-tuned (alpha 1)",
-                      xaxis_title="alpha", yaxis_title="val accuracy", yaxis_tickformat=".0%", height=height,
+                      xaxis_title="alpha", yaxis_title="accuracy", yaxis_tickformat=".0%", height=height,
                       template="plotly_white", margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+FRONTIER_MIN_SPAN = 0.3  # the frontier's axes span at least 30 points: a 2-point wobble must not fill the plot
+
+
+def frontier_data(runs: Sequence[tuple[str, dict, dict]]) -> dict[str, Any]:
+    """The ID-OOD frontier from stored numbers: `runs` are (name, config, summary) of the compared runs.
+
+    Returns {"curves": [{"name", "alpha", "id", "ood", "shift", "dataset"}], "references": [{"name", "objective",
+    "id", "ood"}], "skipped": [name]}: one curve per run whose WiSE-FT sweep holds OOD accuracies (x = val accuracy,
+    the in-distribution axis; y = ood_acc), and as reference points the other runs on the same dataset and shift
+    (CE, LaCViT) of the same comparison: same dataset, shift, budget and seed as the first curve. The others, and runs
+    without an OOD number, are listed in `skipped`."""
+    curves, others = [], []
+    for name, config, summary in runs:
+        wise = [p for p in summary.get("wise_ft") or [] if p.get("val_acc") is not None and p.get("ood_acc") is not None]
+        dataset = config.get("dataset") or summary.get("dataset")
+        if wise:
+            wise = sorted(wise, key=lambda p: p["alpha"])
+            curves.append({"name": name, "alpha": [float(p["alpha"]) for p in wise], "id": [float(p["val_acc"]) for p in wise],
+                           "ood": [float(p["ood_acc"]) for p in wise], "shift": summary.get("ood_shift"), "dataset": dataset,
+                           "budget": (config.get("steps"), config.get("epochs"), config.get("seed"))})
+        else:
+            others.append((name, config, summary, dataset))
+    anchor = curves[0] if curves else None
+    references, skipped = [], []
+    for name, config, summary, dataset in others:
+        same = anchor is None or (dataset == anchor["dataset"] and summary.get("ood_shift") == anchor["shift"]
+                                  and (config.get("steps"), config.get("epochs"), config.get("seed")) == anchor["budget"])
+        if same and summary.get("val_acc") is not None and summary.get("ood_acc") is not None:
+            references.append({"name": name, "objective": config.get("objective", ""), "id": float(summary["val_acc"]),
+                               "ood": float(summary["ood_acc"])})
+        else:
+            skipped.append(name)
+    return {"curves": curves, "references": references, "skipped": skipped}
+
+
+def frontier_range(values: Sequence[float], min_span: float = FRONTIER_MIN_SPAN) -> list[float]:
+    """One axis range for both axes: every value with a margin, at least `min_span` wide, inside [0, 1]."""
+    lo, hi = max(0.0, min(values) - 0.05), min(1.0, max(values) + 0.05)
+    if hi - lo < min_span:
+        mid = (lo + hi) / 2
+        lo, hi = mid - min_span / 2, mid + min_span / 2
+        lo, hi = (0.0, min_span) if lo < 0 else (1.0 - min_span, 1.0) if hi > 1 else (lo, hi)
+    return [lo, hi]
+
+
+def frontier_figure(data: dict, *, height: int = 460) -> Any:
+    """x = in-distribution (val) accuracy, y = OOD accuracy: each WiSE-FT sweep as a curve (one point per alpha,
+    endpoints labelled zero-shot and fine-tuned), the other runs as reference points; one range on both axes, y = x dotted."""
+    go = _go()
+    fig = go.Figure()
+    values = [v for c in data["curves"] for v in (*c["id"], *c["ood"])] + [v for r in data["references"] for v in (r["id"], r["ood"])]
+    rng = frontier_range(values or [0.5])
+    fig.add_trace(go.Scatter(x=rng, y=rng, mode="lines", name="OOD = ID", line=dict(color="#bbb", dash="dot"), hoverinfo="skip"))
+    for i, c in enumerate(data["curves"]):
+        colour = RUN_COLOURS[i % len(RUN_COLOURS)]
+        text = ["zero-shot" if k == 0 else "fine-tuned" if k == len(c["alpha"]) - 1 else "" for k in range(len(c["alpha"]))]
+        fig.add_trace(go.Scatter(x=c["id"], y=c["ood"], mode="lines+markers+text", name=plotly_text(f"{c['name']} · WiSE-FT"), text=text,
+                                 textposition="top center", customdata=c["alpha"], line=dict(color=colour),
+                                 hovertemplate="alpha %{customdata:.2f}: ID %{x:.1%}, OOD %{y:.1%}<extra></extra>"))
+    symbols = {"ce": "square", "lacvit": "diamond"}
+    for j, r in enumerate(data["references"]):
+        colour = RUN_COLOURS[(len(data["curves"]) + j) % len(RUN_COLOURS)]
+        fig.add_trace(go.Scatter(x=[r["id"]], y=[r["ood"]], mode="markers+text", name=plotly_text(r["name"]), text=[plotly_text(r["name"])],
+                                 textposition="bottom center", marker=dict(size=13, color=colour, symbol=symbols.get(r["objective"], "circle")),
+                                 hovertemplate="%{text}: ID %{x:.1%}, OOD %{y:.1%}<extra></extra>"))
+    shift = next((c["shift"] for c in data["curves"] if c.get("shift")), None)
+    fig.update_layout(title="ID-OOD frontier: WiSE-FT from zero-shot to fine-tuned" + (f" (OOD: {shift})" if shift else ""),
+                      xaxis=dict(title="in-distribution accuracy (val)", range=rng, tickformat=".0%"),
+                      yaxis=dict(title="OOD accuracy (shifted test)", range=rng, tickformat=".0%"),
+                      height=height, template="plotly_white", margin=dict(l=10, r=10, t=50, b=10))
     return fig
 
 
@@ -462,6 +541,9 @@ def comparison_html(views: Sequence[RunView], *, method: str = "pca", dims: int 
     wise = [(n, r["wise_ft"]) for n, r in zip(names, results) if r.get("wise_ft")]
     if wise:
         figs.append(("WiSE-FT", wise_ft_figure(wise)))
+    frontier = frontier_data([(n, v.config, v.summary) for n, v in zip(names, views)])
+    if frontier["curves"]:
+        figs.append(("ID-OOD frontier", frontier_figure(frontier)))
     return _html_page(title, views, names, results, figs)
 
 
@@ -517,6 +599,9 @@ def run_report_html(view: RunView, *, method: str = "pca", dims: int = 2, seed: 
         figs.append(("Confusion", confusion_figure(result["classes"], [("after", result["confusion"])])))
     if result.get("wise_ft"):
         figs.append(("WiSE-FT", wise_ft_figure([(view.label, result["wise_ft"])])))
+        frontier = frontier_data([(view.label, view.config, view.summary)])
+        if frontier["curves"]:
+            figs.append(("ID-OOD frontier", frontier_figure(frontier)))
     before = {k[:-7]: v for k, v in result.items() if k.endswith("_before")}
     if before:
         before["val_acc"] = before.get("acc")

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from . import backbones as bb
 from . import datasets as ds
 from . import distributed
+from . import shifts
 from .device import autocast, autocast_dtype, configure_threads, pick_device
 from .diskio import ensure_free, write_atomic
 from .embeddings import compute_embeddings, embeddings_dir, save_embeddings
@@ -97,6 +98,8 @@ class TrainConfig:
     cache_features: bool = True  # cache the frozen prefix's features (see core/features.py)
     feature_views: int = 2  # cached views per image: 1 clean + 1 augmented
     wise_alphas: int = 11  # FLYP WiSE-FT: alphas 0, 0.1, ..., 1
+    ce_zero_shot_head: bool = False  # CE on a backbone with a text tower: start from the zero-shot head (+ a WiSE-FT sweep)
+    shift: str = "default"  # the OOD split: a shift of the test split (core/shifts.py; default: natural, else mix:3)
     ddp: bool = False  # data-parallel over torchrun processes (see core/distributed.py)
     experiment: str | None = None  # tag shared by the runs of one label / budget curve (core/curves.py)
 
@@ -224,9 +227,13 @@ def validate(cfg: TrainConfig, root: Path | None = None) -> TrainConfig:
     if OBJECTIVES[cfg.objective].needs_clip and not bb.is_clip_name(cfg.backbone):
         raise InvalidConfig(f"{cfg.objective} needs a CLIP-style backbone with a text tower; {cfg.backbone!r} has none "
                             "(try lite0-minilm, test_clip or an open_clip MODEL/PRETRAINED name)")
+    if cfg.ce_zero_shot_head and (cfg.objective != "ce" or not bb.is_clip_name(cfg.backbone)):
+        raise InvalidConfig("a zero-shot CE head needs objective ce and a backbone with a text tower "
+                            f"(lite0-minilm, test_clip or an open_clip name), not {cfg.objective} on {cfg.backbone!r}")
     if cfg.objective == "flyp" and bb.parse_trainable(cfg.trainable) == 0:
         raise InvalidConfig("FLYP fine-tunes the encoders: set trainable to 'all' or a number of last blocks, not 'frozen'")
     data = ds.load_dataset(cfg.dataset, root)
+    shifts.resolve(cfg.shift, data.name)
     parts = ds.splits(data, n_per_class=cfg.n_per_class, eval_per_class=cfg.eval_per_class, labels=cfg.labels,
                       seed=cfg.seed, selection=_selection_ids(cfg, root))
     n_train = len(parts["train"]) if cfg.labels is None or cfg.objective == "content-style" else int(parts["train"].labelled.sum())
@@ -323,6 +330,7 @@ def build_session(cfg: TrainConfig, root: Path | None = None, run_dir: Path | No
     data = ds.load_dataset(cfg.dataset, root)
     parts = ds.splits(data, n_per_class=cfg.n_per_class, eval_per_class=cfg.eval_per_class, labels=cfg.labels,
                       seed=cfg.seed, selection=_selection_ids(cfg, root))
+    parts["ood"] = shifts.shifted_split(parts["test"], cfg.shift)  # through the same input path as test
     backbone = bb.create_backbone(cfg.backbone, weights=cfg.weights, image_size=cfg.image_size, trainable=cfg.trainable)
     backbone.preprocess = dataclasses.replace(backbone.preprocess, hflip=data.hflip)
     backbone.to(device).use_channels_last()
@@ -341,7 +349,7 @@ def build_session(cfg: TrainConfig, root: Path | None = None, run_dir: Path | No
         sources = {name: ImageSource(part, backbone.preprocess, device) for name, part in parts.items()}
     method = create_method(cfg.objective, backbone, encoder, data.num_classes, temperature=cfg.temperature,
                            stage1_fraction=cfg.stage1_fraction, stage2_train_encoder=cfg.stage2_train_encoder,
-                           class_names=data.prompt_names,
+                           class_names=data.prompt_names, zero_shot_head=cfg.ce_zero_shot_head,
                            **{k: v for k, v in asdict(cfg).items() if k.startswith("cs_")})  # content-style knobs
     method.to(device)
     train = parts["train"]
@@ -434,19 +442,21 @@ def _run(cfg: TrainConfig, tracker: _Tracker, run_dir: Path, root: Path, should_
     fault = _fault_from_env()
 
     tracker.log_every = max(1, s.total_steps // LOG_POINTS)
-    zero_shot_state = _trainable_state(method) if cfg.objective == "flyp" else None  # before any update
+    zero_shot_state = _trainable_state(method) if _has_zero_shot(cfg) else None  # before any update
     start_step, start_stage, opt_state = 0, 0, None
     if resume:
         start_step, start_stage, opt_state = _load_checkpoint(method, run_dir)
-        tracker.summary.update({k: v for k, v in tracker.store.get(tracker.run_id).summary.items() if k in ("zeroshot_acc", "warnings")})
+        tracker.summary.update({k: v for k, v in tracker.store.get(tracker.run_id).summary.items()
+                                if k in ("zeroshot_acc", "zeroshot_ood_acc", "warnings")})
         if opt_state is None:
             tracker.warn(f"resumed from step {start_step} with a fresh optimizer state: the run stopped while "
                          f"writing its checkpoint ({TRAINER_STATE} missing or from another step)")
     elif ctx.main:
         before = _store_embeddings(s, "before", emit, tracker=tracker)
-        if cfg.objective == "flyp":
-            tracker.summary["zeroshot_acc"] = before["val"].accuracy
-            tracker.store.update_summary(tracker.run_id, {"zeroshot_acc": before["val"].accuracy})
+        if _has_zero_shot(cfg):
+            zero = {"zeroshot_acc": before["val"].accuracy, "zeroshot_ood_acc": before["ood"].accuracy}
+            tracker.summary.update(zero)
+            tracker.store.update_summary(tracker.run_id, zero)
     step = saved_step = start_step
     val_acc = _evaluate(s, stages[start_stage], step, tracker, snapshot_steps) if ctx.main else None
 
@@ -515,17 +525,24 @@ def _run(cfg: TrainConfig, tracker: _Tracker, run_dir: Path, root: Path, should_
         return dict(tracker.summary)
     after = _store_embeddings(s, "after", emit, stage=stages[-1], tracker=tracker)
     summary = dict(tracker.summary)  # zero-shot accuracy and any warnings, the embeddings' own included
-    summary.update(val_acc=after["val"].accuracy, test_acc=after["test"].accuracy, steps=step,
+    summary.update(val_acc=after["val"].accuracy, test_acc=after["test"].accuracy, ood_acc=after["ood"].accuracy,
+                   ood_shift=shifts.resolve(cfg.shift, s.data.name).name, steps=step,
                    train_images=len(s.train_rows), backbone=cfg.backbone, dataset=cfg.dataset, objective=cfg.objective)
     if val_acc is not None and summary["val_acc"] is None:
         summary["val_acc"] = val_acc
-    if cfg.objective == "flyp" and cfg.wise_alphas > 1:
+    if _has_zero_shot(cfg) and cfg.wise_alphas > 1:
         summary["wise_ft"] = wise_ft_curve(s, zero_shot_state, cfg.wise_alphas, emit)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     return summary
 
 
 # -------------------------------------------------------------------------------- helpers
+def _has_zero_shot(cfg: TrainConfig) -> bool:
+    """Whether the model before any update is a classifier (FLYP, CE from the zero-shot head): then it is
+    scored (zeroshot_acc, zeroshot_ood_acc) and WiSE-FT interpolates from it."""
+    return cfg.objective == "flyp" or (cfg.objective == "ce" and cfg.ce_zero_shot_head)
+
+
 class _StopSignal:
     """should_stop() for the loop: the caller's own flag, or a cancel that another process asked for
     through the run store (the Runs page of another server, `python -m core cancel RUN`). The store is
@@ -728,14 +745,14 @@ def _centroid_accuracy(s: Session, val_es) -> float:
 
 
 def _store_embeddings(s: Session, phase: str, emit, stage=None, tracker: _Tracker | None = None) -> dict:
-    """Embed val and test; 'before' (pretrained) sets are shared across runs through a cache folder."""
+    """Embed val, test and the shifted test split (ood), before or after fine-tuning."""
     out = {}
-    for split in ("val", "test"):
+    for split in ("val", "test", "ood"):
         target = embeddings_dir(s.run_dir, phase, split)
         emit({"type": "prepare", "what": f"embedding {split} ({phase})", "done": 0, "total": len(s.parts[split])})
         es = compute_embeddings(s.method, s.sources[split], s.parts[split], s.device, stage=stage if phase == "after" else None,
                                 amp=s.cfg.amp)
-        if phase == "before" and s.cfg.objective != "flyp":
+        if phase == "before" and not _has_zero_shot(s.cfg):
             es.preds = None  # a head that has not trained yet predicts nothing meaningful
             es.vectors = {"encoder": es.vectors.get("encoder", next(iter(es.vectors.values())))}
         _save_within_budget(s.run_dir, target, es, f"the {phase} {split} embeddings", tracker)
@@ -848,7 +865,8 @@ def _load_checkpoint(method: Method, run_dir: Path):
 
 @torch.no_grad()
 def wise_ft_curve(s: Session, zero_shot: dict[str, torch.Tensor], n_alphas: int, emit) -> list[dict]:
-    """WiSE-FT: val accuracy of theta(a) = (1 - a) theta_zero-shot + a theta_fine-tuned, a in [0, 1]."""
+    """WiSE-FT: in-distribution (val) and OOD accuracy of theta(a) = (1 - a) theta_zero-shot + a theta_fine-tuned,
+    a in [0, 1], on the real interpolated weights (Wortsman et al. 2022, mlfoundations/wise-ft): the ID-OOD frontier."""
     method = s.method
     tuned = _trainable_state(method)
     params = dict(method.named_parameters())
@@ -860,8 +878,11 @@ def wise_ft_curve(s: Session, zero_shot: dict[str, torch.Tensor], n_alphas: int,
             target = params.get(name, buffers.get(name))
             if target.dtype.is_floating_point:
                 target.copy_((1 - alpha) * theta0 + alpha * theta1)
-        es = compute_embeddings(method, s.sources["val"], s.parts["val"], s.device, amp=s.cfg.amp)
-        curve.append({"alpha": round(float(alpha), 3), "val_acc": es.accuracy})
+        point = {"alpha": round(float(alpha), 3)}
+        for split in ("val", "ood"):
+            es = compute_embeddings(method, s.sources[split], s.parts[split], s.device, amp=s.cfg.amp)
+            point[f"{split}_acc"] = es.accuracy
+        curve.append(point)
         emit({"type": "prepare", "what": "WiSE-FT curve", "done": len(curve), "total": n_alphas})
     for name, theta1 in tuned.items():
         params.get(name, buffers.get(name)).copy_(theta1)

@@ -33,6 +33,21 @@ def analysis(root, run_id, split, output):
     return analyze_cached(run_view(root, run_id, split).dir, root=Path(root), split=split, output=output, details=True)
 
 
+def split_dataset(root: str, run_id: str, split: str):
+    """The run's dataset as `split` shows it: the OOD split's images through the run's shift (core/shifts.py)."""
+    return _split_dataset(root, run_id, split, content_stamp(run_view(root, run_id, split).dataset, Path(root)))
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _split_dataset(root: str, run_id: str, split: str, stamp: str):
+    from core.shifts import shifted_view
+
+    view = run_view(root, run_id, split)
+    data = _dataset(root, view.dataset, stamp)
+    shift = view.summary.get("ood_shift") or view.config.get("shift")
+    return shifted_view(data, shift) if split == "ood" and shift else data
+
+
 def thumbs(root, run_id, split):
     """The run's thumbnail sheets, drawn from the dataset's current content."""
     return _thumbs(root, run_id, split, content_stamp(run_view(root, run_id, split).dataset, Path(root)))
@@ -41,7 +56,7 @@ def thumbs(root, run_id, split):
 @st.cache_data(show_spinner=False, max_entries=8)
 def _thumbs(root, run_id, split, stamp):
     view = run_view(root, run_id, split)
-    return thumbs_for(_dataset(root, view.dataset, stamp), view.after.ids)
+    return thumbs_for(_split_dataset(root, run_id, split, stamp), view.after.ids)
 
 
 @st.cache_data(show_spinner="Embedding the selection's pool…", max_entries=8)

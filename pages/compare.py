@@ -42,8 +42,9 @@ default = wanted[:4] if len(wanted) >= 2 else report.default_compare_runs(runs)
 
 chosen = st.multiselect("Runs (2 to 4)", ids, default=default, format_func=labels.get, max_selections=4, key="compare_pick")
 st.session_state["compare_runs"] = list(chosen)
-c1, c2, c3, c4, c5 = st.columns([1, 1.2, 1, 1.6, 1.6])
-split = c1.segmented_control("Split", ["val", "test"], default="val", key="compare_split") or "val"
+c1, c2, c3, c4, c5 = st.columns([1.4, 1.2, 1, 1.6, 1.6])  # split: val / test / ood
+split = c1.segmented_control("Split", ["val", "test", "ood"], default="val", key="compare_split",
+                              help="ood: the shifted test split (each run's ood_shift)") or "val"
 method = c2.selectbox("Projection", list(METHOD_LABELS), format_func=METHOD_LABELS.get, key="compare_method")
 dims = c3.segmented_control("Dims", [2, 3], default=2, format_func=lambda d: f"{d}-D", key="compare_dims") or 2
 align = c4.segmented_control("Alignment", ["procrustes", "shared-pca"], default="procrustes", key="compare_align",
@@ -141,6 +142,14 @@ if conf:
 wise = [(n, r["wise_ft"]) for n, r in zip(names, results) if r.get("wise_ft")]
 if wise:
     st.plotly_chart(report.wise_ft_figure(wise), key="compare_wise")
+frontier = report.frontier_data([(n, v.config, v.summary) for n, v in zip(names, views)])
+if frontier["curves"]:
+    st.plotly_chart(report.frontier_figure(frontier), key="compare_frontier")
+    st.caption("The ID-OOD frontier (the FLYP and WiSE-FT papers' main figure): x = val accuracy, y = accuracy on the "
+               "shifted test split, one point per WiSE-FT alpha from zero-shot to fine-tuned; the other runs of this "
+               "comparison as reference points. Both axes share one range of at least 30 points, so noise stays small."
+               + (f" {len(frontier['skipped'])} compared run(s) not drawn: another dataset, shift, budget or seed, "
+                  "or no OOD number." if frontier["skipped"] else ""))
 
 # RESEARCH SEEDS ----------------------------------------------------------------------------------
 st.subheader("Label and budget curves", anchor=False)

@@ -10,7 +10,8 @@ from core.projections import METHOD_LABELS, trajectory
 from core.safe_text import md_code, md_text
 from core.thumbnails import display_images
 from pages import _seeds_ui as seeds
-from pages._cached import analysis as _analysis, dataset as _dataset, run_view as _view, thumbs as _thumbs
+from core.embeddings import has_embeddings
+from pages._cached import analysis as _analysis, run_view as _view, split_dataset as _split_dataset, thumbs as _thumbs
 from pages._ui import ensure_router, get_store, pct
 
 ensure_router()  # run inside app.py's router (sidebar, wide layout) even when deep-linked first
@@ -56,12 +57,16 @@ if wanted and wanted not in ids:
     st.caption(f"Run {md_code(wanted)} has no stored embeddings yet (still running, failed or cancelled); showing the latest finished run.")
 labels = {r.id: report.run_label(r.id, r.config) for r in runs}
 
-c1, c2, c3, c4 = st.columns([3, 1, 1.2, 1.2])
+c1, c2, c3, c4 = st.columns([3, 1.4, 1.2, 1.2])  # split: val / test / ood
 run_id = c1.selectbox("Run", ids, index=default, format_func=labels.get, key="explore_run_pick")
 st.session_state["explore_run"] = run_id
 if st.query_params.get("run") != run_id:
     st.query_params["run"] = run_id
-split = c2.segmented_control("Split", ["val", "test"], default="val", key="explore_split") or "val"
+split_names = ["val", "test"] + (["ood"] if has_embeddings(store.run_dir(run_id), "after", "ood") else [])
+split = c2.segmented_control("Split", split_names, default="val", key="explore_split",
+                             help="ood: the test split under the run's shift (its ood_shift; see core/shifts.py)") or "val"
+if split not in split_names:  # 'ood' picked on a run from before the OOD split existed
+    split = "val"
 try:
     view = _view(root, run_id, split)
 except EmbedLabError as exc:
@@ -90,7 +95,7 @@ metrics_box = st.container()  # filled after the scatter: on a big run the plot 
 # THE SCATTER -----------------------------------------------------------------------------------
 with st.spinner(f"Projecting with {METHOD_LABELS[method]}…"):
     data = _panes(root, run_id, split, output, method, dims, max_points, phases)
-dataset = _dataset(root, view.dataset)
+dataset = _split_dataset(root, run_id, split)
 panes = [{"title": t, "points": p, "anchors": a} for t, p, a in zip(data["titles"], data["points"], data["anchors"])]
 shown = len(data["ids"])
 sample_note = f"{shown:,} of {data['n_total']:,} samples (seeded subsample)" if shown < data["n_total"] else f"{shown:,} samples"

@@ -16,6 +16,7 @@ from core.errors import EmbedLabError
 from core.jobs import ACTIVE, RESUMABLE
 from core.objectives import OBJECTIVES
 from core.safe_text import md_code, md_text, plotly_text
+from core.shifts import list_shifts
 from core.train import TrainConfig
 from pages import _seeds_ui as seeds
 from pages._ui import (OBJECTIVE_COLORS, duration, ensure_router, get_manager, get_store, home_dir, import_uploaded_folder,
@@ -136,7 +137,14 @@ def _config(objective: str, backbone: str, dataset: str) -> TrainConfig:
         image_size=None if image_size in (None, 0) else int(image_size),
         weights=_weights(), weight_decay=float(s.get("weight_decay", DEFAULTS.weight_decay)),
         optimizer=s.get("optimizer", DEFAULTS.optimizer), warmup=float(s.get("warmup", DEFAULTS.warmup)),
+        shift=_shift(),
     )
+
+
+def _shift() -> str:
+    """The OOD split's shift: 'default' / 'natural' as they are, a corruption or the mix with its severity."""
+    name = st.session_state.get("shift", DEFAULTS.shift)
+    return name if name in ("default", "natural") else f"{name}:{int(st.session_state.get('shift_severity', 3))}"
 
 
 def _number(col, label: str, key: str, value, lo, hi, step, help_text: str, **kw) -> None:
@@ -266,6 +274,14 @@ def setup_form(root: str) -> None:
             if message:
                 (e1.caption if path else e1.error)(md_text(message))  # names the user's file
         e2.radio("Optimizer", ["adamw", "sgd"], key="optimizer", persist_state="session", horizontal=True)
+        s1, s2, _ = st.columns(3)
+        shift_names = list(list_shifts())
+        s1.selectbox("OOD shift", shift_names, index=shift_names.index(DEFAULTS.shift), key="shift", persist_state="session",
+                     format_func=lambda n: n.replace("_", " "),
+                     help="The shifted test split every run also scores (ood_acc, and per alpha in FLYP's WiSE-FT): "
+                          + "; ".join(f"{n}: {d}" for n, d in list_shifts().items()))
+        _number(s2, "Shift severity", "shift_severity", 3, 1, 5, 1, "1 (mild) to 5 (strong), as in ImageNet-C; "
+                "for a corruption or the mix", disabled=st.session_state.get("shift", "default") in ("default", "natural"))
         st.markdown("**Data selection** (seed 002: VeCAF, k-center or random picks of the training pool)")
         selection = seeds.selection_picker(st, home_dir(), st.session_state.get("dataset"), key="train_selection")
         if selection:

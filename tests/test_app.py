@@ -130,6 +130,20 @@ def test_train_form_settings_reach_the_configs(manager):
                 cfg["temperature"], cfg["trainable"]) == ("test_clip", "digits", 12, 16, 10, 3, 0.2, "all")
 
 
+def test_train_ood_shift_reaches_the_configs(manager):
+    at = _app()
+    at.selectbox(key="backbone").select("test_vit")
+    at.selectbox(key="dataset").select("digits")
+    at.multiselect(key="objectives").set_value(["ce"])
+    assert at.number_input(key="shift_severity").disabled  # the default shift has no severity of its own
+    at.selectbox(key="shift").select("gaussian_blur").run()
+    at.number_input(key="shift_severity").set_value(5)
+    at.run()
+    at.button(key="start").click().run()
+    assert not at.error
+    assert [r.config["shift"] for r in manager.store.list()] == ["gaussian_blur:5"]
+
+
 def test_train_validation_error_is_shown_and_nothing_is_queued(manager):
     at = _app()
     at.selectbox(key="backbone").select("test_vit").run()

@@ -83,8 +83,20 @@ def test_compare_defaults_to_the_trio(app_home):
     assert at.multiselect(key="compare_pick").value == [ids["ce"], ids["lacvit"], ids["flyp"]]
     assert len(at.table) == 1
     charts = at.get("plotly_chart")
-    assert len(charts) == 4  # histograms, per-class accuracy, confusion matrices, WiSE-FT
+    assert len(charts) == 5  # histograms, per-class accuracy, confusion matrices, WiSE-FT, ID-OOD frontier
     assert len(at.get("download_button")) == 3
+
+
+def test_explore_and_compare_show_the_ood_split(app_home):
+    _, ids = app_home
+    at = _page("explore", state={"explore_run": ids["ce"]})
+    assert "ood" in at.segmented_control(key="explore_split").options
+    at.segmented_control(key="explore_split").set_value("ood").run()
+    assert not at.exception
+    assert at.metric[0].label == "ood accuracy"
+    at = _page("compare", state={"compare_split": "ood"})
+    assert not at.exception
+    assert any(row == "OOD accuracy (top-1, shifted test)" for row in at.table[0].value.index)
 
 
 def test_compare_reads_session_state_and_needs_two(app_home):

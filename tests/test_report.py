@@ -2,7 +2,9 @@
 import io
 import json
 import re
+import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +13,9 @@ from core import report
 from core.embeddings import EmbeddingSet, embeddings_dir, save_embeddings
 from core.errors import UnknownName
 from core.store import RunStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from explore_runs import tiny_runs  # noqa: E402
 
 
 def _fake_run(store, objective, *, dim=16, n=60, seed=0, dataset="digits", anchors=False):
@@ -128,3 +133,50 @@ def test_analyze_cached_memoises_on_disk(store, home, monkeypatch):
     second = metrics.analyze_cached(run_dir, root=home, split="val", details=True)
     assert first == second and first["knn_acc"] is not None
     assert len(list((home / "cache" / "analysis").glob("*.json"))) == 1
+
+
+# ----------------------------------------------------------------------------- ID-OOD frontier
+def test_the_frontier_is_built_from_the_stored_numbers(tmp_path_factory):
+    """On real tiny CE / LaCViT / FLYP runs: one point per stored WiSE-FT alpha at (val_acc, ood_acc), the
+    endpoints labelled, CE and LaCViT as reference points at their stored (val_acc, ood_acc)."""
+    home, ids = tiny_runs(tmp_path_factory.getbasetemp())
+    store = RunStore(home)
+    views = [report.load_run_view(store, ids[o]) for o in ("ce", "lacvit", "flyp")]
+    stored = {o: json.loads((store.run_dir(ids[o]) / "summary.json").read_text()) for o in ids}
+    data = report.frontier_data([(v.short, v.config, v.summary) for v in views])
+    (curve,) = data["curves"]
+    wise = stored["flyp"]["wise_ft"]
+    assert curve["id"] == [p["val_acc"] for p in wise] and curve["ood"] == [p["ood_acc"] for p in wise]
+    assert curve["shift"] == stored["flyp"]["ood_shift"] == "mix:3"
+    assert [(r["objective"], r["id"], r["ood"]) for r in data["references"]] == [
+        (o, stored[o]["val_acc"], stored[o]["ood_acc"]) for o in ("ce", "lacvit")]
+    fig = report.frontier_figure(data)
+    line = next(t for t in fig.data if t.name.endswith("WiSE-FT"))
+    assert list(line.x) == curve["id"] and list(line.y) == curve["ood"] and list(line.customdata) == curve["alpha"]
+    assert line.text[0] == "zero-shot" and line.text[-1] == "fine-tuned"
+    points = {t.name: (t.x[0], t.y[0]) for t in fig.data if t.mode == "markers+text"}
+    assert sorted(points.values()) == sorted((r["id"], r["ood"]) for r in data["references"])
+    lo, hi = fig.layout.xaxis.range
+    assert tuple(fig.layout.yaxis.range) == (lo, hi) and hi - lo >= 0.3 - 1e-9
+    values = curve["id"] + curve["ood"] + [v for r in data["references"] for v in (r["id"], r["ood"])]
+    assert lo <= min(values) and max(values) <= hi
+    assert "ID-OOD frontier" in report.comparison_html(views)
+    assert "ID-OOD frontier" in report.run_report_html(views[2])
+
+
+def test_the_frontier_does_not_zoom_noise_and_skips_other_comparisons():
+    wise = [{"alpha": a / 4, "val_acc": 0.82 + a / 100, "ood_acc": 0.84 - a / 200} for a in range(5)]
+    same = {"dataset": "digits", "steps": 60, "seed": 0}
+    data = report.frontier_data([
+        ("FLYP", {**same, "objective": "flyp"}, {"wise_ft": wise, "ood_shift": "mix:3"}),
+        ("CE", {**same, "objective": "ce"}, {"val_acc": 0.85, "ood_acc": 0.83, "ood_shift": "mix:3"}),
+        ("CE other seed", {**same, "objective": "ce", "seed": 1}, {"val_acc": 0.85, "ood_acc": 0.83, "ood_shift": "mix:3"}),
+        ("LaCViT blur", {**same, "objective": "lacvit"}, {"val_acc": 0.85, "ood_acc": 0.6, "ood_shift": "gaussian_blur:3"}),
+        ("old CE", {**same, "objective": "ce"}, {"val_acc": 0.85}),
+    ])
+    assert [r["name"] for r in data["references"]] == ["CE"]
+    assert data["skipped"] == ["CE other seed", "LaCViT blur", "old CE"]
+    lo, hi = report.frontier_figure(data).layout.xaxis.range
+    assert hi - lo >= 0.3 - 1e-9 and 0 <= lo <= 0.82 and 0.86 <= hi <= 1  # not auto-zoomed to 82-86 %
+    assert report.frontier_range([0.0, 0.05]) == [0.0, 0.3] and report.frontier_range([0.97, 1.0]) == [0.7, 1.0]
+    assert report.frontier_data([("old FLYP", {}, {"wise_ft": [{"alpha": 0.0, "val_acc": 0.4}]})])["curves"] == []

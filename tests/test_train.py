@@ -161,6 +161,60 @@ def test_flyp_trains_and_reports_zero_shot_and_wise_ft(flyp_run):
     assert r["val_acc"] > r["zeroshot_acc"]  # random-init test_clip: fine-tuning must help
 
 
+def test_every_run_records_val_test_and_ood_accuracy_and_its_shift(env, ce_run):
+    """The OOD split is the test split under the default shift (mix:3 on digits), through the same input
+    path; the trained model loses accuracy on it."""
+    store, _ = env
+    r = ce_run.result
+    assert r["ood_shift"] == "mix:3" and store.get(r["run_id"]).summary["ood_acc"] == r["ood_acc"]
+    run_dir = store.run_dir(r["run_id"])
+    test = load_embeddings(embeddings_dir(run_dir, "after", "test"))
+    for phase in ("before", "after"):
+        ood = load_embeddings(embeddings_dir(run_dir, phase, "ood"))
+        assert ood.split == "ood" and np.array_equal(ood.ids, test.ids) and np.array_equal(ood.labels, test.labels)
+        assert not np.array_equal(ood.vectors["encoder"], load_embeddings(embeddings_dir(run_dir, phase, "test")).vectors["encoder"])
+    assert load_embeddings(embeddings_dir(run_dir, "after", "ood")).accuracy == r["ood_acc"]
+    assert r["ood_acc"] < r["test_acc"] - 0.1, r  # really shifted: the fine-tuned model drops on it
+
+
+def test_wise_ft_endpoints_are_the_zero_shot_and_fine_tuned_models_on_both_axes(env, flyp_run):
+    """Every alpha is scored in distribution (val) and under the shift (ood) on the interpolated weights;
+    alpha 0 must reproduce the zero-shot model's stored 'before' embeddings and alpha 1 the fine-tuned one's."""
+    store, _ = env
+    r = flyp_run.result
+    run_dir = store.run_dir(r["run_id"])
+    curve = r["wise_ft"]
+    assert all(p["val_acc"] is not None and p["ood_acc"] is not None for p in curve)
+    n_ood = len(load_embeddings(embeddings_dir(run_dir, "after", "ood")))
+    one_image = 1 / n_ood + 1e-9  # room for a non-deterministic GPU kernel, as above
+    before_ood = load_embeddings(embeddings_dir(run_dir, "before", "ood")).accuracy
+    assert r["zeroshot_ood_acc"] == before_ood
+    assert curve[0]["ood_acc"] == pytest.approx(before_ood, abs=one_image)
+    assert curve[0]["val_acc"] == pytest.approx(load_embeddings(embeddings_dir(run_dir, "before", "val")).accuracy, abs=one_image)
+    assert curve[-1]["ood_acc"] == pytest.approx(load_embeddings(embeddings_dir(run_dir, "after", "ood")).accuracy, abs=one_image)
+    assert curve[-1]["ood_acc"] == pytest.approx(r["ood_acc"], abs=one_image)
+    assert curve[-1]["val_acc"] == pytest.approx(r["val_acc"], abs=one_image)
+    assert len({p["ood_acc"] for p in curve}) > 1  # the sweep really moves the weights
+
+
+def test_ce_from_the_zero_shot_head_gets_a_frontier_of_its_own(env, flyp_run):
+    """CE on a backbone with a text tower may start from the zero-shot head (the WiSE-FT paper's setup): its
+    model before any update is FLYP's zero-shot classifier, and its WiSE-FT sweep runs from there."""
+    store, root = env
+    r = run_train(_cfg(objective="ce", backbone="test_clip", steps=20, lr=1e-2, ce_zero_shot_head=True), store, root).result
+    assert r["status"] == "finished", r["error"]
+    assert r["zeroshot_acc"] == flyp_run.result["zeroshot_acc"]  # the same classifier: class prompts x logit scale
+    assert r["zeroshot_ood_acc"] == flyp_run.result["zeroshot_ood_acc"]
+    curve = r["wise_ft"]
+    one_image = 1 / 100 + 1e-9
+    assert curve[0]["val_acc"] == pytest.approx(r["zeroshot_acc"], abs=one_image)
+    assert curve[0]["ood_acc"] == pytest.approx(r["zeroshot_ood_acc"], abs=one_image)
+    assert curve[-1]["val_acc"] == pytest.approx(r["val_acc"], abs=one_image)
+    assert curve[-1]["ood_acc"] == pytest.approx(r["ood_acc"], abs=one_image)
+    with pytest.raises(InvalidConfig, match="zero-shot CE head needs"):
+        validate(_cfg(objective="ce", ce_zero_shot_head=True), root)  # test_vit has no text tower
+
+
 def test_flyp_stores_image_embeddings_and_prompt_anchors(env, flyp_run):
     store, _ = env
     es = load_embeddings(embeddings_dir(store.run_dir(flyp_run.result["run_id"]), "after", "val"))

@@ -292,11 +292,11 @@ def test_disk_budget_skips_snapshots_and_embeddings_with_warnings(real, monkeypa
     assert r["status"] == "finished" and r["error"] is None
     budget = "the run folder would pass its disk budget of 1 MB (EMBEDLAB_RUN_DISK_MB)"
     expected = [f"skipped the val snapshot at step {s}: {budget}" for s in (2, 3, 4, 6)] + \
-               [f"skipped the after {split} embeddings: {budget}" for split in ("val", "test")]
+               [f"skipped the after {split} embeddings: {budget}" for split in ("val", "test", "ood")]
     assert r["warnings"] == expected and store.get(r["run_id"]).summary["warnings"] == expected
     run_dir = store.run_dir(r["run_id"])
     assert sorted(p.name for p in (run_dir / "snapshots").iterdir()) == ["step-000000"]  # written before the checkpoint
-    assert sorted(p.name for p in (run_dir / "embeddings").iterdir()) == ["before-test", "before-val"]
+    assert sorted(p.name for p in (run_dir / "embeddings").iterdir()) == ["before-ood", "before-test", "before-val"]
     assert _ckpt_step(run_dir) == 6  # checkpoints are never skipped: resume needs them
 
 

@@ -282,7 +282,8 @@ def _int_list(value: str, allow_all: bool = False) -> list:
 
 def _overrides(args) -> dict:
     keys = ("trainable", "lr", "batch_size", "n_per_class", "eval_per_class", "device", "weights", "image_size", "cs_style_dim",
-            "cs_ce_weight", "cs_prior_weight", "cs_entropy_weight", "cs_style_weight", "cs_recon_weight")
+            "cs_ce_weight", "cs_prior_weight", "cs_entropy_weight", "cs_style_weight", "cs_recon_weight", "cs_regulariser",
+            "cs_recon_detach")
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
@@ -365,6 +366,10 @@ def register(sub, common) -> None:
     for flag, dest in (("--ce-weight", "cs_ce_weight"), ("--prior-weight", "cs_prior_weight"), ("--entropy-weight", "cs_entropy_weight"),
                        ("--style-weight", "cs_style_weight"), ("--recon-weight", "cs_recon_weight")):
         p.add_argument(flag, dest=dest, type=float)
+    p.add_argument("--regulariser", dest="cs_regulariser", choices=["adversarial", "moments"],
+                   help="content-style priors (default adversarial)")
+    p.add_argument("--recon-detach", dest="cs_recon_detach", action="store_const", const=True,
+                   help="content-style: detach the reconstruction target")
     p.set_defaults(func=cmd_label_curve, steps=200)
 
     p = sub.add_parser(BUDGET_CURVE, parents=[common], help="seed 002: test accuracy vs selection budget, random / k-center / VeCAF (last line JSON)")

@@ -85,7 +85,9 @@ class TrainConfig:
     cs_prior_weight: float = 1.0  # content-style: weight of the content -> class-prior term (all samples)
     cs_entropy_weight: float = 1.0  # content-style: share of mean per-sample entropy inside the prior term
     cs_style_weight: float = 1.0  # content-style: weight of the style -> N(0, I) term (all samples)
-    cs_recon_weight: float = 1.0  # content-style: weight of reconstructing the (detached) embedding
+    cs_recon_weight: float = 1.0  # content-style: weight of reconstructing the embedding (the latent token)
+    cs_regulariser: str = "adversarial"  # content-style priors: adversarial (the paper's discriminators) | moments
+    cs_recon_detach: bool = False  # content-style: detach the reconstruction target (False: the paper's)
     # machinery
     seed: int = 0
     eval_every: int | None = None  # steps between evaluations (None = about 10 per run)
@@ -392,7 +394,7 @@ def _run(cfg: TrainConfig, tracker: _Tracker, run_dir: Path, root: Path, should_
             optimizer.load_state_dict(opt_state)
         order = _BatchOrder(s.train_rows, cfg.batch_size, gen)
         method.train()
-        window = []  # this log interval's losses, kept on device: no per-step host sync on GPU
+        window, extras = [], []  # this log interval's losses (and extra terms), kept on device: no per-step host sync on GPU
         for local in range(step - stage_start, n_steps):
             if should_stop():
                 if ctx.main and step > saved_step:  # so that resume goes on from here: a cancel loses no step
@@ -409,6 +411,7 @@ def _run(cfg: TrainConfig, tracker: _Tracker, run_dir: Path, root: Path, should_
             if fault and fault[1] == step + 1:
                 loss = _inject(fault[0], loss)
             window.append(loss.detach())
+            extras.append(method.step_metrics())  # e.g. content-style's discriminator losses
             if device.type == "cpu":  # checking costs nothing here; on GPU it waits for the log interval
                 _check_finite(window[-1:], step + 1)
             optimizer.zero_grad(set_to_none=True)
@@ -430,9 +433,10 @@ def _run(cfg: TrainConfig, tracker: _Tracker, run_dir: Path, root: Path, should_
                 _check_finite(window, step - len(window) + 1)
                 mean_loss = torch.stack(window).float().mean()
                 mean_loss = mean_loss if stage.global_loss else ctx.mean(mean_loss)  # local-batch losses: average ranks
+                extra = {k: torch.stack([e[k] for e in extras]).float().mean().item() for k in extras[-1]} if extras else {}
                 tracker.log_step(step, s.total_steps, stage.name, mean_loss.item(),
-                                 optimizer.param_groups[0]["lr"], (step * cfg.batch_size) / max(1, len(s.train_rows)))
-                window = []
+                                 optimizer.param_groups[0]["lr"], (step * cfg.batch_size) / max(1, len(s.train_rows)), extra)
+                window, extras = [], []
             if ctx.main and (step % eval_every == 0 or local == n_steps - 1 or step in snapshot_steps):
                 val_acc = _evaluate(s, stage, step, tracker, snapshot_steps)
                 _save_checkpoint(method, optimizer, run_dir, step, si)
@@ -496,10 +500,10 @@ class _Tracker:
         if self.stop is not None and event.get("type") == "prepare" and self.stop():
             raise Cancelled()
 
-    def log_step(self, step, total, stage, loss, lr, epoch):
+    def log_step(self, step, total, stage, loss, lr, epoch, extra: dict | None = None):
         progress = {"step": step, "total": total, "stage": stage, "epoch": round(epoch, 3), "loss": loss,
                     "elapsed": time.time() - self.t0}
-        self._pending.append((step, {"loss": loss, "lr": lr}))
+        self._pending.append((step, {"loss": loss, "lr": lr, **(extra or {})}))
         self._progress = progress
         self.emit({"type": "step", **progress})
         if time.monotonic() - self._last_flush >= DB_FLUSH_INTERVAL_S:

@@ -99,6 +99,7 @@ class TrainConfig:
     wise_alphas: int = 11  # FLYP WiSE-FT: alphas 0, 0.1, ..., 1
     ddp: bool = False  # data-parallel over torchrun processes (see core/distributed.py)
     experiment: str | None = None  # tag shared by the runs of one label / budget curve (core/curves.py)
+    eval_test: bool = False  # also log test accuracy at every evaluation (label curves: best-on-val error)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -627,6 +628,9 @@ def _evaluate(s: Session, stage, step: int, tracker: _Tracker, snapshot_steps: s
     values = {"val_acc": acc}
     if acc is None:
         values["val_centroid_acc"] = _centroid_accuracy(s, es)
+    elif s.cfg.eval_test:  # the test error of the step that is best on val (core/curves.py best_on_val)
+        values["test_acc"] = compute_embeddings(s.method, s.sources["test"], s.parts["test"], s.device, stage=stage,
+                                                amp=s.cfg.amp).accuracy
     tracker.log_eval(step, values)
     if step in snapshot_steps and s.run_dir is not None:
         _save_within_budget(s.run_dir, s.run_dir / "snapshots" / f"step-{step:06d}", es, f"the val snapshot at step {step}",

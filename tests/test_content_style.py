@@ -326,3 +326,18 @@ def test_adversarial_run_trains_discriminators_with_finite_losses(tmp_path, caps
         values = [v for _, v in metrics[key]]
         assert max(values) - min(values) > 0.01, (key, values)  # the discriminators train: their loss moves
     assert result["test_acc"] is not None and np.isfinite(result["test_acc"])
+
+
+def test_learn_page_compares_the_two_regularisers(home):
+    """The Learn tab names both regularisers and shows the surrogate's small-batch bias, computed live."""
+    from helpers import REPO
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
+    at.switch_page("pages/learn.py").run()
+    assert not at.exception, at.exception
+    text = " ".join(m.value for m in at.markdown)
+    assert "**adversarial**" in text and "**moments**" in text and "biased at small batch" in text
+    table = next(df.value for df in at.dataframe if "batch size" in df.value.columns)
+    scores = dict(zip(table["batch size"], table.iloc[:, 1]))
+    assert scores[4] > 15 and 1.5 < scores[16] < 2.1 and scores[256] < 0.12

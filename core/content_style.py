@@ -42,7 +42,8 @@ two parts whose gradients reach only their own player:
     discriminator part  BCE(D(prior sample), 0.9) + BCE(D(sg(code)), 0) codes detached: reaches D only
 
 So the generator gradient never trains a discriminator toward fooling itself, and the discriminator
-loss never moves the encoder. A gradient-reversal layer would do the same with one forward, but only
+loss never moves the encoder (the run's logged `loss` is the sum of both parts; each term is logged
+on its own too, see below). A gradient-reversal layer would do the same with one forward, but only
 for the saturating minimax loss (its reversed gradient is that of log(1 - D)), which gives the encoder
 almost no signal while D wins; the two-part form keeps the non-saturating generator loss.
 

@@ -151,11 +151,11 @@ def test_label_curve_cli_parses_all(home, capsys, monkeypatch):
 
     monkeypatch.setattr(curves, "label_curve", fake)
     code = cli.main(["label-curve", "--backbone", "test_vit", "--dataset", "digits", "--labels", "10,100,all",
-                     "--seeds", "0,1", "--trainable", "frozen", "--runs-dir", str(home)])
+                     "--seeds", "0,1", "--trainable", "frozen", "--regulariser", "moments", "--runs-dir", str(home)])
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert code == 0 and out["kind"] == "label-curve"
     assert seen["labels"] == [10, 100, None] and seen["objectives"] == ["ce", "content-style"] and seen["steps"] == 200
-    assert seen["seeds"] == [0, 1] and seen["trainable"] == "frozen"
+    assert seen["seeds"] == [0, 1] and seen["trainable"] == "frozen" and seen["cs_regulariser"] == "moments"
 
 
 # -------------------------------------------------------------------------------- page helpers

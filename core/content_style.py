@@ -93,7 +93,7 @@ from .objectives import OBJECTIVES, Method, ObjectiveEntry, Stage, _labelled_ce
 NAME = "content-style"
 REGULARISERS = ("adversarial", "moments")  # cs_regulariser: the paper's discriminators | closed-form surrogates
 STYLE_RIDGE = 1e-3  # added to the style covariance so a small batch still has a finite log det
-DISC_HIDDEN = 64  # discriminator width: small, so it cannot memorise a 20-label batch
+DISC_HIDDEN = 64  # discriminator width: small, so D cannot run away from the heads it plays against
 REAL_TARGET = 0.9  # one-sided label smoothing of the discriminators' "real" target
 CONTENT_LIPSCHITZ = 10.0  # D_c's Lipschitz bound: the simplex is only sqrt(2) wide, at 1 D_c could not tell anything
 STYLE_LIPSCHITZ = 1.0  # D_s's: style codes live at the scale of N(0, I)

@@ -299,6 +299,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--entropy-weight", dest="cs_entropy_weight", type=float, help=f"content-style: entropy share in the prior term (default {d.cs_entropy_weight})")
     p.add_argument("--style-weight", dest="cs_style_weight", type=float, help=f"content-style: style-normal weight (default {d.cs_style_weight})")
     p.add_argument("--recon-weight", dest="cs_recon_weight", type=float, help=f"content-style: reconstruction weight (default {d.cs_recon_weight})")
+    p.add_argument("--regulariser", dest="cs_regulariser", choices=["adversarial", "moments"],
+                   help=f"content-style priors: the paper's discriminators or closed-form moment surrogates (default {d.cs_regulariser})")
+    p.add_argument("--recon-detach", dest="cs_recon_detach", action="store_const", const=True,
+                   help="content-style: detach the reconstruction target (default: the latent token keeps its gradient)")
     p.add_argument("--trainable", help=f"all, frozen, or k last blocks (default {d.trainable})")
     p.add_argument("--image-size", dest="image_size", type=int, help="input resolution (default: the backbone's)")
     p.add_argument("--n-per-class", dest="n_per_class", type=int, help=f"training images per class (default {d.n_per_class})")

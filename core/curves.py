@@ -5,7 +5,10 @@
 
 * label curve (seed 001, its Figs. 3-5): test error vs the number of labelled training images, for
   content-style (semi-supervised: the rest of the training split unlabelled) against supervised CE
-  on the same labelled images (the same seed draws the same class-balanced labelled subset).
+  on the same labelled images (the same seed draws the same class-balanced labelled subset). The paper
+  plots each run's *best* error; here every point has two: the final test error (after the last step)
+  and the best one, i.e. the test error at the evaluation with the highest val accuracy (picked on val,
+  reported on test: the runs log test accuracy at every evaluation, `eval_test`, see `best_on_val`).
 * budget curve (seed 002): test accuracy vs the selection budget for random, k-center and VeCAF
   selections (core/selection.py) of the training split, each trained with the same recipe.
 
@@ -73,18 +76,33 @@ def _run_all(plans: list[tuple[object, dict]], *, store, root: Path, on_row: Cal
         coords = {k: v for k, v in meta.items() if not k.startswith("_")}
         if result["run_id"] and store.exists(result["run_id"]):
             store.update_summary(result["run_id"], {"experiment": cfg.experiment, **coords})
-        row = _row(cfg.experiment, result["run_id"], result["status"], cfg.objective, coords, result, result.get("error"))
+        best = best_on_val(store, result["run_id"]) if result["run_id"] and store.exists(result["run_id"]) else {}
+        row = _row(cfg.experiment, result["run_id"], result["status"], cfg.objective, coords, result, result.get("error"), best)
         rows.append(row)
         if on_row:
             on_row(row)
     return rows
 
 
-def _row(experiment, run_id, status, objective, coords: dict, summary: dict, error=None) -> Row:
+def best_on_val(store, run_id: str) -> dict:
+    """{best_step, best_val_acc, best_test_acc, best_test_error}: the evaluation with the highest val accuracy
+    (the earliest on a tie) and the test accuracy logged at that step; {} when the run logged no test accuracy."""
+    metrics = store.metrics(run_id, keys=("val_acc", "test_acc"))
+    test = dict(metrics.get("test_acc", []))
+    evals = [(acc, -step) for step, acc in metrics.get("val_acc", []) if step in test]
+    if not evals:
+        return {}
+    acc, neg_step = max(evals)
+    best = test[-neg_step]
+    return {"best_step": -neg_step, "best_val_acc": acc, "best_test_acc": best, "best_test_error": 1.0 - best}
+
+
+def _row(experiment, run_id, status, objective, coords: dict, summary: dict, error=None, best: dict | None = None) -> Row:
     test_acc = summary.get("test_acc")
     row = {"experiment": experiment, "run_id": run_id, "status": status, "objective": objective, **coords,
            "test_acc": test_acc, "test_error": None if test_acc is None else 1.0 - test_acc,
-           "val_acc": summary.get("val_acc"), "train_images": summary.get("train_images"), "error": error}
+           "val_acc": summary.get("val_acc"), "train_images": summary.get("train_images"), "error": error,
+           "best_step": None, "best_val_acc": None, "best_test_acc": None, "best_test_error": None, **(best or {})}
     if row.get("curve") == LABEL_CURVE:  # x coordinate: 'all' sits at the number of training images
         row["n_labels"] = row["labels"] if row["labels"] is not None else summary.get("train_images")
     return row
@@ -105,7 +123,8 @@ def label_curve(backbone: str, dataset: str, labels: Sequence[int | None] = DEFA
         steps: optimizer steps per run (the same for every point).
         n_per_class: training split cap per class (None = all: the unlabelled pool is the point).
         experiment: tag for the runs (default: a fresh one); overrides: any other TrainConfig field.
-    Returns: rows {experiment, run_id, status, objective, curve, labels, n_labels, seed, test_acc, test_error, ...}.
+    Returns: rows {experiment, run_id, status, objective, curve, labels, n_labels, seed, test_acc, test_error,
+        best_step, best_val_acc, best_test_acc, best_test_error, ...}.
     """
     from .paths import home
     from .store import RunStore
@@ -114,8 +133,21 @@ def label_curve(backbone: str, dataset: str, labels: Sequence[int | None] = DEFA
         raise InvalidConfig("objectives names no objective: give a comma list such as ce,content-style")
     root = Path(root) if root else (store.root if store else home())
     store = store or RunStore(root)
+    plans = label_curve_plans(backbone, dataset, labels, objectives, steps, seeds=seeds, n_per_class=n_per_class,
+                              experiment=experiment, **overrides)
+    return _run_all(plans, store=store, root=root, on_row=on_row, should_stop=should_stop)
+
+
+def label_curve_plans(backbone: str, dataset: str, labels: Sequence[int | None] = DEFAULT_LABELS,
+                      objectives: Sequence[str] = ("ce", "content-style"), steps: int | None = 200, *,
+                      seeds: Iterable[int] = (0,), n_per_class: int | None = None, experiment: str | None = None,
+                      **overrides) -> list[tuple[object, dict]]:
+    """The label curve's runs as (TrainConfig, coordinates) pairs, not yet validated or run: `label_curve`
+    trains them in order, the Compare page submits the configs to the background job queue. The configs
+    carry the experiment tag and log test accuracy at every evaluation (for the best-on-val error)."""
     experiment = experiment or new_experiment_tag(LABEL_CURVE)
-    base = _base_config(backbone, dataset, steps, {"n_per_class": n_per_class, **overrides, "experiment": experiment})
+    base = _base_config(backbone, dataset, steps, {"n_per_class": n_per_class, "eval_test": True, **overrides,
+                                                   "experiment": experiment})
     plans = []
     for seed in seeds:
         for n_labels in labels:
@@ -126,7 +158,7 @@ def label_curve(backbone: str, dataset: str, labels: Sequence[int | None] = DEFA
                 if n_labels is not None and objective != "content-style":
                     cfg = dataclasses.replace(cfg, batch_size=max(2, min(cfg.batch_size, n_labels)))  # supervised: labelled only
                 plans.append((cfg, {"curve": LABEL_CURVE, "labels": n_labels, "seed": seed}))
-    return _run_all(plans, store=store, root=root, on_row=on_row, should_stop=should_stop)
+    return plans
 
 
 # --------------------------------------------------------------------------------- budget curve
@@ -196,7 +228,8 @@ def curve_rows(store, experiment: str) -> list[Row]:
             coords = {"curve": BUDGET_CURVE if rec.config.get("selection") else LABEL_CURVE, "seed": rec.config.get("seed"),
                       **({"selection": rec.config.get("selection")} if rec.config.get("selection") else
                          {"labels": rec.config.get("labels")})}
-        rows.append(_row(experiment, rec.id, rec.status, rec.objective, coords, s, rec.error))
+        best = best_on_val(store, rec.id) if coords.get("curve") == LABEL_CURVE else {}
+        rows.append(_row(experiment, rec.id, rec.status, rec.objective, coords, s, rec.error, best))
     return rows
 
 
@@ -249,10 +282,22 @@ def _figure(series: dict, title: str, x_title: str, y_title: str, colors: dict, 
 
 
 def label_curve_figure(rows: list[Row], colors: dict | None = None, labels: dict | None = None):
-    """Plotly figure: test error (y) vs number of labelled images (x, log scale), one line per objective."""
-    series = summarise([r for r in rows if r.get("curve", LABEL_CURVE) == LABEL_CURVE], "objective", "n_labels", "test_error")
-    return _figure(series, "Test error vs labelled images", "labelled images", "test error", {**OBJECTIVE_COLORS, **(colors or {})},
-                   labels, log_x=True)
+    """Plotly figure: test error (y) vs number of labelled images (x, log scale); per objective a solid line
+    for the final error and a dashed one for the best error (test error at the best-on-val evaluation)."""
+    rows = [r for r in rows if r.get("curve", LABEL_CURVE) == LABEL_CURVE]
+    colors, labels = {**OBJECTIVE_COLORS, **(colors or {})}, labels or {}
+    series, names, palette = {}, {}, {}
+    for kind, key in (("final", "test_error"), ("best", "best_test_error")):
+        for objective, points in summarise(rows, "objective", "n_labels", key).items():
+            series[f"{objective}|{kind}"] = points
+            names[f"{objective}|{kind}"] = f"{labels.get(objective, objective)} · {kind}"
+            palette[f"{objective}|{kind}"] = colors.get(objective)
+    fig = _figure(series, "Test error vs labelled images (final: last step; best: the step best on val)", "labelled images",
+                  "test error", palette, names, log_x=True)
+    for trace, name in zip(fig.data, series):
+        if name.endswith("|best"):
+            trace.line.dash = "dash"
+    return fig
 
 
 def budget_curve_figure(rows: list[Row], colors: dict | None = None, labels: dict | None = None):
@@ -284,7 +329,8 @@ def _int_list(value: str, allow_all: bool = False) -> list:
 
 def _overrides(args) -> dict:
     keys = ("trainable", "lr", "batch_size", "n_per_class", "eval_per_class", "device", "weights", "image_size", "cs_style_dim",
-            "cs_ce_weight", "cs_prior_weight", "cs_entropy_weight", "cs_style_weight", "cs_recon_weight")
+            "cs_ce_weight", "cs_prior_weight", "cs_entropy_weight", "cs_style_weight", "cs_recon_weight", "cs_regulariser",
+            "cs_recon_detach")
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
@@ -367,6 +413,10 @@ def register(sub, common) -> None:
     for flag, dest in (("--ce-weight", "cs_ce_weight"), ("--prior-weight", "cs_prior_weight"), ("--entropy-weight", "cs_entropy_weight"),
                        ("--style-weight", "cs_style_weight"), ("--recon-weight", "cs_recon_weight")):
         p.add_argument(flag, dest=dest, type=float)
+    p.add_argument("--regulariser", dest="cs_regulariser", choices=["adversarial", "moments"],
+                   help="content-style priors (default adversarial)")
+    p.add_argument("--recon-detach", dest="cs_recon_detach", action="store_const", const=True,
+                   help="content-style: detach the reconstruction target")
     p.set_defaults(func=cmd_label_curve, steps=200)
 
     p = sub.add_parser(BUDGET_CURVE, parents=[common], help="seed 002: test accuracy vs selection budget, random / k-center / VeCAF (last line JSON)")

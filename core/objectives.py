@@ -166,6 +166,10 @@ class Method(nn.Module):
     def refresh(self) -> None:
         """Recompute anything derived from trainable weights (FLYP's class-text matrix) before eval."""
 
+    def step_metrics(self) -> dict[str, torch.Tensor]:
+        """Extra scalars of the last loss() call (detached, on device), logged as metrics next to the loss."""
+        return {}
+
     def encode(self, x: torch.Tensor, train_encoder: bool = True) -> torch.Tensor:
         if train_encoder:
             return self.encoder(x)

@@ -88,7 +88,9 @@ class TrainConfig:
     cs_prior_weight: float = 1.0  # content-style: weight of the content -> class-prior term (all samples)
     cs_entropy_weight: float = 1.0  # content-style: share of mean per-sample entropy inside the prior term
     cs_style_weight: float = 1.0  # content-style: weight of the style -> N(0, I) term (all samples)
-    cs_recon_weight: float = 1.0  # content-style: weight of reconstructing the (detached) embedding
+    cs_recon_weight: float = 1.0  # content-style: weight of reconstructing the embedding (the latent token)
+    cs_regulariser: str = "adversarial"  # content-style priors: adversarial (the paper's discriminators) | moments
+    cs_recon_detach: bool = False  # content-style: detach the reconstruction target (False: the paper's)
     # machinery
     seed: int = 0
     eval_every: int | None = None  # steps between evaluations (None = about 10 per run)
@@ -102,6 +104,7 @@ class TrainConfig:
     shift: str = "default"  # the OOD split: a shift of the test split (core/shifts.py; default: natural, else mix:3)
     ddp: bool = False  # data-parallel over torchrun processes (see core/distributed.py)
     experiment: str | None = None  # tag shared by the runs of one label / budget curve (core/curves.py)
+    eval_test: bool = False  # also log test accuracy at every evaluation (label curves: best-on-val error)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -473,7 +476,7 @@ def _run(cfg: TrainConfig, tracker: _Tracker, run_dir: Path, root: Path, should_
             optimizer.load_state_dict(opt_state)
         order = _BatchOrder(s.train_rows, cfg.batch_size, gen)
         method.train()
-        window = []  # this log interval's losses, kept on device: no per-step host sync on GPU
+        window, extras = [], []  # this log interval's losses (and extra terms), kept on device: no per-step host sync on GPU
         for local in range(step - stage_start, n_steps):
             if should_stop():
                 if ctx.main and step > saved_step:  # so that resume goes on from here: a cancel loses no step
@@ -490,6 +493,7 @@ def _run(cfg: TrainConfig, tracker: _Tracker, run_dir: Path, root: Path, should_
             if fault and fault[1] == step + 1:
                 loss = _inject(fault[0], loss)
             window.append(loss.detach())
+            extras.append(method.step_metrics())  # e.g. content-style's discriminator losses
             if device.type == "cpu":  # checking costs nothing here; on GPU it waits for the log interval
                 _check_finite(window[-1:], step + 1, run_dir / CHECKPOINT)
             optimizer.zero_grad(set_to_none=True)
@@ -511,9 +515,10 @@ def _run(cfg: TrainConfig, tracker: _Tracker, run_dir: Path, root: Path, should_
                 _check_finite(window, step - len(window) + 1, run_dir / CHECKPOINT)
                 mean_loss = torch.stack(window).float().mean()
                 mean_loss = mean_loss if stage.global_loss else ctx.mean(mean_loss)  # local-batch losses: average ranks
+                extra = {k: torch.stack([e[k] for e in extras]).float().mean().item() for k in extras[-1]} if extras else {}
                 tracker.log_step(step, s.total_steps, stage.name, mean_loss.item(),
-                                 optimizer.param_groups[0]["lr"], (step * cfg.batch_size) / max(1, len(s.train_rows)))
-                window = []
+                                 optimizer.param_groups[0]["lr"], (step * cfg.batch_size) / max(1, len(s.train_rows)), extra)
+                window, extras = [], []
             if ctx.main and (step % eval_every == 0 or local == n_steps - 1 or step in snapshot_steps):
                 val_acc = _evaluate(s, stage, step, tracker, snapshot_steps)
                 _save_checkpoint(method, optimizer, run_dir, step, si)
@@ -584,10 +589,10 @@ class _Tracker:
         if self.stop is not None and event.get("type") == "prepare" and self.stop():
             raise Cancelled()
 
-    def log_step(self, step, total, stage, loss, lr, epoch):
+    def log_step(self, step, total, stage, loss, lr, epoch, extra: dict | None = None):
         progress = {"step": step, "total": total, "stage": stage, "epoch": round(epoch, 3), "loss": loss,
                     "elapsed": time.time() - self.t0}
-        self._pending.append((step, {"loss": loss, "lr": lr}))
+        self._pending.append((step, {"loss": loss, "lr": lr, **(extra or {})}))
         self._progress = progress
         self.emit({"type": "step", **progress})
         if time.monotonic() - self._last_flush >= DB_FLUSH_INTERVAL_S:
@@ -712,6 +717,9 @@ def _evaluate(s: Session, stage, step: int, tracker: _Tracker, snapshot_steps: s
     values = {"val_acc": acc}
     if acc is None:
         values["val_centroid_acc"] = _centroid_accuracy(s, es)
+    elif s.cfg.eval_test:  # the test error of the step that is best on val (core/curves.py best_on_val)
+        values["test_acc"] = compute_embeddings(s.method, s.sources["test"], s.parts["test"], s.device, stage=stage,
+                                                amp=s.cfg.amp).accuracy
     tracker.log_eval(step, values)
     if step in snapshot_steps and s.run_dir is not None:
         _save_within_budget(s.run_dir, s.run_dir / "snapshots" / f"step-{step:06d}", es, f"the val snapshot at step {step}",

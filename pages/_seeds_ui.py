@@ -8,6 +8,7 @@ core/content_style.py. Wiring points:
 
     # Compare page: the seeds' plots, from stored curve experiments (python -m core label-curve / budget-curve)
     seeds.label_curve_section(st, store, key="cmp_lc")        # picker + error-vs-labels plot + table
+    seeds.label_curve_launcher(st, manager, key="cmp_lc_run") # queue a label curve as background runs
     seeds.budget_curve_section(st, store, key="cmp_bc")       # picker + accuracy-vs-budget plot + table
     seeds.render_label_curve(st, rows, key=...)                # just the plot (+ table) for rows you have
     seeds.render_budget_curve(st, rows, key=...)
@@ -64,9 +65,42 @@ def render_label_curve(st, rows: list[dict], *, key: str = "seeds_label_curve", 
         return
     labels, colors = _objective_style()
     st.plotly_chart(curves.label_curve_figure(rows, colors=colors, labels=labels), key=key)
+    st.caption("Solid: final test error (after the last step). Dashed: best test error, at the evaluation with the "
+               "highest **val** accuracy (picked on val, reported on test; the paper plots each run's best error).")
     if table:
-        st.dataframe(_table(rows, ("objective", "labels", "seed", "test_error", "test_acc", "status", "run_id")),
-                     hide_index=True, key=f"{key}_table")
+        st.dataframe(_table(rows, ("objective", "labels", "seed", "test_error", "best_test_error", "best_step", "test_acc",
+                                   "status", "run_id")), hide_index=True, key=f"{key}_table")
+
+
+def label_curve_launcher(st, manager, *, key: str = "seeds_lc_run") -> list[str]:
+    """A small form that queues a label curve (content-style vs CE) as ordinary background runs on `manager`
+    (core.jobs.JobManager); returns the queued run ids ([] when nothing was queued)."""
+    from core.train import TrainConfig
+
+    d = TrainConfig()
+    with st.expander("Run a label curve in the background", icon=":material/add_chart:"):
+        cols = st.columns(3)
+        backbone = cols[0].text_input("Backbone", "efficientnet_lite0", key=f"{key}_backbone")
+        dataset = cols[1].text_input("Dataset", d.dataset, key=f"{key}_dataset")
+        labels = cols[2].text_input("Labelled images", "10,100,all", key=f"{key}_labels", help="comma list; 'all' = every image")
+        cols = st.columns(4)
+        steps = int(cols[0].number_input("Steps per run", 1, 100_000, d.steps or 60, key=f"{key}_steps"))
+        per_class = int(cols[1].number_input("Training images per class", 1, 1_000_000, d.n_per_class or 80, key=f"{key}_npc"))
+        seeds_text = cols[2].text_input("Seeds", "0", key=f"{key}_seeds", help="comma list; each point runs once per seed")
+        regulariser = cols[3].selectbox("Content-style priors", ["adversarial", "moments"], key=f"{key}_reg")
+        if not st.button("Queue the runs", key=f"{key}_go", icon=":material/play_arrow:"):
+            return []
+        try:
+            plans = curves.label_curve_plans(backbone.strip(), dataset.strip(), curves._int_list(labels, allow_all=True),
+                                             ("ce", "content-style"), steps, seeds=curves._int_list(seeds_text),
+                                             n_per_class=per_class, cs_regulariser=regulariser)
+            ids = manager.submit_many([cfg for cfg, _ in plans])
+        except EmbedLabError as exc:
+            st.error(str(exc), icon=":material/error:")
+            return []
+        st.success(f"Queued {len(ids)} runs (experiment `{plans[0][0].experiment}`): they train one after another "
+                   "(Runs page); pick the experiment above to see the curve fill in.")
+        return ids
 
 
 def render_budget_curve(st, rows: list[dict], *, key: str = "seeds_budget_curve", table: bool = True) -> None:
@@ -110,8 +144,8 @@ def _table(rows: list[dict], cols: tuple[str, ...]) -> list[dict]:
     out = []
     for r in rows:
         row = {c: r.get(c) for c in cols}
-        if "labels" in row and row["labels"] is None:
-            row["labels"] = "all"
+        if "labels" in row:  # one type per column (Arrow): 'all' and counts as text
+            row["labels"] = "all" if row["labels"] is None else str(row["labels"])
         if "strategy" in row:
             row["strategy"] = STRATEGY_LABELS.get(row["strategy"], row["strategy"])
         out.append(row)
@@ -120,25 +154,49 @@ def _table(rows: list[dict], cols: tuple[str, ...]) -> list[dict]:
 
 # -------------------------------------------------------------------------------------- Learn
 def learn_content_style(st) -> None:
-    """Learn-page section for the content-style objective (seed 001)."""
+    """Learn-page section for the content-style objective (seed 001): the loss, and its two regularisers compared."""
+    from core.content_style import PRIOR_TEMPERATURE, style_surrogate_bias
+
     st.latex(r"\hat c = \mathrm{softmax}(W_c\,y),\quad s = g_s(y) \in \mathbb{R}^{8},\quad \hat y = g_d(\hat c, s)")
     st.latex(r"\mathcal{L} = \underbrace{\tfrac{1}{|M|}\textstyle\sum_{i\in M} \mathrm{CE}(W_c y_i, k_i)}_{\text{labelled only}}"
-             r" + \lambda_c\Big[\mathrm{KL}(\bar c\,\|\,\pi) + \tfrac{1}{B}\textstyle\sum_i H(\hat c_i)\Big]"
-             r" + \lambda_s\,\mathrm{KL}\big(\mathcal{N}(\mu_s,\Sigma_s)\,\|\,\mathcal{N}(0,I)\big)"
-             r" + \lambda_r\,\frac{\sum_i \|\hat y_i - \mathrm{sg}(y_i)\|^2}{\sum_i \|\mathrm{sg}(y_i) - \bar y\|^2}")
+             r" + \lambda_c\,\mathrm{KL}\big(q(\hat c)\,\|\,\pi\big) + \lambda_s\,\mathrm{KL}\big(q(s)\,\|\,\mathcal{N}(0,I)\big)"
+             r" + \lambda_r\,\frac{\sum_i \|\hat y_i - y_i\|^2}{\sum_i \|y_i - \bar y\|^2}")
     st.markdown(
-        "The backbone's embedding $y$ is split into a **content** code (class probabilities, the classifier) and a "
-        "small **style** code, and a decoder must rebuild $y$ from both. Only the labelled images $M$ get the "
-        "cross-entropy; every image, labelled or not, is pushed to have confident content whose batch average matches "
-        "the class prior $\\pi$, a standard-normal style, and a faithful reconstruction. Because 8 style numbers "
-        "cannot carry the whole embedding, the class information has to flow through the content code, so the "
-        "unlabelled images shape the classifier too.")
+        "The backbone's embedding $y$ (the paper's latent [CLS] token) is split into a **content** code (class "
+        "probabilities, the classifier) and a small **style** code, and a decoder must rebuild $y$ from both. Only the "
+        "labelled images $M$ get the cross-entropy; every image, labelled or not, is pushed to have content codes "
+        "distributed like the class prior $\pi$ (confident, classes balanced), a standard-normal style, and a faithful "
+        "reconstruction. Because 8 style numbers cannot carry the whole embedding, the class information has to flow "
+        "through the content code, so the unlabelled images shape the classifier too. The reconstruction target is "
+        "the latent token itself, as in the paper (its gradient reaches the backbone); the error is divided by the "
+        "batch's variance, so shrinking the embedding cannot cheat (`--recon-detach` detaches it instead).")
+    st.markdown("**Two ways to match the priors** (`--regulariser`, Train page: *Content-style priors*):")
+    adv, mom = st.columns(2)
+    adv.markdown(
+        "**adversarial** (default, the paper's). Two small discriminators, as in adversarial autoencoders: $D_c$ "
+        "tells content codes from samples of a smoothed categorical prior (a class drawn from $\pi$, relaxed with "
+        f"Gumbel-softmax at temperature {PRIOR_TEMPERATURE:g}), $D_s$ tells style codes from $\mathcal{{N}}(0,I)$ draws; "
+        "the encoder is trained to fool them ($-\log D$). Both players learn in the same step: the discriminator "
+        "loss sees detached codes, the encoder's loss sees the discriminators with frozen weights. Estimates the "
+        "KL of the whole distribution, unbiased by the batch size, at the price of two networks and a noisier loss; "
+        "spectral normalisation and label smoothing keep the game stable. Their losses are stored as run metrics "
+        "`cs_d_content`, `cs_d_style` (about $2\log 2 = 1.39$ when neither side wins).")
+    mom.markdown(
+        "**moments** (a closed-form surrogate). Content: $\mathrm{KL}(\bar c\,\|\,\pi) + \frac{1}{B}\sum_i H(\hat c_i)$, "
+        "the batch's average class distribution matches $\pi$ and every code is one-hot. Style: the KL of the "
+        "batch's Gaussian fit, $\tfrac12(\mathrm{tr}\,\Sigma + \mu^\top\mu - S - \log\det\Sigma)$, which only "
+        "matches the first two moments. Smooth and cheap, but **biased at small batch**: a batch drawn from "
+        "$\mathcal{N}(0,I)$ itself should score 0, and does not (table).")
+    bias = style_surrogate_bias((4, 16, 64, 256), dim=8, trials=200)
+    mom.dataframe([{"batch size": b, "style surrogate of a true N(0, I) batch": round(v, 3)} for b, v in bias.items()],
+                  hide_index=True)
+    mom.caption("Mean over 200 batches, style size 8 (computed live by `core.content_style.style_surrogate_bias`). "
+                "Below batch 9 the 8x8 covariance is singular and its log det is set by the 0.001 ridge.")
     st.markdown(
-        "**EmbedLab's version:** the paper matches the two priors with adversarial discriminators; here they are "
-        "closed-form surrogates (batch-marginal KL + mean entropy for content, the Gaussian-fit KL for style), and the "
-        "reconstruction target is detached so the encoder cannot cheat by shrinking its embedding. "
         "**Key knob:** the number of labelled images (`--labels`); the gain over CE is largest with few labels. "
-        "In Explore, the `content` output should cluster by class and the `style` output should not.")
+        "In Explore, the `content` output should cluster by class and the `style` output should not. The paper's "
+        "plot, test error vs labels against CE (best and final), is one click away on the Compare page "
+        "(`python -m core label-curve`).")
 
 
 def learn_vecaf(st) -> None:
@@ -181,6 +239,15 @@ def content_style_settings(st, *, key: str = "seeds_cs", defaults: Any = None) -
     out["cs_entropy_weight"] = float(cols[0].number_input("Entropy share", 0.0, 10.0, d.cs_entropy_weight, 0.1, key=f"{key}_went"))
     out["cs_style_weight"] = float(cols[1].number_input("Style-prior weight", 0.0, 100.0, d.cs_style_weight, 0.1, key=f"{key}_wsty"))
     out["cs_recon_weight"] = float(cols[2].number_input("Reconstruction weight", 0.0, 100.0, d.cs_recon_weight, 0.1, key=f"{key}_wrec"))
+    cols = st.columns(2)
+    options = ["adversarial", "moments"]
+    out["cs_regulariser"] = cols[0].selectbox(
+        "Content-style priors", options, index=options.index(d.cs_regulariser), key=f"{key}_reg",
+        format_func={"adversarial": "adversarial (discriminators, the paper's)", "moments": "moments (closed-form surrogate)"}.get,
+        help="How content and style codes are matched to their priors; the Learn page compares the two.")
+    out["cs_recon_detach"] = bool(cols[1].checkbox("Detach the reconstruction target", d.cs_recon_detach, key=f"{key}_detach",
+                                                   help="Off (the paper's): the embedding itself is trained to be "
+                                                        "reconstructible from content and style."))
     return out
 
 

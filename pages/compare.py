@@ -11,7 +11,7 @@ from core.safe_text import md_code, md_text
 from core.thumbnails import display_images
 from pages import _seeds_ui as seeds
 from pages._cached import analysis as _analysis, dataset as _dataset, run_view as _view, thumbs as _thumbs
-from pages._ui import ensure_router, get_store
+from pages._ui import ensure_router, get_manager, get_store
 
 ensure_router()  # run inside app.py's router (sidebar, wide layout) even when deep-linked first
 
@@ -158,6 +158,7 @@ st.caption("Seed 001: test error vs labelled images, content-style vs CE (`pytho
 label_tab, budget_tab = st.tabs(["Error vs labels", "Accuracy vs budget"])
 with label_tab:
     seeds.label_curve_section(st, store, key="compare_label_curve")
+    seeds.label_curve_launcher(st, get_manager(), key="compare_label_curve_run")
 with budget_tab:
     seeds.budget_curve_section(st, store, key="compare_budget_curve")
 

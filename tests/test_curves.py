@@ -40,7 +40,7 @@ def _rows():
             for objective, err in (("ce", ce), ("content-style", cs)):
                 rows.append({"curve": curves.LABEL_CURVE, "objective": objective, "labels": labels, "seed": seed,
                              "n_labels": labels or 1000, "status": "finished", "test_error": err + shift,
-                             "test_acc": 1 - err - shift})
+                             "test_acc": 1 - err - shift, "best_test_error": err + shift - 0.05})
     rows.append({"curve": curves.LABEL_CURVE, "objective": "ce", "labels": 10, "n_labels": 10, "status": "failed",
                  "test_error": None, "test_acc": None})
     return rows
@@ -55,10 +55,12 @@ def test_summarise_means_and_spreads():
 
 
 def test_figures():
-    fig = curves.label_curve_figure(_rows())
-    assert [t.name for t in fig.data] == ["ce", "content-style"]
+    fig = curves.label_curve_figure(_rows())  # final (solid) and best-on-val (dashed) test error per objective
+    assert [t.name for t in fig.data] == ["ce · final", "content-style · final", "ce · best", "content-style · best"]
     assert fig.layout.xaxis.type == "log" and fig.data[0].error_y.visible
     assert list(fig.data[1].y) == pytest.approx([0.32, 0.12, 0.02])
+    assert list(fig.data[3].y) == pytest.approx([0.27, 0.07, -0.03]) and fig.data[3].line.dash == "dash"
+    assert fig.data[1].line.dash is None and fig.data[1].line.color == fig.data[3].line.color
     rows = [{"curve": curves.BUDGET_CURVE, "strategy": s, "budget": b, "status": "finished", "test_acc": a}
             for s, a in (("random", 0.5), ("kcenter", 0.6), ("vecaf", 0.7)) for b in (20, 50)]
     fig = curves.budget_curve_figure(rows)
@@ -81,13 +83,38 @@ def test_label_curve_runs_and_is_found_again(home):
     again = curves.curve_rows(store, "lc-test")
     assert [(r["objective"], r["labels"], r["test_error"]) for r in again] == [(r["objective"], r["labels"], r["test_error"]) for r in rows]
     assert curves.list_experiments(store)[0]["experiment"] == "lc-test"
-    assert len(curves.label_curve_figure(again).data) == 2
+    assert len(curves.label_curve_figure(again).data) == 4  # final + best per objective
+    for r in rows:  # best: the test error at the step with the highest val accuracy, logged at every evaluation
+        assert store.get(r["run_id"]).config["eval_test"] is True
+        metrics = store.metrics(r["run_id"])
+        val, test = dict(metrics["val_acc"]), dict(metrics["test_acc"])
+        assert r["best_val_acc"] == max(val.values()) and r["best_test_acc"] == test[r["best_step"]]
+        assert r["best_test_error"] == pytest.approx(1 - test[r["best_step"]])
+        assert test[max(test)] == pytest.approx(r["test_acc"])  # the last evaluation is the final model
+    assert [r["best_test_error"] for r in again] == [r["best_test_error"] for r in rows]
 
     from pages import _seeds_ui
 
     st = FakeSt()
     assert len(_seeds_ui.label_curve_section(st, store)) == 4
     assert "plotly_chart" in st.names() and "dataframe" in st.names()
+
+
+def test_best_on_val_picks_on_val_and_reports_test():
+    class Store:
+        def metrics(self, run_id, keys=None):
+            return {"val_acc": [(0, 0.1), (5, 0.8), (10, 0.9), (15, 0.9), (20, 0.7)],
+                    "test_acc": [(0, 0.12), (5, 0.85), (10, 0.75), (15, 0.95), (20, 0.72)]}
+
+    best = curves.best_on_val(Store(), "r")
+    assert best == {"best_step": 10, "best_val_acc": 0.9, "best_test_acc": 0.75, "best_test_error": pytest.approx(0.25)}
+    # not the best test error (0.05 at step 15): that would be picking on test; a val tie goes to the earlier step
+
+    class NoTest:
+        def metrics(self, run_id, keys=None):
+            return {"val_acc": [(0, 0.1)]}
+
+    assert curves.best_on_val(NoTest(), "r") == {}
 
 
 def test_label_curve_rejects_bad_settings(home):
@@ -124,11 +151,11 @@ def test_label_curve_cli_parses_all(home, capsys, monkeypatch):
 
     monkeypatch.setattr(curves, "label_curve", fake)
     code = cli.main(["label-curve", "--backbone", "test_vit", "--dataset", "digits", "--labels", "10,100,all",
-                     "--seeds", "0,1", "--trainable", "frozen", "--runs-dir", str(home)])
+                     "--seeds", "0,1", "--trainable", "frozen", "--regulariser", "moments", "--runs-dir", str(home)])
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert code == 0 and out["kind"] == "label-curve"
     assert seen["labels"] == [10, 100, None] and seen["objectives"] == ["ce", "content-style"] and seen["steps"] == 200
-    assert seen["seeds"] == [0, 1] and seen["trainable"] == "frozen"
+    assert seen["seeds"] == [0, 1] and seen["trainable"] == "frozen" and seen["cs_regulariser"] == "moments"
 
 
 # -------------------------------------------------------------------------------- page helpers
@@ -141,13 +168,14 @@ def test_page_helpers_draw():
         assert st.names().count("latex") >= 1 and "markdown" in st.names()
     st = FakeSt()
     _seeds_ui.render_label_curve(st, _rows(), key="k")
-    assert st.names() == ["plotly_chart", "dataframe"]
+    assert st.names() == ["plotly_chart", "caption", "dataframe"]
     st = FakeSt()
     _seeds_ui.render_budget_curve(st, [], key="k")
     assert st.names() == ["info"]
     st = FakeSt()
     overrides = _seeds_ui.content_style_settings(st)
     assert overrides["labels"] is None and overrides["cs_style_dim"] == 8 and overrides["cs_recon_weight"] == 1.0
+    assert overrides["cs_regulariser"] == "adversarial" and overrides["cs_recon_detach"] is False
     assert _seeds_ui.selected_ids({"selection": None}) is None
     assert _seeds_ui.selected_ids({"config": {"selection": "gone"}}) is None
 
@@ -176,9 +204,32 @@ def test_compare_page_draws_a_stored_label_curve(home, monkeypatch):
     curves.label_curve("test_vit", "digits", labels=[20, None], objectives=("ce", "content-style"), steps=2,
                        n_per_class=10, eval_per_class=3, batch_size=8, trainable="frozen", experiment="lc-page",
                        store=store)
+    queued = []
+
+    class Manager:  # the page queues a label curve on the job manager: ordinary background runs
+        def active(self):
+            return []
+
+        def submit_many(self, cfgs):
+            queued.extend(cfgs)
+            return [f"run-{i}" for i in range(len(cfgs))]
+
     monkeypatch.setattr(_ui, "get_store", lambda: store)
+    monkeypatch.setattr(_ui, "get_manager", lambda: Manager())
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
     at.switch_page("pages/compare.py").run()
     assert not at.exception, at.exception
     assert at.selectbox(key="compare_label_curve_pick").value == "lc-page"
     assert any("No budget-curve experiments yet" in i.value for i in at.info)
+    at.text_input(key="compare_label_curve_run_backbone").set_value("test_vit")
+    at.text_input(key="compare_label_curve_run_dataset").set_value("digits")
+    at.text_input(key="compare_label_curve_run_labels").set_value("20,all")
+    at.button(key="compare_label_curve_run_go").click().run()
+    assert not at.exception and not at.error, (at.exception, at.error)
+    assert [(c.objective, c.labels) for c in queued] == [("ce", 20), ("content-style", 20), ("ce", None),
+                                                         ("content-style", None)]
+    assert len({c.experiment for c in queued}) == 1 and all(c.eval_test and c.backbone == "test_vit" for c in queued)
+    assert any("Queued 4 runs" in m.value for m in at.success)
+    at.text_input(key="compare_label_curve_run_labels").set_value("ten")
+    at.button(key="compare_label_curve_run_go").click().run()
+    assert any("whole numbers" in e.value for e in at.error) and len(queued) == 4  # a bad list queues nothing

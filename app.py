@@ -8,6 +8,7 @@ process), so reloads, second tabs and other browsers all see the same runs.
 import streamlit as st
 
 from core.device import describe, hub_reachable
+from core.projections import warm_up_in_background
 from pages._ui import PAGES, get_manager, get_store, home_dir, routed
 
 st.set_page_config(page_title="EmbedLab", page_icon=":material/scatter_plot:", layout="wide")
@@ -30,6 +31,7 @@ page = st.navigation(pages)
 
 get_store()  # opening the store once per process marks runs of a dead server as interrupted
 get_manager()  # one JobManager per server process, shared by every session
+warm_up_in_background()  # once per process: numba's UMAP / t-SNE kernels loaded (or compiled) before a click
 
 with st.sidebar:
     st.markdown("### :material/scatter_plot: EmbedLab")

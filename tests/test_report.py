@@ -128,3 +128,20 @@ def test_analyze_cached_memoises_on_disk(store, home, monkeypatch):
     second = metrics.analyze_cached(run_dir, root=home, split="val", details=True)
     assert first == second and first["knn_acc"] is not None
     assert len(list((home / "cache" / "analysis").glob("*.json"))) == 1
+
+
+def test_best_accuracy_is_marked_only_when_its_interval_clears_the_others():
+    from core.metrics import wilson_interval
+    from core.report import delta_colour, metrics_table
+
+    def run(k, n):
+        return {"val_acc": k / n, "val_acc_ci95": list(wilson_interval(k, n)), "silhouette": k / n / 2}
+
+    rows, best = metrics_table([run(49, 59), run(51, 59)], ["CE", "LaCViT"])  # two images apart: noise
+    assert best["val accuracy (top-1)"] is None
+    assert best["silhouette (cosine)"] == 1  # no interval: the plain best as before
+    assert rows[0]["ci"]["CE"] == pytest.approx(list(wilson_interval(49, 59)))
+    _, best = metrics_table([run(20, 59), run(55, 59), run(30, 59)], ["a", "b", "c"])
+    assert best["val accuracy (top-1)"] == 1
+    assert delta_colour("better") == delta_colour("worse") == "normal" and delta_colour("unclear") == "off"
+    assert delta_colour(None) == "off"

@@ -554,6 +554,51 @@ def wise_ft_curve(summary: dict) -> list[dict[str, float]]:
     return sorted(({"alpha": float(p["alpha"]), "val_acc": _float(p.get("val_acc"))} for p in curve), key=lambda p: p["alpha"])
 
 
+# ----------------------------------------------------------------------------------- multi-seed
+SEED_KEYS = ("val_acc", "test_acc", "ood_acc", "zeroshot_acc", "knn_acc", "linear_probe_acc", "silhouette")  # aggregated
+
+
+def seed_group_key(config: dict) -> str:
+    """Runs of one multi-seed comparison share everything but the seed."""
+    return json.dumps({k: v for k, v in (config or {}).items() if k != "seed"}, sort_keys=True, default=str)
+
+
+def seed_groups(runs: Sequence[tuple[str, dict, dict]], keys: Sequence[str] = SEED_KEYS) -> list[dict[str, Any]]:
+    """Group (run_id, config, metrics) by config except seed, in first-seen order, and give each group
+    `<key>_mean`, `<key>_std` (sample standard deviation across seeds; None below two) and `<key>_n`
+    for every metric key the runs have: what "mean ± spread" on Compare and in the report shows."""
+    groups: dict[str, dict[str, Any]] = {}
+    for run_id, config, values in runs:
+        g = groups.setdefault(seed_group_key(config), {"objective": (config or {}).get("objective"), "config": config,
+                                                        "runs": [], "seeds": [], "values": []})
+        g["runs"].append(run_id)
+        g["seeds"].append((config or {}).get("seed"))
+        g["values"].append(values or {})
+    out = []
+    for g in groups.values():
+        row = {k: g[k] for k in ("objective", "runs", "seeds")}
+        row["config"] = {k: v for k, v in (g["config"] or {}).items() if k != "seed"}
+        for key in keys:
+            vals = np.array([v[key] for v in g["values"] if v.get(key) is not None], dtype=np.float64)
+            if not len(vals):
+                continue
+            row[f"{key}_mean"] = float(vals.mean())
+            row[f"{key}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else None
+            row[f"{key}_n"] = int(len(vals))
+        out.append(row)
+    return out
+
+
+def mean_spread_text(group: dict, key: str, scale: float = 100.0, unit: str = " %") -> str:
+    """'82.1 ± 1.3 % (3 seeds)' for a seed group's metric; '–' when it has none."""
+    mean = group.get(f"{key}_mean")
+    if mean is None:
+        return "–"
+    std, n = group.get(f"{key}_std"), group.get(f"{key}_n", 1)
+    spread = "" if std is None else f" ± {scale * std:.1f}"
+    return f"{scale * mean:.1f}{spread}{unit} ({n} seed{'s' if n != 1 else ''})"
+
+
 def best_of(values: list[float | None], key: str) -> int | None:
     """Position of the best value for metric `key` (None when none is defined)."""
     higher = HIGHER_IS_BETTER.get(key.removesuffix("_before"), True)

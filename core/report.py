@@ -496,6 +496,21 @@ def comparison_html(views: Sequence[RunView], *, method: str = "pca", dims: int 
     return _html_page(title, views, names, results, figs)
 
 
+def seeds_html(views: Sequence[RunView], results: Sequence[dict]) -> str:
+    """'Mean ± spread over seeds' for runs that differ only in their seed ('' when no two do)."""
+    from .metrics import mean_spread_text, seed_groups
+
+    groups = [g for g in seed_groups([(v.id, v.config, r) for v, r in zip(views, results)]) if len(g["runs"]) > 1]
+    if not groups:
+        return ""
+    keys = [k for k in ("val_acc", "test_acc", "knn_acc", "linear_probe_acc") if any(f"{k}_mean" in g for g in groups)]
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+    body = "".join(f"<tr><th>{html.escape(str(g['objective']))} · seeds {html.escape(', '.join(map(str, g['seeds'])))}</th>"
+                   + "".join(f"<td>{html.escape(mean_spread_text(g, k))}</td>" for k in keys) + "</tr>" for g in groups)
+    return (f"<h2>Mean ± spread over seeds</h2><table class='metrics'><thead><tr><th>runs (same settings)</th>{head}</tr>"
+            f"</thead><tbody>{body}</tbody></table><p>Spread: the sample standard deviation across seeds.</p>")
+
+
 def _html_page(title: str, views: Sequence[RunView], names: Sequence[str], results: Sequence[dict], figs: Sequence[tuple[str, Any]]) -> str:
     parts = []
     for i, (heading, fig) in enumerate(figs):
@@ -516,11 +531,13 @@ section {{ margin: 24px 0; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>Generated {time.strftime('%Y-%m-%d %H:%M')} by EmbedLab. Best value per row marked ★ (alignment, uniformity and
-different-class cosine: lower is better). kNN: leave-one-out on the split, k=20, cosine. Linear probe: logistic regression
-on a stratified 70/30 split of the split's embeddings.</p>
+different-class cosine: lower is better; an accuracy only when its 95 % interval clears every other run's). Accuracies
+carry their Wilson 95 % interval in brackets. kNN: leave-one-out on the split, k=20, cosine. Linear probe: logistic
+regression, 5-fold cross-validated below 1,000 samples (else a stratified 70/30 split).</p>
 <ul>{runs}</ul>
 <h2>Metrics</h2>
 {_table_html(results, names)}
+{seeds_html(views, results)}
 {''.join(parts)}
 </body></html>
 """

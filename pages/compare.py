@@ -6,7 +6,7 @@ import time
 import streamlit as st
 
 from assets.scatter_component import COMPARE_COLOR_MODES, build_payload, scatter
-from core import report
+from core import metrics, report
 from core.errors import EmbedLabError
 from core.projections import METHOD_LABELS, pending, progressive
 from core.thumbnails import display_images
@@ -167,6 +167,16 @@ if conf:
 wise = [(n, r["wise_ft"]) for n, r in zip(names, results) if r.get("wise_ft")]
 if wise:
     st.plotly_chart(report.wise_ft_figure(wise), key="compare_wise")
+
+# MULTI-SEED ------------------------------------------------------------------------------------
+seed_groups = [g for g in metrics.seed_groups([(r.id, r.config, r.summary) for r in runs]) if len(g["runs"]) > 1]
+if seed_groups:
+    st.subheader("Mean ± spread over seeds", anchor=False)
+    st.dataframe([{"objective": g["objective"], "seeds": ", ".join(map(str, g["seeds"])),
+                   "val accuracy": metrics.mean_spread_text(g, "val_acc"), "test accuracy": metrics.mean_spread_text(g, "test_acc"),
+                   "runs": " ".join(g["runs"])} for g in seed_groups], hide_index=True, key="compare_seeds")
+    st.caption("Finished runs with the same settings except the seed (`python -m core train --seeds 3`). "
+               "Spread: the sample standard deviation across seeds.")
 
 # RESEARCH SEEDS ----------------------------------------------------------------------------------
 st.subheader("Label and budget curves", anchor=False)

@@ -191,3 +191,18 @@ def test_set_metrics_carries_an_interval_for_every_accuracy():
         lo, hi = m[f"{key}_ci95"]
         assert lo <= m[key] <= hi
     assert M.set_metrics(x, y)["acc_ci95"] is None
+
+
+def test_seed_groups_give_mean_and_spread_per_config_except_seed():
+    base = {"objective": "ce", "steps": 60, "lr": 1e-3}
+    runs = [("a", {**base, "seed": 0}, {"val_acc": 0.80}), ("b", {**base, "seed": 1}, {"val_acc": 0.84}),
+            ("c", {**base, "seed": 2}, {"val_acc": 0.82}), ("d", {**base, "objective": "flyp", "seed": 0}, {"val_acc": 0.7}),
+            ("e", {**base, "steps": 1500, "seed": 1}, {"val_acc": 0.9})]  # other steps: not the same comparison
+    groups = M.seed_groups(runs)
+    assert [g["runs"] for g in groups] == [["a", "b", "c"], ["d"], ["e"]]
+    ce = groups[0]
+    assert ce["seeds"] == [0, 1, 2] and ce["val_acc_n"] == 3
+    assert ce["val_acc_mean"] == pytest.approx(0.82) and ce["val_acc_std"] == pytest.approx(0.02)  # sample std
+    assert groups[1]["val_acc_std"] is None and "test_acc_mean" not in ce
+    assert M.mean_spread_text(ce, "val_acc") == "82.0 ± 2.0 % (3 seeds)"
+    assert M.mean_spread_text(ce, "test_acc") == "–"

@@ -145,3 +145,17 @@ def test_best_accuracy_is_marked_only_when_its_interval_clears_the_others():
     assert best["val accuracy (top-1)"] == 1
     assert delta_colour("better") == delta_colour("worse") == "normal" and delta_colour("unclear") == "off"
     assert delta_colour(None) == "off"
+
+
+def test_report_shows_mean_and_spread_for_runs_that_differ_only_in_seed():
+    from types import SimpleNamespace
+
+    from core.report import seeds_html
+
+    base = {"objective": "lacvit", "steps": 60}
+    views = [SimpleNamespace(id=f"r{s}", config={**base, "seed": s}) for s in range(3)]
+    results = [{"val_acc": v} for v in (0.80, 0.84, 0.82)]
+    page = seeds_html(views, results)
+    assert "Mean ± spread over seeds" in page and "82.0 ± 2.0 % (3 seeds)" in page and "seeds 0, 1, 2" in page
+    other = [SimpleNamespace(id="x", config={**base, "seed": 0}), SimpleNamespace(id="y", config={**base, "steps": 9, "seed": 1})]
+    assert seeds_html(other, results[:2]) == ""  # different steps: no seed group

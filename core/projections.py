@@ -5,9 +5,10 @@
     trajectory([(step, ids, X), ...])     -> one aligned frame per snapshot
 
 Every method sees L2-normalised rows, so all three follow cosine geometry like the metrics do.
-UMAP and t-SNE first reduce rows of more than 50 dimensions to their top 50 principal components
-(the standard practice of both: it drops noise dimensions and makes the neighbour search several
-times cheaper), then run their usual algorithm; see BENCHMARKS.md for what each setting buys.
+UMAP first reduces rows of more than 50 dimensions to their top 50 principal components (the
+standard practice: it drops noise dimensions and makes the neighbour search several times cheaper),
+then runs its usual algorithm; t-SNE can (`pre_pca=True`) but measured no gain. See BENCHMARKS.md
+for what each setting buys.
 
 Fast and honest in the UI: `progressive(key, fast, slow)` returns the instant PCA result while the
 seeded UMAP / t-SNE runs in one background thread per process, and the slow result once it is done.
@@ -80,7 +81,8 @@ def pre_pca(x: np.ndarray, seed: int, extra: np.ndarray | None = None, dims: int
 
 
 def _umap(x: np.ndarray, dims: int, seed: int, extra: np.ndarray | None = None, *, n_neighbors: int = 15,
-          min_dist: float = 0.1, n_epochs: int = UMAP_EPOCHS, pre_pca: bool = True, **_):
+          min_dist: float = 0.1, n_epochs: int = UMAP_EPOCHS, pre_pca: bool = True,
+          force_approximation: bool = False, **_):
     n = len(x)
     if n < max(dims + 2, 8):  # spectral layout needs a few points; tiny sets get PCA
         return _pca(x, dims, seed, extra)
@@ -91,14 +93,15 @@ def _umap(x: np.ndarray, dims: int, seed: int, extra: np.ndarray | None = None, 
         warnings.simplefilter("ignore")  # "n_jobs overridden by random_state": determinism is the point
         reducer = umap.UMAP(n_components=dims, n_neighbors=min(n_neighbors, n - 1), min_dist=min_dist,
                             metric="euclidean", random_state=seed, transform_seed=seed, n_epochs=n_epochs,
-                            init="spectral" if n > dims + 10 else "random")
+                            init="spectral" if n > dims + 10 else "random",
+                            force_approximation_algorithm=force_approximation)
         y = reducer.fit_transform(x)
         return y, None if extra is None else reducer.transform(extra)
 
 
 def _tsne(x: np.ndarray, dims: int, seed: int, extra: np.ndarray | None = None, *, perplexity: float = 30.0,
-          n_iter: int = TSNE_ITER, early_exaggeration_iter: int = TSNE_EXAGGERATION_ITER, n_jobs: int | None = None,
-          pre_pca: bool = True, **_):
+          n_iter: int = TSNE_ITER, early_exaggeration_iter: int = TSNE_EXAGGERATION_ITER, n_jobs: int = 1,
+          pre_pca: bool = False, **_):
     n = len(x)
     if n < 8:
         return _pca(x, dims, seed, extra)
@@ -111,11 +114,11 @@ def _tsne(x: np.ndarray, dims: int, seed: int, extra: np.ndarray | None = None, 
 
         y = SkTSNE(n_components=dims, perplexity=perplexity, random_state=seed, init="pca").fit_transform(fit_x)
         return y, None if extra is None else _nearest_place(x, y, extra)
-    # FFT interpolation only exists for 1-2 dimensions; 3-D uses Barnes-Hut. openTSNE's threads give
-    # the same result for a seed (its random state is the PCA init and the neighbour index's seed).
+    # FFT interpolation only exists for 1-2 dimensions; 3-D uses Barnes-Hut. One thread and no PCA-50
+    # first: on the 2 shared cores n_jobs=2 cost 2x the CPU and PCA-50 bought nothing (BENCHMARKS.md).
     tsne = TSNE(n_components=dims, perplexity=perplexity, n_iter=n_iter, early_exaggeration_iter=early_exaggeration_iter,
                 random_state=seed, initialization="pca", negative_gradient_method="fft" if dims <= 2 else "bh",
-                n_jobs=n_jobs or _cores(), verbose=False)
+                n_jobs=n_jobs, verbose=False)
     emb = tsne.fit(fit_x)
     return np.asarray(emb), None if extra is None else _nearest_place(x, np.asarray(emb), extra)
 
@@ -127,13 +130,6 @@ def _nearest_place(x: np.ndarray, y: np.ndarray, extra: np.ndarray, k: int = 10)
     nn = np.argpartition(-sims, k - 1, axis=1)[:, :k]
     w = np.maximum(np.take_along_axis(sims, nn, axis=1), 1e-6)
     return (y[nn] * w[..., None]).sum(1) / w.sum(1, keepdims=True)
-
-
-def _cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 _COMPUTE: dict[str, Callable[..., tuple]] = {"pca": _pca, "umap": _umap, "tsne": _tsne}  # method -> fn(x, dims, seed, extra, **params)
@@ -211,10 +207,10 @@ def warm_up(root: Path | None = None) -> float:
     disk cache) before a user asks. Returns the seconds it took."""
     t0 = time.perf_counter()
     prepare_numba(root)
-    x = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
+    x = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        _umap(x, 2, 0, n_epochs=20)
+        _umap(x, 2, 0, n_epochs=20, force_approximation=True)  # umap's nn-descent path (>= 4,096 points)
         _tsne(x, 2, 0, n_iter=20, early_exaggeration_iter=20)
     return time.perf_counter() - t0
 

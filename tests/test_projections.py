@@ -125,7 +125,7 @@ def test_bad_method_and_dims(blobs):
 
 
 # ------------------------------------------------------------------ fast and honest projections
-def test_umap_and_tsne_see_50_principal_components_of_high_dim_input(home, monkeypatch):
+def test_umap_sees_50_principal_components_of_high_dim_input(home, monkeypatch):
     import umap
 
     rng = np.random.default_rng(0)

@@ -316,15 +316,18 @@ PROJECTION_LEVERS = {  # name -> (method, params): each lever alone, then all to
 }  # umap "before": the old code's settings (umap's own n_epochs at 10k is 500); t-SNE's defaults did not change
 
 
-def projection_times(root: Path, *, quick: bool, sizes: dict[str, int] | None = None, levers: bool = True) -> dict:
+def projection_times(root: Path, *, quick: bool, sizes: dict[str, int] | None = None, levers: bool = True,
+                     params: dict[str, dict] | None = None) -> dict:
     """Seconds to project clustered 384-d data: PCA 50k, UMAP 10k, t-SNE 5k (2-D), with the defaults;
     `levers`: each speed lever of UMAP / t-SNE alone and all together, the settings run one after
-    another on the same data (`<method>_<n>k_lever_<name>_s`). `projection_jit_warmup_s` is the first
+    another on the same data (`<method>_<n>k_lever_<name>_s`); `params`: per-method settings under
+    every lever (the test's small form uses few t-SNE iterations). `projection_jit_warmup_s` is the first
     tiny UMAP + t-SNE in this process: numba loading its kernels from the disk cache on a warm machine,
     compiling them (15-20 s) only the first time on a machine."""
     from . import projections
 
     sizes = {"pca": 50_000, "umap": 10_000, "tsne": 5_000, **(sizes or {})}
+    params_all = params or {}
     rng = np.random.default_rng(0)
 
     def clustered(n: int) -> np.ndarray:
@@ -340,9 +343,9 @@ def projection_times(root: Path, *, quick: bool, sizes: dict[str, int] | None = 
         runs = {"now": {}}
         if levers and method in PROJECTION_LEVERS:
             runs = PROJECTION_LEVERS[method]
-        for name, params in runs.items():
+        for name, lever in runs.items():
             t0, c0 = time.perf_counter(), time.process_time()
-            projections.project(x, method=method, dims=2, seed=0, cache=False, **params)
+            projections.project(x, method=method, dims=2, seed=0, cache=False, **{**(params_all.get(method) or {}), **lever})
             key = tag if name == "now" else f"{tag}_lever_{name}"
             out[f"{key}_s"] = round(time.perf_counter() - t0, 2)
             # CPU seconds of all threads: on a shared machine wall time mostly measures the neighbours

@@ -38,10 +38,13 @@ def cmd_analyze(args) -> int:
     if not args.json:
         print(f"{rec.id}  {result['objective']} · {result['backbone']} · {result['dataset']}  ({result['split']}, "
               f"{result['output']}, n={result['n']})")
-        print(f"{'metric':<20} {'after':>9} {'before':>9}")
+        print(f"{'metric':<20} {'after':>9} {'before':>9}  {'after 95% CI':<17} vs before")
         for key in _SHOWN:
             if key in result:
-                print(f"{key:<20} {cli._fmt(result.get(key)):>9} {cli._fmt(result.get(key + '_before')):>9}")
+                ci = result.get(f"{key}_ci95")
+                ci_text = f"[{cli._fmt(ci[0])}, {cli._fmt(ci[1])}]" if ci else ""
+                verdict = result.get(f"{'acc' if key == result['split'] + '_acc' else key}_vs_before") or ""
+                print(f"{key:<20} {cli._fmt(result.get(key)):>9} {cli._fmt(result.get(key + '_before')):>9}  {ci_text:<17} {verdict}")
     cli._json_line(scalars)
     return 0
 

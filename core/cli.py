@@ -68,6 +68,10 @@ def cmd_train(args) -> int:
 
         raise EmbedLabError(f"--objective names no objective: give one or a comma list of {', '.join(OBJECTIVES)}")
     configs = []
+    if args.seeds < 1:
+        from .errors import InvalidConfig
+
+        raise InvalidConfig(f"--seeds must be at least 1, not {args.seeds}")
     for objective in objectives:
         cfg = TrainConfig(objective=objective)
         overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
@@ -75,7 +79,8 @@ def cmd_train(args) -> int:
         if args.epochs is not None and args.steps is None:
             overrides["steps"] = None
         cfg = dataclasses.replace(cfg, **overrides)
-        configs.append(validate(cfg, root))  # every config checked before the first run starts
+        for i in range(args.seeds):  # --seeds N: seeds s, s+1, ... per objective, everything else equal
+            configs.append(validate(dataclasses.replace(cfg, seed=cfg.seed + i), root))  # all checked before the first run
     store = RunStore(root, recover=True)
     results = []
     worker_rank = int(os.environ.get("RANK", "0")) if args.ddp else 0  # torchrun ranks > 0 stay silent
@@ -87,7 +92,14 @@ def cmd_train(args) -> int:
         _json_line(results[0])
         return 0 if results[0]["status"] == "finished" else 1
     status = "finished" if all(r["status"] == "finished" for r in results) else "failed"
-    _json_line({"status": status, "runs": results, "seconds": round(sum(r.get("seconds", 0) for r in results), 2)})
+    out = {"status": status, "runs": results, "seconds": round(sum(r.get("seconds", 0) for r in results), 2)}
+    if args.seeds > 1:
+        from .metrics import mean_spread_text, seed_groups
+
+        out["seed_groups"] = seed_groups([(r["run_id"], c.to_dict(), r) for r, c in zip(results, configs)])
+        for g in out["seed_groups"]:
+            print(f"{g['objective']}: val accuracy {mean_spread_text(g, 'val_acc')}", file=sys.stderr)
+    _json_line(out)
     return 0 if status == "finished" else 1
 
 
@@ -312,6 +324,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--shift", help="the OOD split: a shift of the test split, NAME[:SEVERITY] (default: the dataset's "
                                    "natural shift, else mix:3; see `python -m core shifts`)")
+    p.add_argument("--seeds", type=int, default=1, help="runs per objective with seeds s, s+1, ... (default 1): "
+                                                        "Compare and the report then show mean ± spread")
     p.add_argument("--optimizer", choices=["adamw", "sgd"])
     p.add_argument("--eval-every", dest="eval_every", type=int)
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")

@@ -5,6 +5,16 @@
     trajectory([(step, ids, X), ...])     -> one aligned frame per snapshot
 
 Every method sees L2-normalised rows, so all three follow cosine geometry like the metrics do.
+UMAP first reduces rows of more than 50 dimensions to their top 50 principal components (the
+standard practice: it drops noise dimensions and makes the neighbour search several times cheaper),
+then runs its usual algorithm; t-SNE can (`pre_pca=True`) but measured no gain. See BENCHMARKS.md
+for what each setting buys.
+
+Fast and honest in the UI: `progressive(key, fast, slow)` returns the instant PCA result while the
+seeded UMAP / t-SNE runs in one background thread per process, and the slow result once it is done.
+numba's compiled kernels are cached on disk (`prepare_numba`: EMBEDLAB_HOME/cache/numba, also for
+the umap / pynndescent functions that do not ask for it), so the compile is paid once per machine,
+and `warm_up_in_background()` pays it at server start, not on the first click.
 
 How panes share an orientation: each pane is projected on its own (its own PCA / UMAP / t-SNE;
 the panes may even have different dimensions: CE's encoder vs FLYP's image tower), then every
@@ -20,8 +30,12 @@ import hashlib
 import json
 import logging
 import os
+import sys
+import threading
+import time
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +47,10 @@ _logger = logging.getLogger(__name__)
 
 METHODS = ("pca", "umap", "tsne")  # projection methods, cheapest first
 METHOD_LABELS = {"pca": "PCA", "umap": "UMAP", "tsne": "t-SNE"}  # display names
-_CACHE_VERSION = 1  # bump when a method's output for the same key changes
+_CACHE_VERSION = 2  # bump when a method's output for the same key changes (2: PCA-50 first, n_epochs 200)
+PRE_PCA_DIMS = 50  # UMAP / t-SNE input beyond this many dimensions is reduced to its top 50 PCs first
+UMAP_EPOCHS = 200  # umap's own default for > 10k points; its 500 for small sets buys nothing visible
+TSNE_EXAGGERATION_ITER, TSNE_ITER = 250, 500  # openTSNE's defaults are 250 + 500 as well, said explicitly
 
 
 # -------------------------------------------------------------------------------- the methods
@@ -50,39 +67,59 @@ def _pca(x: np.ndarray, dims: int, seed: int, extra: np.ndarray | None = None, *
     return _pad(pca.transform(x), dims), None if extra is None else _pad(pca.transform(extra), dims)
 
 
+def pre_pca(x: np.ndarray, seed: int, extra: np.ndarray | None = None, dims: int = PRE_PCA_DIMS):
+    """(x, extra) reduced to their top `dims` principal components (fitted on x) when x has more
+    columns than that; unchanged otherwise."""
+    n, d = x.shape
+    if d <= dims or n <= dims:
+        return x, extra
+    from sklearn.decomposition import PCA
+
+    pca = PCA(n_components=dims, svd_solver="randomized" if n > 2000 else "full", random_state=seed).fit(x)
+    return (pca.transform(x).astype(np.float32),
+            None if extra is None else pca.transform(extra).astype(np.float32))
+
+
 def _umap(x: np.ndarray, dims: int, seed: int, extra: np.ndarray | None = None, *, n_neighbors: int = 15,
-          min_dist: float = 0.1, **_):
+          min_dist: float = 0.1, n_epochs: int = UMAP_EPOCHS, pre_pca: bool = True,
+          force_approximation: bool = False, **_):
     n = len(x)
     if n < max(dims + 2, 8):  # spectral layout needs a few points; tiny sets get PCA
         return _pca(x, dims, seed, extra)
-    import umap
-
+    umap = import_umap()
+    if pre_pca:
+        x, extra = globals()["pre_pca"](x, seed, extra)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "n_jobs overridden by random_state": determinism is the point
         reducer = umap.UMAP(n_components=dims, n_neighbors=min(n_neighbors, n - 1), min_dist=min_dist,
-                            metric="euclidean", random_state=seed, transform_seed=seed,
-                            init="spectral" if n > dims + 10 else "random")
+                            metric="euclidean", random_state=seed, transform_seed=seed, n_epochs=n_epochs,
+                            init="spectral" if n > dims + 10 else "random",
+                            force_approximation_algorithm=force_approximation)
         y = reducer.fit_transform(x)
         return y, None if extra is None else reducer.transform(extra)
 
 
 def _tsne(x: np.ndarray, dims: int, seed: int, extra: np.ndarray | None = None, *, perplexity: float = 30.0,
-          n_iter: int = 500, **_):
+          n_iter: int = TSNE_ITER, early_exaggeration_iter: int = TSNE_EXAGGERATION_ITER, n_jobs: int = 1,
+          pre_pca: bool = False, **_):
     n = len(x)
     if n < 8:
         return _pca(x, dims, seed, extra)
     perplexity = float(min(perplexity, max(2.0, (n - 1) / 3.0 - 1.0)))
+    fit_x, fit_extra = globals()["pre_pca"](x, seed, extra) if pre_pca else (x, extra)
     try:
         from openTSNE import TSNE
     except ImportError:  # openTSNE is in requirements; sklearn's (no out-of-sample) is the fallback
         from sklearn.manifold import TSNE as SkTSNE
 
-        y = SkTSNE(n_components=dims, perplexity=perplexity, random_state=seed, init="pca").fit_transform(x)
+        y = SkTSNE(n_components=dims, perplexity=perplexity, random_state=seed, init="pca").fit_transform(fit_x)
         return y, None if extra is None else _nearest_place(x, y, extra)
-    # FFT interpolation only exists for 1-2 dimensions; 3-D uses Barnes-Hut
-    tsne = TSNE(n_components=dims, perplexity=perplexity, n_iter=n_iter, random_state=seed, initialization="pca",
-                negative_gradient_method="fft" if dims <= 2 else "bh", n_jobs=1, verbose=False)
-    emb = tsne.fit(x)
+    # FFT interpolation only exists for 1-2 dimensions; 3-D uses Barnes-Hut. One thread and no PCA-50
+    # first: on the 2 shared cores n_jobs=2 cost 2x the CPU and PCA-50 bought nothing (BENCHMARKS.md).
+    tsne = TSNE(n_components=dims, perplexity=perplexity, n_iter=n_iter, early_exaggeration_iter=early_exaggeration_iter,
+                random_state=seed, initialization="pca", negative_gradient_method="fft" if dims <= 2 else "bh",
+                n_jobs=n_jobs, verbose=False)
+    emb = tsne.fit(fit_x)
     return np.asarray(emb), None if extra is None else _nearest_place(x, np.asarray(emb), extra)
 
 
@@ -102,6 +139,138 @@ def _pad(y: np.ndarray, dims: int) -> np.ndarray:
     if y.shape[1] < dims:
         y = np.hstack([y, np.zeros((len(y), dims - y.shape[1]), dtype=y.dtype)])
     return y
+
+
+# ------------------------------------------------------------------- numba: compile once per machine
+_NUMBA_LOCK = threading.Lock()
+_WARM: dict[str, threading.Thread] = {}
+
+
+def numba_cache_dir(root: Path | None = None) -> Path:
+    from .paths import home, subdir
+
+    return subdir(Path(root) if root else home(), "cache", "numba")
+
+
+def prepare_numba(root: Path | None = None) -> str:
+    """Point numba's on-disk cache at a folder we can write (EMBEDLAB_HOME/cache/numba) unless the user
+    chose one (NUMBA_CACHE_DIR); call before umap is imported. numba reads the variable when it is
+    imported, so an already imported numba re-reads its configuration. Returns the folder."""
+    folder = os.environ.get("NUMBA_CACHE_DIR") or str(numba_cache_dir(root))
+    os.environ["NUMBA_CACHE_DIR"] = folder
+    config = sys.modules.get("numba.core.config")
+    if config is not None and getattr(config, "CACHE_DIR", None) != folder:
+        config.reload_config()
+    return folder
+
+
+def import_umap():
+    """`import umap` with every numba kernel of umap and pynndescent cached on disk.
+
+    umap asks numba to cache only some of its functions; the layout optimiser, the fuzzy set and
+    most of pynndescent's search compile afresh in every process (14-23 s on 2 cores, even for 59
+    points). Enabling the cache on the remaining module-level dispatchers makes the second process
+    load them in well under a second; functions numba cannot cache (closures) just warn and compile.
+    """
+    with _NUMBA_LOCK:
+        if "umap" not in sys.modules:
+            prepare_numba()
+        import umap
+        import pynndescent  # noqa: F401  (umap imports it; named so its modules are in sys.modules)
+
+        if not getattr(umap, "_embedlab_cached", False):
+            _enable_numba_caching(("umap", "pynndescent"))
+            umap._embedlab_cached = True
+        return umap
+
+
+def _enable_numba_caching(packages: Sequence[str]) -> int:
+    from numba.core.caching import NullCache
+    from numba.core.dispatcher import Dispatcher
+
+    n = 0
+    for name, module in list(sys.modules.items()):
+        if module is None or name.split(".")[0] not in packages:
+            continue
+        for value in list(vars(module).values()):
+            if isinstance(value, Dispatcher) and isinstance(value._cache, NullCache):
+                try:
+                    value.enable_caching()
+                    n += 1
+                except Exception:  # noqa: BLE001 - an uncacheable function simply compiles as before
+                    pass
+    return n
+
+
+def warm_up(root: Path | None = None) -> float:
+    """Import umap and run a tiny UMAP and t-SNE so numba's kernels are compiled (or loaded from the
+    disk cache) before a user asks. Returns the seconds it took."""
+    t0 = time.perf_counter()
+    prepare_numba(root)
+    x = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _umap(x, 2, 0, n_epochs=20, force_approximation=True)  # umap's nn-descent path (>= 4,096 points)
+        _tsne(x, 2, 0, n_iter=20, early_exaggeration_iter=20)
+    return time.perf_counter() - t0
+
+
+def warm_up_in_background(root: Path | None = None) -> threading.Thread:
+    """warm_up() in a daemon thread, once per process (later calls return the same thread)."""
+    with _NUMBA_LOCK:
+        thread = _WARM.get("thread")
+        if thread is None:
+            def run():
+                try:
+                    _logger.info("projection warm-up took %.1f s", warm_up(root))
+                except Exception:  # noqa: BLE001 - a failed warm-up only means the first UMAP compiles
+                    _logger.warning("projection warm-up failed", exc_info=True)
+
+            thread = _WARM["thread"] = threading.Thread(target=run, name="embedlab-projection-warmup", daemon=True)
+            thread.start()
+        return thread
+
+
+# ------------------------------------------------------------------ progressive: PCA now, UMAP later
+_JOBS: dict[str, tuple[Future, float]] = {}  # key -> (future, start time); process-wide
+_JOBS_LOCK = threading.Lock()
+_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedlab-projection")  # one at a time: 2 cores
+MAX_JOBS = 16  # finished results kept in memory (the disk cache keeps them all)
+
+
+def progressive(key: str, fast: Callable[[], Any], slow: Callable[[], Any]) -> dict[str, Any]:
+    """The slow result when it is ready, else the fast one while the slow one runs in the background.
+
+    The first call with `key` submits `slow()` to a process-wide worker and returns `fast()`; later
+    calls (page reruns, other sessions) return `fast()` until `slow()` has finished, then its result.
+    Returns {"result", "ready": bool, "seconds": since the slow job started, "error": message or None}.
+    A failed slow job reports its error with the fast result, and is retried on the next key use.
+    """
+    with _JOBS_LOCK:
+        job = _JOBS.get(key)
+        if job is not None and job[0].done() and job[0].exception() is not None:
+            del _JOBS[key]  # a failure is reported once; the next call tries again
+            exc = job[0].exception()
+            return {"result": fast(), "ready": False, "seconds": time.time() - job[1], "error": str(exc) or type(exc).__name__}
+        if job is None:
+            job = _JOBS[key] = (_POOL.submit(slow), time.time())
+            _trim_jobs()
+    future, started = job
+    if future.done():
+        return {"result": future.result(), "ready": True, "seconds": time.time() - started, "error": None}
+    return {"result": fast(), "ready": False, "seconds": time.time() - started, "error": None}
+
+
+def _trim_jobs() -> None:
+    done = [k for k, (f, _) in _JOBS.items() if f.done()]
+    for k in done[:max(0, len(_JOBS) - MAX_JOBS)]:
+        del _JOBS[k]
+
+
+def pending(key: str) -> bool:
+    """Whether the slow job of `key` is still running."""
+    job = _JOBS.get(key)
+    return job is not None and not job[0].done()
 
 
 # ------------------------------------------------------------------------------------ caching

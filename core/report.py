@@ -452,7 +452,9 @@ def trajectory_figure(frames: Sequence[tuple[int, np.ndarray]], labels: np.ndarr
 
 # --------------------------------------------------------------------------------- the table
 def metrics_table(results: Sequence[dict], names: Sequence[str]) -> tuple[list[dict], dict[str, int | None]]:
-    """Rows [{"metric", <name>: value, ...}] for the keys any result has, and the best column per row."""
+    """Rows [{"metric", <name>: value, ...}] for the keys any result has, and the best column per row.
+    Rows with intervals (accuracies) carry "ci": {name: [lo, hi]}, and their best is marked only when
+    its interval clears the runner-up's (sure_best); otherwise the difference may be noise."""
     rows, best = [], {}
     for key, title in METRIC_ROWS:
         values = [r.get(key) for r in results]
@@ -461,9 +463,35 @@ def metrics_table(results: Sequence[dict], names: Sequence[str]) -> tuple[list[d
         row = {"metric": title, "key": key}
         for n, v in zip(names, values):
             row[n] = v
+        cis = [r.get(f"{key}_ci95") for r in results]
+        if any(cis):
+            row["ci"] = dict(zip(names, cis))
         rows.append(row)
         best[title] = best_of(values, key) if len(results) > 1 or key in HIGHER_IS_BETTER else None
+        if any(cis) and best[title] is not None and not sure_best(values, cis, best[title]):
+            best[title] = None
     return rows, best
+
+
+def sure_best(values: Sequence[float | None], cis: Sequence[Sequence[float] | None], i: int) -> bool:
+    """Whether value i is better than every other by non-overlapping 95 % intervals (unpaired: the
+    runs' models differ, so there is no shared before/after to pair on)."""
+    from .metrics import delta_verdict
+
+    return all(delta_verdict(values[i], cis[i], v, c) == "better" for j, (v, c) in enumerate(zip(values, cis))
+               if j != i and v is not None)
+
+
+def ci_text(ci: Sequence[float] | None, n: int | None = None) -> str:
+    """'95 % CI 71.5–90.5 % (n = 59)' for an accuracy interval; '' without one."""
+    if not ci:
+        return ""
+    return f"95 % CI {100 * ci[0]:.1f}–{100 * ci[1]:.1f} %" + (f" (n = {n:,})" if n else "")
+
+
+def delta_colour(verdict: str | None) -> str:
+    """st.metric's delta_color for a before/after verdict: coloured only for a sure change."""
+    return "normal" if verdict in ("better", "worse") else "off"
 
 
 def metrics_dataframe(results: Sequence[dict], names: Sequence[str]):
@@ -471,7 +499,7 @@ def metrics_dataframe(results: Sequence[dict], names: Sequence[str]):
     import pandas as pd
 
     rows, best = metrics_table(results, names)
-    df = pd.DataFrame(rows).drop(columns=["key"]).set_index("metric").astype(float) if rows else pd.DataFrame()
+    df = pd.DataFrame(rows).drop(columns=["key", "ci"], errors="ignore").set_index("metric").astype(float) if rows else pd.DataFrame()
     return df, {m: (names[i] if i is not None else None) for m, i in best.items()}
 
 
@@ -484,6 +512,9 @@ def _table_html(results: Sequence[dict], names: Sequence[str]) -> str:
         for i, n in enumerate(names):
             v = row[n]
             text = "–" if v is None else f"{v:.3f}"
+            ci = row.get("ci", {}).get(n)
+            if ci:
+                text += f" <span class='ci'>[{ci[0]:.3f}, {ci[1]:.3f}]</span>"
             cells.append(f"<td class='best'>{text} ★</td>" if best[row['metric']] == i and len(names) > 1 else f"<td>{text}</td>")
         body.append(f"<tr><th>{html_text(row['metric'])}</th>{''.join(cells)}</tr>")
     return f"<table class='metrics'><thead><tr><th>metric</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
@@ -547,6 +578,21 @@ def comparison_html(views: Sequence[RunView], *, method: str = "pca", dims: int 
     return _html_page(title, views, names, results, figs)
 
 
+def seeds_html(views: Sequence[RunView], results: Sequence[dict]) -> str:
+    """'Mean ± spread over seeds' for runs that differ only in their seed ('' when no two do)."""
+    from .metrics import mean_spread_text, seed_groups
+
+    groups = [g for g in seed_groups([(v.id, v.config, r) for v, r in zip(views, results)]) if len(g["runs"]) > 1]
+    if not groups:
+        return ""
+    keys = [k for k in ("val_acc", "test_acc", "knn_acc", "linear_probe_acc") if any(f"{k}_mean" in g for g in groups)]
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+    body = "".join(f"<tr><th>{html.escape(str(g['objective']))} · seeds {html.escape(', '.join(map(str, g['seeds'])))}</th>"
+                   + "".join(f"<td>{html.escape(mean_spread_text(g, k))}</td>" for k in keys) + "</tr>" for g in groups)
+    return (f"<h2>Mean ± spread over seeds</h2><table class='metrics'><thead><tr><th>runs (same settings)</th>{head}</tr>"
+            f"</thead><tbody>{body}</tbody></table><p>Spread: the sample standard deviation across seeds.</p>")
+
+
 def _html_page(title: str, views: Sequence[RunView], names: Sequence[str], results: Sequence[dict], figs: Sequence[tuple[str, Any]]) -> str:
     parts = []
     for i, (heading, fig) in enumerate(figs):
@@ -562,15 +608,18 @@ table.metrics {{ border-collapse: collapse; margin: 8px 0 24px; }}
 table.metrics th, table.metrics td {{ border-bottom: 1px solid #ddd; padding: 4px 12px; text-align: right; }}
 table.metrics th:first-child {{ text-align: left; font-weight: normal; }}
 td.best {{ font-weight: 700; background: #e8f5e9; }}
+.ci {{ color: #777; font-size: 85%; font-weight: 400; }}
 section {{ margin: 24px 0; }}
 </style></head><body>
 <h1>{html_text(title)}</h1>
 <p>Generated {time.strftime('%Y-%m-%d %H:%M')} by EmbedLab. Best value per row marked ★ (alignment, uniformity and
-different-class cosine: lower is better). kNN: leave-one-out on the split, k=20, cosine. Linear probe: logistic regression
-on a stratified 70/30 split of the split's embeddings.</p>
+different-class cosine: lower is better; an accuracy only when its 95 % interval clears every other run's). Accuracies
+carry their Wilson 95 % interval in brackets. kNN: leave-one-out on the split, k=20, cosine. Linear probe: logistic
+regression, 5-fold cross-validated below 1,000 samples (else a stratified 70/30 split).</p>
 <ul>{runs}</ul>
 <h2>Metrics</h2>
 {_table_html(results, names)}
+{seeds_html(views, results)}
 {''.join(parts)}
 </body></html>
 """

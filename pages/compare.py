@@ -1,12 +1,14 @@
 """Compare: 2-4 runs side by side (aligned projections, metrics, similarities, errors, exports)."""
 from __future__ import annotations
 
+import time
+
 import streamlit as st
 
 from assets.scatter_component import COMPARE_COLOR_MODES, build_payload, scatter
-from core import report
+from core import metrics, report
 from core.errors import EmbedLabError
-from core.projections import METHOD_LABELS
+from core.projections import METHOD_LABELS, pending, progressive
 from core.safe_text import md_code, md_text
 from core.thumbnails import display_images
 from pages import _seeds_ui as seeds
@@ -61,11 +63,33 @@ if len(chosen) < 2:
     st.stop()
 
 try:
-    with st.spinner(f"Computing metrics and {METHOD_LABELS[method]} projections…"):
-        data = _compare(root, tuple(chosen), split, method, dims, align)
+    with st.spinner("Computing metrics and projections…"):
+        data = _compare(root, tuple(chosen), split, "pca" if method != "pca" else method, dims, align)
 except EmbedLabError as exc:
     st.error(md_text(exc))
     st.stop()
+if method != "pca":  # UMAP / t-SNE in the background (core.projections.progressive): PCA until it is ready
+    slow_key = f"compare/{root}/{'+'.join(chosen)}/{split}/{method}/{dims}/{align}"
+    _views = [_view(root, r, split) for r in chosen]
+    pca_data = data
+    slow = progressive(slow_key, lambda: pca_data,
+                       lambda m=method, d=pca_data: report.compare_data(_views, method=m, dims=dims, outputs=d["outputs"],
+                                                                       results=d["results"], align=align))
+    data = slow["result"]
+    if slow["error"]:
+        st.warning(f"{METHOD_LABELS[method]} failed ({slow['error']}); showing PCA. Pick it again to retry.")
+    elif not slow["ready"]:
+        started = time.time() - slow["seconds"]
+
+        @st.fragment(run_every=1.0)
+        def _waiting():
+            if not pending(slow_key):
+                st.rerun()
+            st.caption(f":material/hourglass_top: {METHOD_LABELS[method]} computing… {time.time() - started:.0f} s "
+                       "· showing PCA until it is ready")
+
+        _waiting()
+    method = method if slow["ready"] else "pca"
 views = [_view(root, r, split) for r in chosen]
 names = [v.short if len({w.short for w in views}) == len(views) else v.label for v in views]
 results = data["results"]
@@ -123,9 +147,12 @@ def _mark_best(row):
 
 
 st.table(df.style.apply(_mark_best, axis=1).format("{:.3f}", na_rep="–"))
-st.caption(f"Best per row highlighted (alignment, uniformity and different-class cosine: lower is better). Metrics on the "
+st.caption(" · ".join(f"**{n}** {row['metric']}: {report.ci_text(ci)}" for row in report.metrics_table(results, names)[0]
+                      for n, ci in row.get("ci", {}).items() if ci))
+st.caption(f"Best per row highlighted (alignment, uniformity and different-class cosine: lower is better; an accuracy "
+           f"only when its 95 % interval clears every other run's). Metrics on the "
            f"{split} split in each run's main output ({', '.join(data['outputs'])}). kNN: leave-one-out, k=20, cosine; "
-           "linear probe: logistic regression on a stratified 70/30 split.")
+           "linear probe: logistic regression, 5-fold cross-validated below 1,000 samples (else a stratified 70/30 split).")
 
 # CHARTS ----------------------------------------------------------------------------------------
 classes = results[0].get("classes") or views[0].after.classes
@@ -150,6 +177,16 @@ if frontier["curves"]:
                "comparison as reference points. Both axes share one range of at least 30 points, so noise stays small."
                + (f" {len(frontier['skipped'])} compared run(s) not drawn: another dataset, shift, budget or seed, "
                   "or no OOD number." if frontier["skipped"] else ""))
+
+# MULTI-SEED ------------------------------------------------------------------------------------
+seed_groups = [g for g in metrics.seed_groups([(r.id, r.config, r.summary) for r in runs]) if len(g["runs"]) > 1]
+if seed_groups:
+    st.subheader("Mean ± spread over seeds", anchor=False)
+    st.dataframe([{"objective": g["objective"], "seeds": ", ".join(map(str, g["seeds"])),
+                   "val accuracy": metrics.mean_spread_text(g, "val_acc"), "test accuracy": metrics.mean_spread_text(g, "test_acc"),
+                   "runs": " ".join(g["runs"])} for g in seed_groups], hide_index=True, key="compare_seeds")
+    st.caption("Finished runs with the same settings except the seed (`python -m core train --seeds 3`). "
+               "Spread: the sample standard deviation across seeds.")
 
 # RESEARCH SEEDS ----------------------------------------------------------------------------------
 st.subheader("Label and budget curves", anchor=False)

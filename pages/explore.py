@@ -1,12 +1,14 @@
 """Explore: one run's embeddings before and after fine-tuning, with the image under the mouse."""
 from __future__ import annotations
 
+import time
+
 import streamlit as st
 
 from assets.scatter_component import COLOR_MODES, build_payload, scatter
 from core import report
 from core.errors import EmbedLabError
-from core.projections import METHOD_LABELS, trajectory
+from core.projections import METHOD_LABELS, pending, progressive, trajectory
 from core.safe_text import md_code, md_text
 from core.thumbnails import display_images
 from pages import _seeds_ui as seeds
@@ -93,8 +95,31 @@ if color_by != "label" and view.after.preds is None:
 metrics_box = st.container()  # filled after the scatter: on a big run the plot comes first
 
 # THE SCATTER -----------------------------------------------------------------------------------
-with st.spinner(f"Projecting with {METHOD_LABELS[method]}…"):
+# UMAP / t-SNE run in a background thread (core.projections.progressive): PCA is shown at once and
+# the fragment below reruns the page when the slow projection is ready.
+slow = None
+if method == "pca":
     data = _panes(root, run_id, split, output, method, dims, max_points, phases)
+else:
+    slow_key = f"explore/{root}/{run_id}/{split}/{output}/{method}/{dims}/{max_points}/{'+'.join(phases)}"
+    slow = progressive(slow_key, lambda: _panes(root, run_id, split, output, "pca", dims, max_points, phases),
+                       lambda v=view, m=method: report.explore_data(v, output=output, method=m, dims=dims,
+                                                                    max_points=max_points, phases=phases))
+    data = slow["result"]
+    if slow["error"]:
+        st.warning(f"{METHOD_LABELS[method]} failed ({md_text(slow['error'])}); showing PCA. Pick it again to retry.")
+    elif not slow["ready"]:
+        started = time.time() - slow["seconds"]
+
+        @st.fragment(run_every=1.0)
+        def _waiting():
+            if not pending(slow_key):
+                st.rerun()  # the whole page, now with the finished projection
+            st.caption(f":material/hourglass_top: {METHOD_LABELS[method]} computing… {time.time() - started:.0f} s "
+                       "· showing PCA until it is ready (then it is cached on disk)")
+
+        _waiting()
+shown_method = method if slow is None or slow["ready"] else "pca"
 dataset = _split_dataset(root, run_id, split)
 panes = [{"title": t, "points": p, "anchors": a} for t, p, a in zip(data["titles"], data["points"], data["anchors"])]
 shown = len(data["ids"])
@@ -103,11 +128,11 @@ how = "Each pane is its own projection; 'before' is rotated onto 'after' by orth
     if len(panes) > 1 else ""
 payload = build_payload(panes, ids=data["ids"], labels=data["labels"], preds=data["preds"], class_names=data["classes"],
                         color_by=color_by, thumbs=_thumbs(root, run_id, split), height=560,
-                        view_key=f"{run_id}/{split}/{output}/{method}/{dims}/{pane_choice}",
+                        view_key=f"{run_id}/{split}/{output}/{shown_method}/{dims}/{pane_choice}",
                         status=f"{sample_note} · hover: image · " + ("box/lasso: select (linked across panes)" if dims == 2
                                                                         else "drag: rotate (all panes turn together)") + " · click: nearest neighbours")
 stars = " Stars: FLYP's class-prompt (text) embeddings, placed out of sample." if any(a is not None for a in data["anchors"]) else ""
-st.caption(f"{METHOD_LABELS[method]} {dims}-D of `{output}` on {split}. {how}{stars}")
+st.caption(f"{METHOD_LABELS[shown_method]} {dims}-D of `{output}` on {split}. {how}{stars}")
 clicked = st.session_state.get("explore_clicked")
 neighbours = report.neighbour_grid(view, clicked, output=output) if clicked is not None and clicked in set(data["ids"].tolist()) else {}
 overlay = {"center": clicked, "ids": [n["id"] for n in neighbours.get("after", [])]} if neighbours else None
@@ -121,17 +146,23 @@ with metrics_box:
     with st.spinner("Computing metrics…"):
         res = _analysis(root, run_id, split, output)
     m = st.columns(5)
+    sure = ("95 % interval (Wilson). The change is coloured only when an exact McNemar test on the same images "
+            "says it is not noise (p < 0.05); grey means it could be chance.")
     acc_before = res.get(f"{split}_acc_before")
     delta = None if acc_before is None or res.get("acc") is None else f"{100 * (res['acc'] - acc_before):+.1f} pts vs zero-shot"
-    m[0].metric(f"{split} accuracy", pct(res.get("acc")), delta, help="top-1 of the fine-tuned classifier")
+    m[0].metric(f"{split} accuracy", pct(res.get("acc")), delta, delta_color=report.delta_colour(res.get("acc_vs_before")),
+                help=f"top-1 of the fine-tuned classifier. {sure}")
+    m[0].caption(report.ci_text(res.get("acc_ci95"), res.get("n")))
     for col, key, name in ((m[1], "knn_acc", "kNN accuracy"), (m[2], "linear_probe_acc", "linear probe")):
         before = res.get(f"{key}_before")
         delta = None if before is None or res.get(key) is None else f"{100 * (res[key] - before):+.1f} pts vs before"
-        col.metric(name, pct(res.get(key)), delta)
+        col.metric(name, pct(res.get(key)), delta, delta_color=report.delta_colour(res.get(f"{key}_vs_before")), help=sure)
+        col.caption(report.ci_text(res.get(f"{key}_ci95")))
     for col, key, name in ((m[3], "silhouette", "silhouette"), (m[4], "cos_gap", "cos gap (same − diff.)")):
         value, before = res.get(key), res.get(f"{key}_before")
         delta = None if before is None or value is None else f"{value - before:+.3f} vs before"
-        col.metric(name, "–" if value is None else f"{value:.3f}", delta)
+        col.metric(name, "–" if value is None else f"{value:.3f}", delta, delta_color="off",
+                   help="no interval for this one, so the change is not coloured")
 
 
 # SELECTION AND NEIGHBOURS ----------------------------------------------------------------------

@@ -59,6 +59,29 @@ def test_analyze_json_flyp_has_zero_shot_and_wise_ft(runs, capsys):
     _check_ranges(m)
     assert 0.0 <= m["zeroshot_acc"] <= 1.0 and len(m["wise_ft"]) == 3
     assert m["output"] == "image"
+    _check_intervals(m)
+    # FLYP's before set has zero-shot predictions on the same images: a paired verdict on accuracy
+    assert m["acc_vs_before"] in ("better", "worse", "unclear") and 0.0 <= m["acc_vs_before_p"] <= 1.0
+    assert m["val_acc_ci95_before"][0] <= m["val_acc_before"] <= m["val_acc_ci95_before"][1]
+
+
+def _check_intervals(m: dict) -> None:
+    """Every accuracy carries its Wilson 95 % interval, [lo, hi] around the value, val and test alike."""
+    for key in ("val_acc", "test_acc", "knn_acc", "linear_probe_acc"):
+        lo, hi = m[f"{key}_ci95"]
+        assert 0.0 <= lo <= m[key] <= hi <= 1.0, key
+        assert hi - lo > 0.05, key  # 120 val images: an honest interval is several points wide
+    assert m["val_n"] == 120 and m["linear_probe_folds"] == 5  # a small set: 5-fold CV, every image tested
+
+
+def test_analyze_json_holds_every_ci95(runs, capsys):
+    home, ids = runs
+    assert cli.main(["analyze", ids["ce"], "--runs-dir", str(home), "--json"]) == 0
+    m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    _check_intervals(m)
+    for key in ("knn_acc", "linear_probe_acc"):  # CE's before set: the same images, so McNemar pairs them
+        assert m[f"{key}_vs_before"] in ("better", "worse", "unclear")
+        assert m[f"{key}_ci95_before"][0] <= m[f"{key}_before"] <= m[f"{key}_ci95_before"][1]
 
 
 def test_analyze_unknown_run_is_one_line_and_exit_2(runs, capsys):

@@ -36,6 +36,20 @@ def test_projection_and_scale_parts(root, monkeypatch):
     assert scale["explore_3k_payload_mb"] > scale["explore_1k_payload_mb"] > 0
 
 
+@pytest.mark.timeout(600)  # the first UMAP of a session compiles numba's kernels (cached per EMBEDLAB_HOME)
+def test_projection_times_small_form_measures_every_lever(root):
+    out = bench.projection_times(root, quick=True, sizes={"pca": 2_000, "umap": 600, "tsne": 600},
+                                 params={"tsne": {"n_iter": 20, "early_exaggeration_iter": 20}})
+    assert _positive(out["pca_2k_s"]) and _positive(out["umap_600_s"]) and _positive(out["tsne_600_s"])
+    for method, levers in bench.PROJECTION_LEVERS.items():
+        for name in levers:
+            if name != "now":
+                assert _positive(out[f"{method}_600_lever_{name}_s"]), (method, name)
+    assert out["projection_jit_warmup_s"] >= 0
+    text = bench.format_table({"umap_10k_s": 12.0, "tsne_5k_s": 5.0})
+    assert "MISSED" in text.splitlines()[2] and "ok" in text.splitlines()[3]
+
+
 def test_the_prepared_gpu_script_runs_on_the_cpu(root):
     """The script for a lent GPU machine, on the tiny CLIP model and the CPU: same code path, tiny sizes."""
     out = bench.gpu_throughput(backbone="test_clip", image_size=32, batch_size=8, steps=3, device="cpu")

@@ -130,3 +130,26 @@ def test_argparse_errors_are_one_line_and_exit_2(capsys):
         main(["train", "--steps", "many"])
     lines = capsys.readouterr().err.strip().splitlines()
     assert info.value.code == 2 and len(lines) == 1 and "invalid int value: 'many'" in lines[0]
+
+
+def test_train_seeds_runs_s_to_s_plus_n_per_objective(tmp_path, monkeypatch, capsys):
+    """--seeds 3: three runs per objective, seeds s, s+1, s+2, and mean ± spread in the JSON line."""
+    import json
+
+    from core import cli as cli_mod
+
+    seen = []
+
+    def fake(cfg, store, root, *, quiet, train):
+        seen.append((cfg.objective, cfg.seed))
+        return {"run_id": f"{cfg.objective}-{cfg.seed}", "status": "finished", "val_acc": 0.8 + 0.01 * cfg.seed}
+
+    monkeypatch.setattr(cli_mod, "_train_with_bar", fake)
+    assert cli_mod.main(["train", "--objective", "ce,lacvit", "--seeds", "3", "--seed", "5", "--runs-dir", str(tmp_path),
+                         "--backbone", "test_vit", "--dataset", "digits", "--steps", "2"]) == 0
+    assert seen == [("ce", 5), ("ce", 6), ("ce", 7), ("lacvit", 5), ("lacvit", 6), ("lacvit", 7)]
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    groups = out["seed_groups"]
+    assert [g["seeds"] for g in groups] == [[5, 6, 7], [5, 6, 7]]
+    assert groups[0]["val_acc_mean"] == pytest.approx(0.86) and groups[0]["val_acc_std"] == pytest.approx(0.01)
+    assert cli_mod.main(["train", "--seeds", "0", "--runs-dir", str(tmp_path)]) == 2

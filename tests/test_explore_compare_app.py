@@ -123,3 +123,35 @@ def test_compare_colours_by_agreement(app_home):
     at.segmented_control(key="compare_color").set_value("agreement").run()
     assert not at.exception
     assert any("right in every run" in c.value for c in at.caption)
+
+
+def _wait_for_projections():
+    from core import projections
+
+    for future, _ in list(projections._JOBS.values()):
+        future.exception(timeout=300)
+
+
+def test_explore_shows_pca_at_once_then_umap_with_intervals(app_home):
+    _, ids = app_home
+    at = _page("explore", state={"explore_run": ids["ce"], "explore_method": "umap"})
+    assert not at.exception
+    captions = " ".join(c.value for c in at.caption)
+    assert "95 % CI" in captions  # every accuracy shows its interval
+    if "computing…" in captions:  # the first visit: PCA now, UMAP in the background
+        assert "PCA 2-D of" in captions
+    _wait_for_projections()
+    at.run()
+    assert not at.exception
+    captions = " ".join(c.value for c in at.caption)
+    assert "UMAP 2-D of" in captions and "computing…" not in captions
+
+
+def test_compare_shows_intervals_and_umap_when_ready(app_home):
+    at = _page("compare", state={"compare_method": "umap"})
+    assert not at.exception
+    _wait_for_projections()
+    at.run()
+    assert not at.exception
+    captions = " ".join(c.value for c in at.caption)
+    assert "95 % CI" in captions and "UMAP 2-D" in captions

@@ -122,3 +122,85 @@ def test_bad_method_and_dims(blobs):
         P.project(x, "mds", 2, cache=False)
     with pytest.raises(EmbedLabError):
         P.project(x, "pca", 4, cache=False)
+
+
+# ------------------------------------------------------------------ fast and honest projections
+def test_umap_sees_50_principal_components_of_high_dim_input(home, monkeypatch):
+    import umap
+
+    rng = np.random.default_rng(0)
+    x = P.l2_normalize(rng.normal(size=(120, 384)).astype(np.float32))
+    seen = []
+
+    class Recording(umap.UMAP):
+        def fit_transform(self, X, *a, **kw):
+            seen.append(X.shape)
+            return super().fit_transform(X, *a, **kw)
+
+    monkeypatch.setattr(umap, "UMAP", Recording)
+    P._umap(x, 2, 0, n_epochs=20)
+    assert seen == [(120, 50)]  # 384 -> 50 PCs first, then UMAP
+    P._umap(x[:, :32], 2, 0, n_epochs=20)
+    assert seen[-1] == (120, 32)  # low-dimensional input goes in as it is
+    y, e = P.pre_pca(x, 0, x[:3])
+    assert y.shape == (120, 50) and e.shape == (3, 50)
+    # a projection onto 50 orthonormal directions: it can only keep part of the variance, never add any
+    var = np.var(x - x.mean(0), axis=0).sum()
+    assert np.var(y, axis=0).sum() <= var + 1e-4
+
+
+def test_numba_cache_goes_to_a_writable_folder_and_covers_umap(home, monkeypatch):
+    import numba.core.config as config
+
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    folder = P.prepare_numba()
+    assert folder == str(home / "cache" / "numba") == __import__("os").environ["NUMBA_CACHE_DIR"]
+    assert config.CACHE_DIR == folder and (home / "cache" / "numba").is_dir()
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(home / "mine"))
+    assert P.prepare_numba() == str(home / "mine")  # the user's choice wins
+    umap = P.import_umap()
+    from numba.core.caching import NullCache
+    from numba.core.dispatcher import Dispatcher
+
+    # the layout optimiser does not ask numba to cache it: it is what recompiled at every server start
+    kernels = [v for v in vars(umap.layouts).values() if isinstance(v, Dispatcher)]
+    assert kernels and not any(isinstance(k._cache, NullCache) for k in kernels)
+
+
+def test_progressive_returns_pca_first_then_umap(blobs, home):
+    import threading
+
+    x, _ = blobs
+    gate = threading.Event()
+
+    def slow():
+        gate.wait(60)
+        return "umap", P.project(x, "umap", 2, seed=0, cache=False, n_neighbors=10)
+
+    fast = lambda: ("pca", P.project(x, "pca", 2, cache=False))  # noqa: E731
+    first = P.progressive("test/umap", fast, slow)
+    assert first["result"][0] == "pca" and not first["ready"] and first["error"] is None
+    assert P.pending("test/umap")
+    assert P.progressive("test/umap", fast, slow)["result"][0] == "pca"  # still computing: same job, PCA again
+    gate.set()
+    P._JOBS["test/umap"][0].result(timeout=120)
+    done = P.progressive("test/umap", fast, slow)
+    assert done["ready"] and done["result"][0] == "umap" and done["result"][1].shape == (100, 2)
+    assert not P.pending("test/umap")
+
+    def broken():
+        raise ValueError("no memory")
+
+    P.progressive("test/broken", fast, broken)
+    P._JOBS["test/broken"][0].exception(timeout=60)
+    failed = P.progressive("test/broken", fast, broken)
+    assert failed["error"] == "no memory" and failed["result"][0] == "pca"  # said once, PCA still shown
+    assert "test/broken" not in P._JOBS  # the next use tries again
+
+
+def test_warm_up_runs_once_per_process_in_a_daemon_thread(home):
+    t1 = P.warm_up_in_background()
+    t2 = P.warm_up_in_background()
+    assert t1 is t2 and t1.daemon
+    t1.join(300)
+    assert not t1.is_alive()

@@ -180,3 +180,34 @@ def test_the_frontier_does_not_zoom_noise_and_skips_other_comparisons():
     assert hi - lo >= 0.3 - 1e-9 and 0 <= lo <= 0.82 and 0.86 <= hi <= 1  # not auto-zoomed to 82-86 %
     assert report.frontier_range([0.0, 0.05]) == [0.0, 0.3] and report.frontier_range([0.97, 1.0]) == [0.7, 1.0]
     assert report.frontier_data([("old FLYP", {}, {"wise_ft": [{"alpha": 0.0, "val_acc": 0.4}]})])["curves"] == []
+
+
+def test_best_accuracy_is_marked_only_when_its_interval_clears_the_others():
+    from core.metrics import wilson_interval
+    from core.report import delta_colour, metrics_table
+
+    def run(k, n):
+        return {"val_acc": k / n, "val_acc_ci95": list(wilson_interval(k, n)), "silhouette": k / n / 2}
+
+    rows, best = metrics_table([run(49, 59), run(51, 59)], ["CE", "LaCViT"])  # two images apart: noise
+    assert best["val accuracy (top-1)"] is None
+    assert best["silhouette (cosine)"] == 1  # no interval: the plain best as before
+    assert rows[0]["ci"]["CE"] == pytest.approx(list(wilson_interval(49, 59)))
+    _, best = metrics_table([run(20, 59), run(55, 59), run(30, 59)], ["a", "b", "c"])
+    assert best["val accuracy (top-1)"] == 1
+    assert delta_colour("better") == delta_colour("worse") == "normal" and delta_colour("unclear") == "off"
+    assert delta_colour(None) == "off"
+
+
+def test_report_shows_mean_and_spread_for_runs_that_differ_only_in_seed():
+    from types import SimpleNamespace
+
+    from core.report import seeds_html
+
+    base = {"objective": "lacvit", "steps": 60}
+    views = [SimpleNamespace(id=f"r{s}", config={**base, "seed": s}) for s in range(3)]
+    results = [{"val_acc": v} for v in (0.80, 0.84, 0.82)]
+    page = seeds_html(views, results)
+    assert "Mean ± spread over seeds" in page and "82.0 ± 2.0 % (3 seeds)" in page and "seeds 0, 1, 2" in page
+    other = [SimpleNamespace(id="x", config={**base, "seed": 0}), SimpleNamespace(id="y", config={**base, "steps": 9, "seed": 1})]
+    assert seeds_html(other, results[:2]) == ""  # different steps: no seed group

@@ -586,9 +586,9 @@ def seeds_html(views: Sequence[RunView], results: Sequence[dict]) -> str:
     if not groups:
         return ""
     keys = [k for k in ("val_acc", "test_acc", "knn_acc", "linear_probe_acc") if any(f"{k}_mean" in g for g in groups)]
-    head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
-    body = "".join(f"<tr><th>{html.escape(str(g['objective']))} · seeds {html.escape(', '.join(map(str, g['seeds'])))}</th>"
-                   + "".join(f"<td>{html.escape(mean_spread_text(g, k))}</td>" for k in keys) + "</tr>" for g in groups)
+    head = "".join(f"<th>{html_text(k)}</th>" for k in keys)
+    body = "".join(f"<tr><th>{html_text(str(g['objective']))} · seeds {html_text(', '.join(map(str, g['seeds'])))}</th>"
+                   + "".join(f"<td>{html_text(mean_spread_text(g, k))}</td>" for k in keys) + "</tr>" for g in groups)
     return (f"<h2>Mean ± spread over seeds</h2><table class='metrics'><thead><tr><th>runs (same settings)</th>{head}</tr>"
             f"</thead><tbody>{body}</tbody></table><p>Spread: the sample standard deviation across seeds.</p>")
 

@@ -193,8 +193,8 @@ def cross_attentive_augment(features: np.ndarray, captions: np.ndarray, eta: flo
         raise InvalidConfig(f"eta must be in [0, 1], not {eta}")
     f = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
     t = captions / np.maximum(np.linalg.norm(captions, axis=1, keepdims=True), 1e-12)
-    ref, own_ref = np.unique(t.round(6), axis=0, return_inverse=True)  # distinct captions, and which is each image's
-    own_ref = own_ref.reshape(-1)
+    _, first, own_ref = np.unique(t.round(6), axis=0, return_index=True, return_inverse=True)
+    ref, own_ref = t[first], own_ref.reshape(-1)  # the distinct captions, and which one is each image's
     if len(ref) > REFERENCE_CAPTIONS:
         keep = np.random.default_rng(seed).choice(len(ref), REFERENCE_CAPTIONS, replace=False)
         pos = np.full(len(ref), -1)

@@ -26,8 +26,9 @@ d(i, j) = 1 - z_i . z_j, the cosine distance.
               was called `vecaf` before it was measured against the paper, and is kept as its own baseline.
 
 ActiveFT / ODS, as implemented here (reference code: yichen928/ActiveFT, RoyZry98/VeCAF-Pytorch).
-K = budget - |kept| free centroids theta_k (initialised at seeded random pool samples; kept samples of an
-earlier round are fixed centroids), c_k = theta_k / ||theta_k||, temperature T = 0.07:
+K = budget - |kept| free centroids theta_k (initialised at seeded random pool samples, drawn uniformly
+for ActiveFT and with probability proportional to w_i for ODS, i.e. from the distribution each one matches;
+kept samples of an earlier round are fixed centroids), c_k = theta_k / ||theta_k||, temperature T = 0.07:
 
     J = sum_i w_i softplus( log sum_k' exp(c_k . c_k(i) / T) + log(balance) - z_i . c_k(i) / T ) / sum_i w_i
     k(i) = argmax_k z_i . c_k     (the centroid sample i belongs to)
@@ -297,7 +298,10 @@ def ods_centroids(z: np.ndarray, k: int, *, weights: np.ndarray | None = None, f
     x = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))
     w = torch.from_numpy(np.ones(len(z), np.float32) if weights is None else np.asarray(weights, np.float32))
     held = torch.zeros(0, z.shape[1]) if fixed is None or len(fixed) == 0 else torch.from_numpy(np.asarray(fixed, np.float32))
-    theta = torch.nn.Parameter(x[torch.from_numpy(rng.choice(len(z), k, replace=False))].clone())
+    # start at samples of the distribution the objective matches: uniform (ActiveFT), loss-weighted (ODS's p_L)
+    p = None if weights is None else (np.asarray(weights, np.float64) + 1e-3 * float(np.mean(weights)) + 1e-12)
+    start = rng.choice(len(z), k, replace=False, p=None if p is None else p / p.sum())
+    theta = torch.nn.Parameter(x[torch.from_numpy(start)].clone())
     m1, m2 = torch.zeros_like(theta), torch.zeros_like(theta)  # Adam moments, written out: torch.optim's import costs seconds
     gen = torch.Generator().manual_seed(int(seed))
     log_balance = float(np.log(balance)) if balance > 0 else -np.inf

@@ -264,7 +264,7 @@ def setup_form(root: str) -> None:
             if message:
                 (e1.caption if path else e1.error)(message)
         e2.radio("Optimizer", ["adamw", "sgd"], key="optimizer", persist_state="session", horizontal=True)
-        st.markdown("**Data selection** (seed 002: VeCAF, k-center or random picks of the training pool)")
+        st.markdown("**Data selection** (seed 002: VeCAF, ActiveFT, k-center or random picks of the training pool)")
         selection = seeds.selection_picker(st, home_dir(), st.session_state.get("dataset"), key="train_selection")
         if selection:
             seed_overrides["selection"] = selection

@@ -229,3 +229,49 @@ def test_compare_page_draws_a_stored_label_curve(home, monkeypatch):
     assert not at.exception, at.exception
     assert at.selectbox(key="compare_label_curve_pick").value == "lc-page"
     assert any("No budget-curve experiments yet" in i.value for i in at.info)
+
+
+def test_compare_page_draws_a_stored_budget_curve_with_batches_to_accuracy(home, monkeypatch):
+    from helpers import REPO
+    from streamlit.testing.v1 import AppTest
+
+    from pages import _ui
+
+    store = RunStore(home)
+    curves.budget_curve("test_vit", "digits", budgets=[6], strategies=("vecaf", "activeft", "kcenter", "random"), steps=3,
+                        seeds=(0,), ods_steps=10, n_per_class=6, eval_per_class=3, trainable="frozen", experiment="bc-page",
+                        store=store)
+    monkeypatch.setattr(_ui, "get_store", lambda: store)
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="compare_budget_curve_pick").value == "bc-page"
+    charts = [c for c in at.get("plotly_chart")]
+    assert len(charts) >= 2  # accuracy vs budget, and steps to the target
+    assert any("Batches-to-accuracy" in c.value for c in at.caption)
+
+
+def test_selection_maker_selects_in_the_background(home):
+    from streamlit.testing.v1 import AppTest
+
+    def page(root):
+        import streamlit as st
+
+        from pages import _seeds_ui
+
+        _seeds_ui.selection_maker(st, root, "test_vit", "digits", key="mk")
+
+    at = AppTest.from_function(page, args=(str(home),), default_timeout=120).run()
+    at.selectbox(key="mk_strategy").set_value("activeft").run()
+    at.number_input(key="mk_budget").set_value(5).run()
+    at.button(key="mk_go").click().run()
+    assert not at.exception, at.exception
+    job = at.session_state["mk_job"]
+    job["thread"].join(120)  # the page returned at once; the selection ran on its own thread
+    at.run()
+    assert not at.exception, at.exception
+    made = at.session_state["mk_made"]
+    from core.selection import selection_info
+
+    info = selection_info(made, home)
+    assert info["strategy"] == "activeft" and len(set(info["selected"])) == 5

@@ -263,3 +263,22 @@ def test_cli_select_errors(home, capsys):
     assert "CLIP" in capsys.readouterr().err
     assert cli.main(["train", "--backbone", "test_vit", "--dataset", "digits", "--selection", "missing", "--runs-dir", str(home)]) == 2
     assert "no selection 'missing'" in capsys.readouterr().err
+
+
+def test_cli_rounds_keep_earlier_picks_and_use_the_fine_tuned_model(home, capsys):
+    """VeCAF's loop: round 2 keeps round 1's picks, and its loss weights come from round 1's fine-tuned classifier."""
+    code = cli.main(["select", "--backbone", "test_vit", "--dataset", "digits", "--strategy", "vecaf", "--budget", "16",
+                     "--rounds", "2", "--round-steps", "2", "--ods-steps", "20", "--n-per-class", "10", "--json",
+                     "--runs-dir", str(home)])
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and len(last["rounds"]) == 2 and len(last["round_runs"]) == 1
+    first = sel.selection_info(last["rounds"][0], home)
+    assert first["budget"] == 8 and first["loss_head"] == "nearest-class-mean" and first["from_run"] is None
+    assert last["selected"][:8] == first["selected"] and len(set(last["selected"])) == 16
+    assert last["kept"] == 8 and last["previous"] == first["id"] and last["from_run"] == last["round_runs"][0]
+    assert last["loss_head"] == "classifier"  # the CE run's own head gives round 2's per-sample losses
+    # one round by hand: --previous keeps a saved selection's picks
+    code = cli.main(["select", "--backbone", "test_vit", "--dataset", "digits", "--strategy", "kcenter", "--budget", "20",
+                     "--previous", last["id"], "--n-per-class", "10", "--json", "--runs-dir", str(home)])
+    more = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and more["selected"][:16] == last["selected"] and len(set(more["selected"])) == 20

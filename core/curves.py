@@ -1,7 +1,8 @@
 """The two plots of the research seeds, as experiments over many ordinary runs.
 
     $ python -m core label-curve --backbone efficientnet_lite0 --dataset mnist5k --labels 10,100,1000,all --steps 300
-    $ python -m core budget-curve --backbone test_clip --dataset mnist5k --budgets 20,50,100 --steps 100
+    $ python -m core budget-curve            # offline default: efficientnet_lite0 on fashion-mnist, 3 seeds
+    $ python -m core budget-curve --backbone test_clip --dataset mnist5k --budgets 20,50,100 --steps 100 --seeds 0
 
 * label curve (seed 001, its Figs. 3-5): test error vs the number of labelled training images, for
   content-style (semi-supervised: the rest of the training split unlabelled) against supervised CE
@@ -9,8 +10,10 @@
   plots each run's *best* error; here every point has two: the final test error (after the last step)
   and the best one, i.e. the test error at the evaluation with the highest val accuracy (picked on val,
   reported on test: the runs log test accuracy at every evaluation, `eval_test`, see `best_on_val`).
-* budget curve (seed 002): test accuracy vs the selection budget for random, k-center and VeCAF
-  selections (core/selection.py) of the training split, each trained with the same recipe.
+* budget curve (seed 002): test accuracy vs the selection budget for VeCAF, ActiveFT, k-center and
+  random selections (core/selection.py) of the training split, each trained with the same recipe,
+  over 3 seeds (band: mean +- std); and batches-to-accuracy, the paper's efficiency measure: the
+  optimizer steps each run needed before its logged validation accuracy first reached a target.
 
 Every point is a normal run (core.train.train) stored in the run store, so it shows up in Runs,
 Explore and Compare. Runs of one curve share `TrainConfig.experiment` (a tag) and carry the curve's
@@ -35,8 +38,12 @@ from .errors import InvalidConfig
 LABEL_CURVE = "label-curve"
 BUDGET_CURVE = "budget-curve"
 DEFAULT_LABELS = (10, 100, 1000, None)  # None = all training images labelled
-DEFAULT_BUDGETS = (20, 50, 100, 200)
-STRATEGY_COLORS = {"random": "#9D9D9D", "kcenter": "#4C78A8", "vecaf": "#E45756"}
+DEFAULT_BUDGETS = (50, 100, 200)
+DEFAULT_STRATEGIES = ("vecaf", "activeft", "kcenter", "random")
+DEFAULT_SEEDS = (0, 1, 2)
+DEFAULT_BUDGET_BACKBONE, DEFAULT_BUDGET_DATASET = "efficientnet_lite0", "fashion-mnist"  # the offline default
+STRATEGY_COLORS = {"random": "#9D9D9D", "kcenter": "#4C78A8", "vecaf": "#E45756", "activeft": "#F58518", "density": "#72B7B2"}
+STRATEGY_NAMES = {"random": "random", "kcenter": "k-center", "vecaf": "VeCAF", "activeft": "ActiveFT", "density": "density"}
 OBJECTIVE_COLORS = {"ce": "#4C78A8", "lacvit": "#F58518", "flyp": "#54A24B", "content-style": "#B279A2"}
 
 Row = dict
@@ -162,9 +169,10 @@ def label_curve_plans(backbone: str, dataset: str, labels: Sequence[int | None] 
 
 
 # --------------------------------------------------------------------------------- budget curve
-def budget_curve(backbone: str, dataset: str, budgets: Sequence[int] = DEFAULT_BUDGETS,
-                 strategies: Sequence[str] = ("random", "kcenter", "vecaf"), steps: int | None = 100, *,
-                 objective: str = "ce", seeds: Iterable[int] = (0,), n_per_class: int | None = None,
+def budget_curve(backbone: str = DEFAULT_BUDGET_BACKBONE, dataset: str = DEFAULT_BUDGET_DATASET,
+                 budgets: Sequence[int] = DEFAULT_BUDGETS, strategies: Sequence[str] = DEFAULT_STRATEGIES,
+                 steps: int | None = 100, *, objective: str = "ce", seeds: Iterable[int] = DEFAULT_SEEDS,
+                 n_per_class: int | None = None, ods_steps: int | None = None,
                  eta: float | None = None, lam: float | None = None, tau: float | None = None, weights: str = "pretrained",
                  from_run: str | None = None, experiment: str | None = None, root: Path | None = None, store=None,
                  on_row: Callable[[Row], None] | None = None, should_stop: Callable[[], bool] = lambda: False,
@@ -174,7 +182,7 @@ def budget_curve(backbone: str, dataset: str, budgets: Sequence[int] = DEFAULT_B
     The pool (training split, `n_per_class` cap) is embedded once per seed by the frozen backbone
     (or by `from_run`'s encoder) and shared by all strategies and budgets. Selections are saved as
     `<experiment>-<strategy>-b<budget>-s<seed>`. Other arguments as in `label_curve`; eta / lam /
-    tau are VeCAF's settings (core/selection.py).
+    tau are the selectors' settings and ods_steps ActiveFT / VeCAF's optimisation steps (core/selection.py).
     """
     from . import selection as sel
     from .paths import home
@@ -188,16 +196,20 @@ def budget_curve(backbone: str, dataset: str, budgets: Sequence[int] = DEFAULT_B
             raise InvalidConfig(f"unknown strategy {s!r}; choose from: {', '.join(sel.STRATEGIES)}")
     base = _base_config(backbone, dataset, steps, {**overrides, "objective": objective, "experiment": experiment})
     vecaf_kw = {k: v for k, v in {"eta": eta, "lam": lam, "tau": tau}.items() if v is not None}
+    ods_kw = {} if ods_steps is None else {"steps": ods_steps}
+    uses_text = "vecaf" in strategies or "density" in strategies
     pools: dict[int, object] = {}
 
     def make_selection(meta: dict) -> None:
         seed = meta["seed"]
         if seed not in pools:
             pools[seed] = sel.load_pool(backbone, dataset, weights=weights, n_per_class=n_per_class, seed=seed, root=root,
-                                        device=base.device, image_size=base.image_size, from_run=from_run)
+                                        device=base.device, image_size=base.image_size, from_run=from_run,
+                                        captions="auto" if uses_text and eta != 0 else "none")
         record = sel.select(backbone, dataset, meta["strategy"], meta["budget"], seed=seed, n_per_class=n_per_class,
                             weights=weights, selection=meta["selection"], root=root, from_run=from_run, pool=pools[seed],
-                            **(vecaf_kw if meta["strategy"] == "vecaf" else {}))
+                            **(vecaf_kw if meta["strategy"] in sel.CEA_STRATEGIES else {}),
+                            **(ods_kw if meta["strategy"] in sel.ODS_STRATEGIES else {}))
         meta.update(coverage_radius=record["coverage_radius"], mean_distance=record["mean_distance"],
                     classes_covered=record["classes_covered"])
 
@@ -264,15 +276,22 @@ def summarise(rows: list[Row], group: str, x: str, y: str) -> dict[str, list[tup
 
 
 # ---------------------------------------------------------------------------------------- figures
-def _figure(series: dict, title: str, x_title: str, y_title: str, colors: dict, labels: dict | None = None, log_x=False):
+def _figure(series: dict, title: str, x_title: str, y_title: str, colors: dict, labels: dict | None = None, log_x=False,
+            band: bool = False):
+    """One line per series; error bars = std over seeds, or with `band` a shaded mean +- std band."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
     for name, points in series.items():
         xs, ys, sds, ns = zip(*points)
-        fig.add_trace(go.Scatter(
+        if band and max(ns) > 1:
+            upper, lower = [y + d for y, d in zip(ys, sds)], [y - d for y, d in zip(ys, sds)]
+            fig.add_trace(go.Scatter(x=list(xs) + list(xs)[::-1], y=upper + lower[::-1], fill="toself", mode="lines",
+                                     line={"width": 0}, fillcolor=colors.get(name), opacity=0.18, hoverinfo="skip",
+                                     showlegend=False, legendgroup=str(name), name=f"{name} ± std"))
+        fig.add_trace(go.Scatter(legendgroup=str(name),
             x=xs, y=ys, mode="lines+markers", name=(labels or {}).get(name, name),
-            line={"color": colors.get(name)}, error_y={"type": "data", "array": sds, "visible": max(ns) > 1},
+            line={"color": colors.get(name)}, error_y={"type": "data", "array": sds, "visible": max(ns) > 1 and not band},
             customdata=np.array(ns)[:, None], hovertemplate=f"{x_title}: %{{x}}<br>{y_title}: %{{y:.3f}}<br>runs: %{{customdata[0]}}<extra>%{{fullData.name}}</extra>"))
     fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, legend_title_text="", margin={"t": 50, "r": 10},
                       hovermode="closest")
@@ -301,11 +320,43 @@ def label_curve_figure(rows: list[Row], colors: dict | None = None, labels: dict
 
 
 def budget_curve_figure(rows: list[Row], colors: dict | None = None, labels: dict | None = None):
-    """Plotly figure: test accuracy (y) vs selection budget (x), one line per strategy."""
+    """Plotly figure: test accuracy (y) vs selection budget (x), one line per strategy, mean +- std band over seeds."""
     series = summarise([r for r in rows if r.get("curve", BUDGET_CURVE) == BUDGET_CURVE], "strategy", "budget", "test_acc")
-    names = {"random": "random", "kcenter": "k-center", "vecaf": "VeCAF", **(labels or {})}
-    return _figure(series, "Test accuracy vs selection budget", "selected images", "test accuracy",
-                   {**STRATEGY_COLORS, **(colors or {})}, names)
+    n_seeds = len({r.get("seed") for r in rows if r.get("status") == "finished"})
+    title = "Test accuracy vs selection budget" + (f" (mean ± std over {n_seeds} seeds)" if n_seeds > 1 else "")
+    return _figure(series, title, "selected images", "test accuracy", {**STRATEGY_COLORS, **(colors or {})},
+                   {**STRATEGY_NAMES, **(labels or {})}, band=True)
+
+
+def batches_to_accuracy(store, rows: list[Row], target: float | None = None, metric: str = "val_acc") -> dict:
+    """Optimizer steps each finished run needed before its logged `metric` first reached `target`.
+
+    target None: 0.9 x the best `metric` any run of the curve reached (a goal every strategy can aim at).
+    Returns {target, metric, rows: [{strategy, budget, seed, run_id, steps (None = never reached), best}],
+    series: {strategy: [(budget, mean steps, std, runs that reached it), ...]}} (series from reached runs only)."""
+    hist = {}
+    for r in rows:
+        if r.get("status") == "finished" and r.get("run_id") and r.get("curve", BUDGET_CURVE) == BUDGET_CURVE:
+            hist[r["run_id"]] = (r, store.metrics(r["run_id"], [metric]).get(metric, []))
+    best = {run: max((v for _, v in h if v is not None), default=None) for run, (_, h) in hist.items()}
+    reached = [b for b in best.values() if b is not None]
+    if target is None:
+        target = round(0.9 * max(reached), 4) if reached else None
+    out = []
+    for run, (r, h) in hist.items():
+        steps = next((int(st) for st, v in h if v is not None and target is not None and v >= target), None)
+        out.append({"strategy": r.get("strategy"), "budget": r.get("budget"), "seed": r.get("seed"), "run_id": run,
+                    "steps": steps, "best": best[run]})
+    series = summarise([{**o, "status": "finished"} for o in out if o["steps"] is not None], "strategy", "budget", "steps")
+    return {"target": target, "metric": metric, "rows": out, "series": series}
+
+
+def batches_figure(result: dict, colors: dict | None = None, labels: dict | None = None):
+    """Plotly figure: optimizer steps to reach the target (y) vs selection budget (x), one line per strategy."""
+    target = result.get("target")
+    title = f"Steps to reach {result.get('metric', 'val_acc')} ≥ {target:.3f}" if target is not None else "Steps to target"
+    return _figure(result.get("series", {}), title, "selected images", "optimizer steps (batches)",
+                   {**STRATEGY_COLORS, **(colors or {})}, {**STRATEGY_NAMES, **(labels or {})}, band=True)
 
 
 # ------------------------------------------------------------------------------------------- CLI
@@ -349,11 +400,12 @@ def _progress(args, total: int):
     return on_row
 
 
-def _finish(kind: str, experiment: str, rows: list[Row], t0: float) -> int:
+def _finish(kind: str, experiment: str, rows: list[Row], t0: float, **extra) -> int:
     from . import cli
 
     status = "finished" if rows and all(r["status"] == "finished" for r in rows) else "failed"
-    cli._json_line({"experiment": experiment, "kind": kind, "status": status, "rows": rows, "seconds": round(time.time() - t0, 2)})
+    cli._json_line({"experiment": experiment, "kind": kind, "status": status, "rows": rows, **extra,
+                    "seconds": round(time.time() - t0, 2)})
     return 0 if status == "finished" else 1
 
 
@@ -373,24 +425,33 @@ def cmd_label_curve(args) -> int:
 
 def cmd_budget_curve(args) -> int:
     from . import cli
+    from .store import RunStore
 
     t0 = time.time()
     budgets = _int_list(args.budgets)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     seeds = _int_list(args.seeds)
     experiment = args.experiment or new_experiment_tag(BUDGET_CURVE)
+    root = cli._root(args)
     rows = budget_curve(args.backbone, args.dataset, budgets, strategies, args.steps, objective=args.objective, seeds=seeds,
-                        eta=args.eta, lam=args.lam, tau=args.tau, from_run=args.from_run, experiment=experiment,
-                        root=cli._root(args), on_row=_progress(args, len(budgets) * len(strategies) * len(seeds)),
-                        **_overrides(args))
-    return _finish(BUDGET_CURVE, experiment, rows, t0)
+                        eta=args.eta, lam=args.lam, tau=args.tau, ods_steps=args.ods_steps, from_run=args.from_run,
+                        experiment=experiment, root=root,
+                        on_row=_progress(args, len(budgets) * len(strategies) * len(seeds)), **_overrides(args))
+    btc = batches_to_accuracy(RunStore(root), rows, args.target_acc)
+    if not args.json and btc["target"] is not None:
+        print(f"steps to val_acc >= {btc['target']:.3f} (mean over the runs that reached it, per budget):", file=sys.stderr)
+        for strategy, points in btc["series"].items():
+            print(f"  {STRATEGY_NAMES.get(strategy, strategy):<9} " + ", ".join(f"b{int(b)}: {m:.0f} ({n} runs)" for b, m, _, n in points),
+                  file=sys.stderr)
+    return _finish(BUDGET_CURVE, experiment, rows, t0, batches_to_accuracy={"target": btc["target"], "rows": btc["rows"]})
 
 
-def _common_train_args(p) -> None:
-    p.add_argument("--backbone", required=True)
-    p.add_argument("--dataset", required=True)
+def _common_train_args(p, backbone: str | None = None, dataset: str | None = None, seeds: str = "0") -> None:
+    p.add_argument("--backbone", required=backbone is None, default=backbone,
+                   help=f"default {backbone}" if backbone else None)
+    p.add_argument("--dataset", required=dataset is None, default=dataset, help=f"default {dataset}" if dataset else None)
     p.add_argument("--steps", type=int, help="optimizer steps per run")
-    p.add_argument("--seeds", default="0", help="comma list of seeds (each point is repeated per seed)")
+    p.add_argument("--seeds", default=seeds, help=f"comma list of seeds (each point is repeated per seed; default {seeds})")
     p.add_argument("--n-per-class", dest="n_per_class", type=int, help="cap the training split per class (default: all of it)")
     p.add_argument("--eval-per-class", dest="eval_per_class", type=int, help="val/test images per class")
     p.add_argument("--trainable", help="all, frozen, or k last blocks")
@@ -419,14 +480,16 @@ def register(sub, common) -> None:
                    help="content-style: detach the reconstruction target")
     p.set_defaults(func=cmd_label_curve, steps=200)
 
-    p = sub.add_parser(BUDGET_CURVE, parents=[common], help="seed 002: test accuracy vs selection budget, random / k-center / VeCAF (last line JSON)")
-    _common_train_args(p)
-    p.add_argument("--budgets", default="20,50,100,200", help="comma list of budgets (default 20,50,100,200)")
-    p.add_argument("--strategies", default="random,kcenter,vecaf")
+    p = sub.add_parser(BUDGET_CURVE, parents=[common], help="seed 002: test accuracy vs selection budget, VeCAF / ActiveFT / k-center / random (last line JSON)")
+    _common_train_args(p, DEFAULT_BUDGET_BACKBONE, DEFAULT_BUDGET_DATASET, ",".join(map(str, DEFAULT_SEEDS)))
+    p.add_argument("--budgets", default=",".join(map(str, DEFAULT_BUDGETS)), help="comma list of budgets (default 50,100,200)")
+    p.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES), help="comma list (default vecaf,activeft,kcenter,random; also density)")
+    p.add_argument("--ods-steps", dest="ods_steps", type=int, help="activeft/vecaf: centroid optimisation steps (default 300)")
+    p.add_argument("--target-acc", dest="target_acc", type=float, help="batches-to-accuracy target val accuracy (default 0.9 x the best run's)")
     p.add_argument("--objective", default="ce", help="objective the selections are trained with (default ce)")
-    p.add_argument("--eta", type=float, help="vecaf: language augmentation strength (default 0.5 on CLIP backbones)")
-    p.add_argument("--lambda", dest="lam", type=float, help="vecaf: diversity weight")
-    p.add_argument("--tau", type=float, help="vecaf: kernel bandwidth")
+    p.add_argument("--eta", type=float, help="vecaf/density: caption augmentation strength (default 0.5 on CLIP backbones)")
+    p.add_argument("--lambda", dest="lam", type=float, help="density: diversity weight")
+    p.add_argument("--tau", type=float, help="density: kernel bandwidth")
     p.add_argument("--from-run", dest="from_run", help="embed the pool with a finished run's encoder")
     p.set_defaults(func=cmd_budget_curve, steps=100)
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path, PurePosixPath
 
+from .captions import CAPTION_FILES
 from .datasets import IMAGE_SUFFIXES, build_store, drop_stale_stores
 from .errors import DatasetError
 from .paths import home as default_home, safe_name, subdir
@@ -374,6 +375,9 @@ def _collect_images(class_root: Path, clean: Path) -> tuple[dict[str, int], list
             continue
         if _hidden(rel):
             skipped.append((str(rel), "hidden or __MACOSX"))
+            continue
+        if len(rel.parts) == 1 and rel.name.lower() in CAPTION_FILES:  # per-image captions (core/captions.py)
+            shutil.copy2(path, clean / rel.name.lower())
             continue
         if len(rel.parts) != 2:
             skipped.append((str(rel), "not inside a class folder"))

@@ -33,6 +33,7 @@ itself (embedded by the selector's frozen backbone) with the selection highlight
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ from core import curves
 from core.errors import EmbedLabError
 from core.safe_text import md_code, md_text
 
-STRATEGY_LABELS = {"random": "random", "kcenter": "k-center", "vecaf": "VeCAF"}
+STRATEGY_LABELS = dict(curves.STRATEGY_NAMES)  # random, k-center, ActiveFT, VeCAF, density
 LABEL_CHOICES = ("all", 10, 100, 1000)  # the Train page's "labelled images" options
 
 
@@ -103,14 +104,23 @@ def label_curve_launcher(st, manager, *, key: str = "seeds_lc_run") -> list[str]
         return ids
 
 
-def render_budget_curve(st, rows: list[dict], *, key: str = "seeds_budget_curve", table: bool = True) -> None:
-    """Test accuracy vs selection budget, one line per strategy; `rows` from core.curves (budget_curve / curve_rows)."""
+def render_budget_curve(st, rows: list[dict], *, key: str = "seeds_budget_curve", table: bool = True, store=None) -> None:
+    """Test accuracy vs selection budget, one line per strategy (band: mean ± std over seeds); with `store`,
+    also batches-to-accuracy from the runs' eval history. `rows` from core.curves (budget_curve / curve_rows)."""
     done = [r for r in rows if r.get("status") == "finished" and r.get("test_acc") is not None]
     if not done:
-        st.info("No finished runs in this curve yet. Make one with `python -m core budget-curve --backbone B "
-                "--dataset D --budgets 20,50,100`.")
+        st.info("No finished runs in this curve yet. Make one with `python -m core budget-curve` (the offline default: "
+                "VeCAF, ActiveFT, k-center and random on Fashion-MNIST, 3 seeds).")
         return
     st.plotly_chart(curves.budget_curve_figure(rows, labels=STRATEGY_LABELS), key=key)
+    if store is not None:
+        btc = curves.batches_to_accuracy(store, rows)
+        if btc["target"] is not None and btc["series"]:
+            st.plotly_chart(curves.batches_figure(btc, labels=STRATEGY_LABELS), key=f"{key}_batches")
+            missed = sum(r["steps"] is None for r in btc["rows"])
+            st.caption(f"Batches-to-accuracy: optimizer steps until a run's logged validation accuracy first reached "
+                       f"{btc['target']:.3f} (0.9 × the best run's); the paper's efficiency measure."
+                       + (f" {missed} run(s) never reached it and are left out." if missed else ""))
     if table:
         st.dataframe(_table(rows, ("strategy", "budget", "seed", "test_acc", "classes_covered", "coverage_radius",
                                    "status", "run_id")), hide_index=True, key=f"{key}_table")
@@ -129,14 +139,18 @@ def budget_curve_section(st, store, *, key: str = "seeds_bc") -> list[dict]:
 def _section(st, store, kind: str, key: str, render) -> list[dict]:
     experiments = curves.list_experiments(store, kind)
     if not experiments:
-        cmd = "label-curve --labels 10,100,1000,all" if kind == curves.LABEL_CURVE else "budget-curve --budgets 20,50,100"
-        st.info(f"No {kind} experiments yet: run `python -m core {cmd} --backbone B --dataset D`.")
+        cmd = ("label-curve --labels 10,100,1000,all --backbone B --dataset D" if kind == curves.LABEL_CURVE else
+               "budget-curve` (offline default) or `python -m core budget-curve --backbone B --dataset D --budgets 20,50,100")
+        st.info(f"No {kind} experiments yet: run `python -m core {cmd}`.")
         return []
     names = {e["experiment"]: f"{e['experiment']} · {e['backbone']} on {e['dataset']} · {e['finished']}/{e['runs']} runs"
              for e in experiments}
     tag = st.selectbox("Experiment", list(names), format_func=names.get, key=f"{key}_pick")
     rows = curves.curve_rows(store, tag)
-    render(st, rows, key=f"{key}_fig")
+    if render is render_budget_curve:
+        render(st, rows, key=f"{key}_fig", store=store)
+    else:
+        render(st, rows, key=f"{key}_fig")
     return rows
 
 
@@ -201,24 +215,36 @@ def learn_content_style(st) -> None:
 
 def learn_vecaf(st) -> None:
     """Learn-page section for VeCAF data selection (seed 002)."""
-    st.latex(r"S^\star = \arg\min_{|S| = b}\; \frac{1}{M}\sum_{m=1}^{M} \mathrm{KL}\big(p^m_{\mathrm{pool}}\,\|\,p_S\big)"
-             r" - \lambda\, \frac{1}{|S|}\sum_{i\in S}\min_{j\in S,\,j\ne i} d(i,j)")
-    st.latex(r"p^m_{\mathrm{pool}} = \sum_k w^m_k\,\delta_{\mu^m_k},\quad "
-             r"p_S(x) = \frac{1}{|S|}\sum_{j\in S} e^{(x\cdot z_j - 1)/\tau},\qquad "
-             r"e_i^{\mathrm{aug}} = e_i - \eta\,\alpha_i\,(e_i - t_{y_i}),\quad "
-             r"\alpha_i = \mathrm{softmax}_k(s\, e_i\cdot t_k)_{y_i}")
+    st.latex(r"\min_{\theta_1..\theta_K}\; \frac{1}{\sum_i w_i}\sum_i w_i\,\log\!\Big(1 + \frac{\sum_{k'} e^{c_{k'}\cdot c_{k(i)}/T}}"
+             r"{e^{z_i\cdot c_{k(i)}/T}}\Big),\quad c_k = \frac{\theta_k}{\|\theta_k\|},\; k(i) = \arg\max_k z_i\cdot c_k,\;"
+             r"w_i = \frac{\ell_i}{\bar\ell}")
+    st.latex(r"e_i^{\mathrm{aug}} = e_i - \eta\,\alpha_i\,(e_i - t_i),\quad "
+             r"\alpha_i = \frac{e^{s\, e_i\cdot t_i}}{e^{s\, e_i\cdot t_i} + \sum_{r \ne i} e^{s\, e_i\cdot t_r}}")
     st.markdown(
-        "Instead of fine-tuning on a random subset, VeCAF picks the $b$ images whose distribution best matches the "
-        "whole pool's. The pool is summarised by an ensemble of $M$ k-means runs on the model's own embeddings "
-        "(centroids $\\mu_k$ weighted by cluster size $w_k$), the selection by a kernel density on its images, and "
-        "the images are added greedily. KL(pool ‖ selection) is large whenever a populated region has no image near "
-        "it, and it prefers typical images (close to a centroid) to boundary ones; the last term keeps the picks "
-        "within a region apart.")
+        "**Objective-aware data selection (ODS).** Instead of fine-tuning on a random subset, VeCAF places $K$ "
+        "continuous centroids in the model's embedding space (ActiveFT's parametric selection) so that their "
+        "distribution matches the pool's — the $-z_i\cdot c_{k(i)}$ part is the KL term, the centroids' own "
+        "log-sum-exp similarity the diversity regulariser subtracted from it — and then snaps each centroid to its "
+        "nearest unused image. VeCAF's change to ActiveFT is the weight $w_i$: the **current model's training loss** "
+        "on image $i$ (the pretrained model's zero-shot or nearest-class-mean head in round 0, the fine-tuned "
+        "run's own classifier after that), so the picks follow what the model has not learnt yet. Three selectors "
+        "with different seeds are merged by votes, and rounds keep earlier picks "
+        "(`python -m core select --strategy vecaf --rounds 3` or `--previous SEL --from-run RUN`).")
     st.markdown(
-        "With a CLIP-style backbone, each image embedding is first nudged towards the text embedding $t$ of its class "
-        "prompt, in proportion to how strongly the image already attends to that text ($\\alpha$): language "
-        "sharpens the geometry the selector sees. **Compare** with random and k-center (farthest-first) selections in "
-        "the accuracy-vs-budget plot (`python -m core budget-curve`).")
+        "**Cross-attentive embedding augmentation (CEA).** With a CLIP-style backbone each image embedding is "
+        "nudged towards the text embedding $t_i$ of **its own caption**, in proportion to how strongly the image "
+        "attends to that caption against the other captions ($\alpha_i$). Captions come from the dataset "
+        "(`captions.csv` / `captions.jsonl` beside the class folders) or, where there are none, are label-free "
+        "**pseudo-captions**: EfficientNet-Lite0's own top-2 ImageNet classes for that image (\"a photo of a "
+        "{top-1}, or a {top-2}\"). A target-domain caption (e.g. *It is a snowy day!*) can be appended to all "
+        "of them. The class-prompt variant is offered only as `--captions label-informed`: it feeds the labels into "
+        "the geometry, which the baselines never get.")
+    st.markdown(
+        "**Compare** VeCAF with ActiveFT (the same optimisation without loss weights), k-center (farthest-first) and "
+        "random selections in the accuracy-vs-budget and batches-to-accuracy plots (`python -m core budget-curve`, "
+        "3 seeds; Compare page). EmbedLab's earlier greedy kernel-density selector is kept as `density`. "
+        "**Not implemented:** the paper's ImageNet-scale experiments; selection happens in the top 128 principal "
+        "directions of the embeddings, with minibatches on pools over 4,096 images (for speed on a CPU).")
 
 
 # -------------------------------------------------------------------------------------- Train
@@ -269,25 +295,56 @@ def selection_picker(st, root: str | Path | None, dataset: str | None = None, *,
 
 
 def selection_maker(st, root: str | Path | None, backbone: str, dataset: str, *, key: str = "seeds_make") -> None:
-    """A small form that runs core.selection.select for the current backbone and dataset (blocking, with a spinner).
+    """A small form that runs core.selection.select for the current backbone and dataset in a background thread
+    (the page stays responsive; a fragment polls it). The new selection then appears in `selection_picker`.
 
-    The new selection then appears in `selection_picker`. Big pools are better selected from the CLI.
-    """
+    Selections are not training runs, so they do not go through core.jobs' run queue; big pools and multi-round
+    VeCAF (`--rounds`) are better run from the CLI."""
+    import threading
+
     from core.selection import STRATEGIES, select
 
     cols = st.columns([2, 2, 1])
     strategy = cols[0].selectbox("Strategy", list(STRATEGIES), format_func=lambda s: STRATEGY_LABELS.get(s, s),
                                  key=f"{key}_strategy", index=list(STRATEGIES).index("vecaf"))
     budget = int(cols[1].number_input("Budget (images)", 2, 1_000_000, 200, 10, key=f"{key}_budget"))
-    if cols[2].button("Select", key=f"{key}_go", icon=":material/filter_alt:"):
-        with st.spinner(f"Embedding the training pool with {backbone} and selecting {budget} images…"):
+    job = st.session_state.get(f"{key}_job")
+    busy = job is not None and job["thread"].is_alive()
+    if cols[2].button("Select", key=f"{key}_go", icon=":material/filter_alt:", disabled=busy):
+        job = {"record": None, "error": None, "started": time.time(), "what": f"{STRATEGY_LABELS.get(strategy, strategy)}, {budget}"}
+
+        def work(state=job):  # no streamlit calls in here: results go back through the dict
             try:
-                record = select(backbone, dataset, strategy, budget, root=Path(root) if root else None)
+                state["record"] = select(backbone, dataset, strategy, budget, root=Path(root) if root else None)
             except EmbedLabError as exc:
-                st.error(md_text(exc))
-                return
-        st.session_state[f"{key}_made"] = record["id"]
-        st.success(f"Saved selection {md_code(record['id'])} ({record['seconds']:.0f} s): pick it above to train on it.")
+                state["error"] = str(exc)
+            except Exception as exc:  # a crash must reach the page as a message, not vanish with the thread
+                state["error"] = f"selection failed: {type(exc).__name__}: {exc}"
+
+        job["thread"] = threading.Thread(target=work, name=f"embedlab-select-{key}", daemon=True)
+        job["thread"].start()
+        st.session_state[f"{key}_job"] = job
+    if job is not None:
+        _selection_status(st, key, job)
+
+
+def _selection_status(st, key: str, job: dict) -> None:
+    @st.fragment(run_every=1.0 if job["thread"].is_alive() else None)
+    def status():
+        if job["thread"].is_alive():
+            st.info(f"Selecting ({job['what']}) in the background… {time.time() - job['started']:.0f} s. "
+                    "Embedding a large pool the first time takes a while; later selections reuse it.")
+        elif job["error"]:
+            st.error(md_text(job["error"]))
+        else:
+            record = job["record"]
+            st.session_state[f"{key}_made"] = record["id"]
+            st.success(f"Saved selection {md_code(record['id'])} ({record['seconds']:.0f} s): pick it above to train on it.")
+            if not job.get("shown"):
+                job["shown"] = True
+                st.rerun()  # the whole page, so the picker above lists the new selection
+
+    status()
 
 
 # ------------------------------------------------------------------------------------- Explore

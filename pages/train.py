@@ -282,7 +282,7 @@ def setup_form(root: str) -> None:
                           + "; ".join(f"{n}: {d}" for n, d in list_shifts().items()))
         _number(s2, "Shift severity", "shift_severity", 3, 1, 5, 1, "1 (mild) to 5 (strong), as in ImageNet-C; "
                 "for a corruption or the mix", disabled=st.session_state.get("shift", "default") in ("default", "natural"))
-        st.markdown("**Data selection** (seed 002: VeCAF, k-center or random picks of the training pool)")
+        st.markdown("**Data selection** (seed 002: VeCAF, ActiveFT, k-center or random picks of the training pool)")
         selection = seeds.selection_picker(st, home_dir(), st.session_state.get("dataset"), key="train_selection")
         if selection:
             seed_overrides["selection"] = selection

@@ -125,21 +125,68 @@ def test_label_curve_rejects_bad_settings(home):
 
 
 def test_budget_curve_cli(home, capsys):
-    code = cli.main(["budget-curve", "--backbone", "test_clip", "--dataset", "digits", "--budgets", "10,20", "--steps", "2",
-                     "--n-per-class", "10", "--eval-per-class", "3", "--trainable", "frozen", "--experiment", "bc-test",
-                     "--json", "--runs-dir", str(home)])
+    code = cli.main(["budget-curve", "--backbone", "test_vit", "--dataset", "digits", "--budgets", "10,20", "--steps", "4",
+                     "--seeds", "0", "--ods-steps", "20", "--n-per-class", "10", "--eval-per-class", "3", "--trainable", "frozen",
+                     "--experiment", "bc-test", "--json", "--runs-dir", str(home)])
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert code == 0 and out["status"] == "finished" and out["experiment"] == "bc-test"
     rows = out["rows"]
-    assert sorted((r["strategy"], r["budget"]) for r in rows) == sorted((s, b) for s in ("random", "kcenter", "vecaf") for b in (10, 20))
+    strategies = ("vecaf", "activeft", "kcenter", "random")  # the default: the paper's figure
+    assert sorted((r["strategy"], r["budget"]) for r in rows) == sorted((s, b) for s in strategies for b in (10, 20))
     assert all(r["train_images"] == r["budget"] for r in rows)
     from core.selection import load_selection
 
     for r in rows:
-        assert len(load_selection(r["selection"], home)) == r["budget"]
+        assert len(load_selection(r["selection"], home)) == r["budget"] == len(set(load_selection(r["selection"], home)))
     again = curves.curve_rows(RunStore(home), "bc-test")
     assert {(r["strategy"], r["budget"]) for r in again} == {(r["strategy"], r["budget"]) for r in rows}
-    assert len(curves.budget_curve_figure(again).data) == 3
+    assert len(curves.budget_curve_figure(again).data) == 4
+    btc = out["batches_to_accuracy"]  # steps to the target, from each run's logged val_acc history
+    assert btc["target"] is not None and len(btc["rows"]) == 8
+    assert any(r["steps"] is not None for r in btc["rows"])
+    assert all(r["steps"] is None or 0 <= r["steps"] <= 4 for r in btc["rows"])
+
+
+def test_budget_curve_defaults_are_the_offline_papers_figure(home, capsys, monkeypatch):
+    seen = {}
+
+    def fake(backbone, dataset, budgets, strategies, steps, **kw):
+        seen.update(backbone=backbone, dataset=dataset, budgets=budgets, strategies=strategies, **kw)
+        return []
+
+    monkeypatch.setattr(curves, "budget_curve", fake)
+    cli.main(["budget-curve", "--json", "--runs-dir", str(home)])
+    assert seen["backbone"] == "efficientnet_lite0" and seen["dataset"] == "fashion-mnist"
+    assert seen["strategies"] == ["vecaf", "activeft", "kcenter", "random"] and seen["seeds"] == [0, 1, 2]
+    assert seen["budgets"] == [50, 100, 200]
+
+
+def test_batches_to_accuracy_reads_the_eval_history(home):
+    store = RunStore(home)
+    rows = []
+    for strategy, curve in (("vecaf", [0.5, 0.8, 0.9]), ("random", [0.3, 0.5, 0.85])):
+        for seed in (0, 1):
+            run = store.create_run({"objective": "ce", "backbone": "test_vit", "dataset": "digits"}, status="finished")
+            store.log_metric_rows(run, [(10 * (i + 1), {"val_acc": v - 0.01 * seed}) for i, v in enumerate(curve)])
+            rows.append({"curve": curves.BUDGET_CURVE, "strategy": strategy, "budget": 50, "seed": seed, "run_id": run,
+                         "status": "finished"})
+    out = curves.batches_to_accuracy(store, rows, target=0.78)
+    steps = {(r["strategy"], r["seed"]): r["steps"] for r in out["rows"]}
+    assert steps == {("vecaf", 0): 20, ("vecaf", 1): 20, ("random", 0): 30, ("random", 1): 30}
+    assert out["series"]["vecaf"] == [(50.0, 20.0, 0.0, 2)]
+    assert curves.batches_to_accuracy(store, rows, target=0.95)["series"] == {}  # nobody reached it
+    assert curves.batches_to_accuracy(store, rows)["target"] == pytest.approx(0.81)  # 0.9 x the best run's 0.9
+    assert len(curves.batches_figure(out).data) == 4  # a band and a line per strategy
+
+
+def test_budget_figure_draws_a_spread_band_over_seeds():
+    rows = [{"curve": curves.BUDGET_CURVE, "strategy": s, "budget": b, "seed": seed, "status": "finished",
+             "test_acc": 0.5 + 0.001 * b + 0.02 * seed} for s in ("vecaf", "activeft", "kcenter", "random")
+            for b in (50, 100, 200) for seed in (0, 1, 2)]
+    fig = curves.budget_curve_figure(rows)
+    bands = [t for t in fig.data if t.fill == "toself"]
+    assert len(bands) == 4 and len(fig.data) == 8 and "3 seeds" in fig.layout.title.text
+    assert {t.name for t in fig.data if t.fill != "toself"} == {"VeCAF", "ActiveFT", "k-center", "random"}
 
 
 def test_label_curve_cli_parses_all(home, capsys, monkeypatch):
@@ -233,3 +280,49 @@ def test_compare_page_draws_a_stored_label_curve(home, monkeypatch):
     at.text_input(key="compare_label_curve_run_labels").set_value("ten")
     at.button(key="compare_label_curve_run_go").click().run()
     assert any("whole numbers" in e.value for e in at.error) and len(queued) == 4  # a bad list queues nothing
+
+
+def test_compare_page_draws_a_stored_budget_curve_with_batches_to_accuracy(home, monkeypatch):
+    from helpers import REPO
+    from streamlit.testing.v1 import AppTest
+
+    from pages import _ui
+
+    store = RunStore(home)
+    curves.budget_curve("test_vit", "digits", budgets=[6], strategies=("vecaf", "activeft", "kcenter", "random"), steps=3,
+                        seeds=(0,), ods_steps=10, n_per_class=6, eval_per_class=3, trainable="frozen", experiment="bc-page",
+                        store=store)
+    monkeypatch.setattr(_ui, "get_store", lambda: store)
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="compare_budget_curve_pick").value == "bc-page"
+    charts = [c for c in at.get("plotly_chart")]
+    assert len(charts) >= 2  # accuracy vs budget, and steps to the target
+    assert any("Batches-to-accuracy" in c.value for c in at.caption)
+
+
+def test_selection_maker_selects_in_the_background(home):
+    from streamlit.testing.v1 import AppTest
+
+    def page(root):
+        import streamlit as st
+
+        from pages import _seeds_ui
+
+        _seeds_ui.selection_maker(st, root, "test_vit", "digits", key="mk")
+
+    at = AppTest.from_function(page, args=(str(home),), default_timeout=120).run()
+    at.selectbox(key="mk_strategy").set_value("activeft").run()
+    at.number_input(key="mk_budget").set_value(5).run()
+    at.button(key="mk_go").click().run()
+    assert not at.exception, at.exception
+    job = at.session_state["mk_job"]
+    job["thread"].join(120)  # the page returned at once; the selection ran on its own thread
+    at.run()
+    assert not at.exception, at.exception
+    made = at.session_state["mk_made"]
+    from core.selection import selection_info
+
+    info = selection_info(made, home)
+    assert info["strategy"] == "activeft" and len(set(info["selected"])) == 5

@@ -6,7 +6,7 @@ per image in PIL) keeps a 2-core CPU busy with the model instead of with decodin
 GPU when there is one. Random crops for the whole batch are a single `roi_align` call.
 
 Train augmentation is SupCon's (Khosla et al. 2020, the recipe LaCViT builds on), batched: random
-resized crop of 20-100 % of the area, horizontal flip (where the dataset allows it), colour jitter
+resized crop of 20-100 % of the area (at least 6x6 source pixels: 56-100 % of an 8x8 digit), horizontal flip (where the dataset allows it), colour jitter
 0.4 (brightness, contrast, saturation; hue 0.1) on 80 % of the images, grey on 20 %. Greyscale data
 (1-channel images) gets the documented equivalent: the same crop and flip, brightness and contrast
 jitter 0.4 on 80 % of the images, and no saturation, hue or greyscale step (they are identities on
@@ -31,6 +31,7 @@ class Preprocess:
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # per-channel normalisation
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     crop_scale: tuple[float, float] = (0.2, 1.0)  # random-resized-crop area range (train only; SupCon's)
+    min_crop_side: int = 6  # a crop keeps at least this many source pixels a side: only tiny images (8x8 digits) notice
     hflip: bool = True  # random horizontal flips (train only); off for digits
     jitter: float = 0.4  # brightness / contrast / saturation factors drawn in 1 +- jitter (train only)
     hue: float = 0.1  # hue shift drawn in +- hue of a turn (train only, colour images)
@@ -55,7 +56,9 @@ class Preprocess:
         g = generator
         dev = x.device
         rand = lambda *shape: torch.rand(*shape, generator=g).to(dev)  # noqa: E731 - CPU generator, any device
-        area = (self.crop_scale[0] + (self.crop_scale[1] - self.crop_scale[0]) * rand(b)) * h * w
+        # SupCon's 20 % of a 32x32 CIFAR image is 14x14 pixels; of an 8x8 digit it would be 3.6x3.6, no digit left
+        lo = min(max(self.crop_scale[0], self.min_crop_side ** 2 / (h * w)), self.crop_scale[1])
+        area = (lo + (self.crop_scale[1] - lo) * rand(b)) * h * w
         log_ratio = torch.log(torch.tensor(3 / 4)) + (torch.log(torch.tensor(4 / 3)) - torch.log(torch.tensor(3 / 4))) * rand(b)
         ratio = torch.exp(log_ratio.to(dev))
         cw = torch.sqrt(area * ratio).clamp(max=w)

@@ -95,7 +95,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # mixed precision on CUDA
     cache_features: bool = True  # cache the frozen prefix's features (see core/features.py)
-    feature_views: int = 4  # augmented views per training image in the cached bank (+ the clean eval view); see BENCHMARKS.md
+    feature_views: int = 2  # augmented views per training image in the cached bank (+ the clean eval view); K measured in BENCHMARKS.md
     wise_alphas: int = 11  # FLYP WiSE-FT: alphas 0, 0.1, ..., 1
     ddp: bool = False  # data-parallel over torchrun processes (see core/distributed.py)
     experiment: str | None = None  # tag shared by the runs of one label / budget curve (core/curves.py)

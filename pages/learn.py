@@ -21,7 +21,7 @@ VIEWS = ("**Augmentation.** All three objectives share SupCon's augmentation (ra
          "the dataset allows it, colour jitter 0.4 / hue 0.1 on 80 % of the images, grey on 20 %; on greyscale data crop, "
          "flip and brightness/contrast jitter), so the runs of one comparison differ only in their loss. Uncached "
          "inputs get fresh views every step; with the feature cache, each training image has a bank of "
-         "`feature_views` (default 4) cached augmented views, drawn from the run's seed, and every step draws "
+         "`feature_views` (default 2; raise it for long runs) cached augmented views, drawn from the run's seed, and every step draws "
          "distinct views from it at random; the clean view is used for evaluation only.")
 DIFFERS = {
     "ce": [DEPTH, VIEWS,

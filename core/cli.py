@@ -295,6 +295,11 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--objective", default="ce,lacvit,flyp", help="ce, lacvit, flyp, or a comma list (default: all three)")
     p.add_argument("--backbone", help="EmbedLab, timm or open_clip MODEL/PRETRAINED name (default: offline efficientnet_lite0 / lite0-minilm)")
     p.add_argument("--weights", help="pretrained (default), random, or a path to a safetensors / state-dict file")
+    p.add_argument("--trainable", help="fine-tuning depth: all (full fine-tuning), frozen (heads only), k (the last k "
+                   "blocks), or auto (the default: all on a GPU, 1 on a CPU, where the frozen rest is cached)")
+    p.add_argument("--stage2-train-encoder", dest="stage2_train_encoder", action=argparse.BooleanOptionalAction,
+                   help="LaCViT stage 2: fine-tune the encoder with the head (the paper), or --no-stage2-train-encoder: "
+                        "keep it frozen (default: fine-tune on a GPU, frozen on a CPU)")
     p.add_argument("--dataset", help=f"dataset name (default: {d.dataset})")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, help=f"optimizer steps over all stages (default: {d.steps})")
@@ -315,7 +320,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help=f"content-style priors: the paper's discriminators or closed-form moment surrogates (default {d.cs_regulariser})")
     p.add_argument("--recon-detach", dest="cs_recon_detach", action="store_const", const=True,
                    help="content-style: detach the reconstruction target (default: the latent token keeps its gradient)")
-    p.add_argument("--trainable", help=f"all, frozen, or k last blocks (default {d.trainable})")
+    p.add_argument("--feature-views", dest="feature_views", type=int,
+                   help=f"augmented views per training image cached in the bank each step draws from (default {d.feature_views})")
     p.add_argument("--image-size", dest="image_size", type=int, help="input resolution (default: the backbone's)")
     p.add_argument("--n-per-class", dest="n_per_class", type=int, help=f"training images per class (default {d.n_per_class})")
     p.add_argument("--eval-per-class", dest="eval_per_class", type=int, help=f"val/test images per class (default {d.eval_per_class})")

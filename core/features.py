@@ -4,7 +4,13 @@ A frozen backbone (or the frozen first blocks of one) computes the same thing ev
 stage and every run on the same data. `cached_prefix_features` computes it once per (prefix
 weights, transform, dataset, sample ids, views) and memory-maps it from EMBEDLAB_HOME as float16,
 so head-only training, LaCViT stage 2 and repeated comparisons cost almost nothing.
-View 0 is the deterministic eval transform; views 1.. are fixed random augmentations.
+
+View 0 is the deterministic eval transform (evaluation and class means only). The training split
+also caches a bank of K augmented views (views 1..K, `TrainConfig.feature_views`), and every step
+draws its views from that bank at random (`pick_views`) with the run's generator: each epoch sees
+other pairs, and view 0 is never drawn for training. The bank itself is drawn with a seed derived
+from the run's seed, which is part of the cache key: runs with the same seed and inputs (the CE,
+LaCViT and FLYP runs of one comparison) share one bank, runs with other seeds get banks of their own.
 """
 from __future__ import annotations
 
@@ -22,17 +28,31 @@ from .paths import subdir
 from .transforms import Preprocess
 
 _logger = logging.getLogger(__name__)
-_AUG_SEED = 10_007  # cached augmented views are fixed, so every run on the same data shares them
-_CACHE_VERSION = 2  # bump when cached features change meaning (v2: frozen backbones cached in eval mode)
+_AUG_SEED = 10_007  # mixed with the run's seed: the seed of a cached bank of augmented views
+_CACHE_VERSION = 3  # bump when cached features change meaning (v2: frozen backbones cached in eval mode;
+#                     v3: views 1.. are a per-seed bank of SupCon-strength augmentations)
+
+
+def bank_seed(seed: int) -> int:
+    """The generator seed of the augmented-view bank of a run with seed `seed`."""
+    return _AUG_SEED + 1_000_003 * int(seed)
 
 
 def pick_views(k: int, n_views: int | None, generator: torch.Generator) -> list[int]:
-    """k distinct training views: fresh augmentations (1..k) for images, random cached views otherwise."""
+    """Views for one training step.
+
+    Images (n_views None): 1..k, each a fresh augmentation. Cached features (n_views = 1 + K:
+    view 0 clean, views 1..K the augmented bank): k distinct bank views at random; with K < k,
+    bank views drawn with repetition; with no bank (K = 0), the clean view k times.
+    """
     if n_views is None:
         return list(range(1, k + 1))
-    if n_views < k:
+    bank = n_views - 1
+    if bank < 1:
         return [0] * k
-    return torch.randperm(n_views, generator=generator)[:k].tolist()
+    if bank < k:
+        return (1 + torch.randint(bank, (k,), generator=generator)).tolist()
+    return (1 + torch.randperm(bank, generator=generator)[:k]).tolist()
 
 
 class ImageSource:
@@ -70,10 +90,14 @@ class CachedSource:
 
 def cached_prefix_features(prefix: torch.nn.Module, prefix_key: str, split: Split, preprocess: Preprocess,
                            views: int, device: torch.device, cache_root: Path, *, batch_size: int = 128,
-                           on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """Features of the frozen `prefix` for every image of `split` and `views` views, cached on disk."""
+                           seed: int = 0, on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Features of the frozen `prefix` for every image of `split` and `views` views, cached on disk.
+
+    views: 1 (the clean eval view only) or 1 + K (a bank of K augmented views drawn from `seed`).
+    """
     ids_hash = hashlib.sha1(np.ascontiguousarray(split.ids).data).hexdigest()[:12]
-    key = hashlib.sha1(f"v{_CACHE_VERSION}|{prefix_key}|{preprocess.key()}|{split.data.fingerprint}|{ids_hash}|{views}|{_AUG_SEED}".encode()).hexdigest()[:20]
+    aug = bank_seed(seed) if views > 1 else "-"  # the clean view alone does not depend on the seed
+    key = hashlib.sha1(f"v{_CACHE_VERSION}|{prefix_key}|{preprocess.key()}|{split.data.fingerprint}|{ids_hash}|{views}|{aug}".encode()).hexdigest()[:20]
     path = subdir(cache_root, "features") / f"{key}.npy"
     if path.exists():
         try:
@@ -84,7 +108,7 @@ def cached_prefix_features(prefix: torch.nn.Module, prefix_key: str, split: Spli
     source = ImageSource(split, preprocess, device)
     n = len(split)
     out = None  # plain buffered writes, never a memory map: a full disk must raise, not SIGBUS the server
-    generator = torch.Generator().manual_seed(_AUG_SEED)
+    generator = torch.Generator().manual_seed(bank_seed(seed))
     was = prefix.training
     prefix.eval()
     done, total = 0, n * views

@@ -3,7 +3,8 @@ methods that wire a backbone, heads and losses into training stages.
 
     ce       cross-entropy with a linear head on the embedding
     lacvit   seed 000: stage 1 label-aware contrastive loss on an MLP projection head (two
-             augmented views), stage 2 a CE linear head on the (frozen) encoder embedding
+             augmented views), stage 2 a CE linear head on the encoder embedding (the encoder fine-tuned
+             with it on a GPU, frozen on a CPU by default; see TrainConfig.resolved)
     flyp     seed 004: CLIP loss between image embeddings and class-prompt text embeddings, both
              towers updated, zero-shot initialisation; WiSE-FT interpolation afterwards
 

@@ -503,7 +503,7 @@ def _run_pool(run_id: str, root: Path, n_per_class: int | None, seed: int, devic
     store = RunStore(root)
     rec = resolve_run(store, run_id)
     cfg = dataclasses.replace(TrainConfig.from_dict(rec.config), n_per_class=n_per_class, labels=None, selection=None,
-                              seed=seed, device=device, feature_views=1, experiment=None)
+                              seed=seed, device=device, feature_views=0, experiment=None)  # the clean view only
     s = build_session(cfg, root)
     load_method_weights(s.method, store.run_dir(rec.id))
     method, source, split = s.method, s.sources["train"], s.parts["train"]

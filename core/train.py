@@ -77,11 +77,13 @@ class TrainConfig:
     warmup: float = 0.1  # fraction of each stage's steps spent warming up linearly
     optimizer: str = "adamw"  # adamw | sgd
     grad_clip: float = 1.0  # max gradient norm
-    trainable: str = "1"  # all | frozen | k = last k blocks (+ the layers after them)
+    # fine-tuning depth: all = full fine-tuning | frozen = heads only | k = last k blocks (+ the layers after
+    # them) | auto = "all" on a GPU, "1" on a CPU (where the frozen rest is cached); resolved() stores which
+    trainable: str = "auto"
     # objective knobs
     temperature: float = 0.1  # LaCViT tau
     stage1_fraction: float = 0.7  # LaCViT: share of steps in the contrastive stage
-    stage2_train_encoder: bool = False  # LaCViT stage 2: also train the encoder
+    stage2_train_encoder: bool | None = None  # LaCViT stage 2 fine-tunes the encoder too (the paper); None = auto: on a GPU yes, on a CPU frozen
     probe_lr: float = 1e-2  # heads of stages with a frozen encoder (LaCViT stage 2): a linear probe takes larger steps
     cs_style_dim: int = 8  # content-style: size of the style vector (see core/content_style.py)
     cs_ce_weight: float = 1.0  # content-style: weight of CE on the labelled samples
@@ -98,7 +100,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # mixed precision on CUDA
     cache_features: bool = True  # cache the frozen prefix's features (see core/features.py)
-    feature_views: int = 2  # cached views per image: 1 clean + 1 augmented
+    feature_views: int = 2  # augmented views per training image in the cached bank (+ the clean eval view); K measured in BENCHMARKS.md
     wise_alphas: int = 11  # FLYP WiSE-FT: alphas 0, 0.1, ..., 1
     ce_zero_shot_head: bool = False  # CE on a backbone with a text tower: start from the zero-shot head (+ a WiSE-FT sweep)
     shift: str = "default"  # the OOD split: a shift of the test split (core/shifts.py; default: natural, else mix:3)
@@ -118,10 +120,25 @@ class TrainConfig:
         return cls(**d)
 
     def resolved(self) -> TrainConfig:
-        """Fill in defaults that depend on the environment (backbone)."""
-        if self.backbone:
-            return self
-        return dataclasses.replace(self, backbone=bb.default_backbone(self.objective))
+        """Fill in defaults that depend on the environment: the backbone, and the fine-tuning depth (full
+        fine-tuning on a GPU; on a CPU the last block over cached features and a frozen LaCViT stage 2)."""
+        changes = {}
+        if not self.backbone:
+            changes["backbone"] = bb.default_backbone(self.objective)
+        if self.trainable == "auto" or self.stage2_train_encoder is None:
+            gpu = _on_gpu(self.device)
+            if self.trainable == "auto":
+                changes["trainable"] = "all" if gpu else "1"
+            if self.stage2_train_encoder is None:
+                changes["stage2_train_encoder"] = gpu
+        return dataclasses.replace(self, **changes) if changes else self
+
+
+def _on_gpu(device: str) -> bool:
+    try:
+        return pick_device(device).type == "cuda"
+    except (InvalidConfig, RuntimeError):  # a bad device string: validate() reports it
+        return False
 
 
 # ------------------------------------------------------------------------------ validation
@@ -216,8 +233,8 @@ def validate(cfg: TrainConfig, root: Path | None = None) -> TrainConfig:
         value = getattr(cfg, name)
         if value is not None and (not isinstance(value, int) or value < 1):
             raise InvalidConfig(f"{name.replace('_', ' ')} must be a positive whole number, not {value}")
-    if not 1 <= cfg.feature_views <= 16:
-        raise InvalidConfig(f"feature views must be in 1..16, not {cfg.feature_views}")
+    if not isinstance(cfg.feature_views, int) or not 0 <= cfg.feature_views <= 32:
+        raise InvalidConfig(f"feature views (augmented views cached per image) must be in 0..32, not {cfg.feature_views}")
     check_ranges(cfg)
     pick_device(cfg.device)  # a typo or a missing GPU: refused now, not when the run starts
     bb.parse_trainable(cfg.trainable)
@@ -325,6 +342,7 @@ def build_session(cfg: TrainConfig, root: Path | None = None, run_dir: Path | No
     from .paths import home
 
     root = root or home()
+    cfg = cfg.resolved()  # a no-op for a validated config; callers that skip validate() get the same defaults
     configure_threads(ctx.world)
     device = pick_device(cfg.device)
     if device.type == "cuda" and ctx.world > 1:
@@ -342,9 +360,10 @@ def build_session(cfg: TrainConfig, root: Path | None = None, run_dir: Path | No
         prefix, encoder, prefix_key = split
         sources = {}
         for name, part in parts.items():
-            views = cfg.feature_views if name == "train" else 1
+            views = 1 + cfg.feature_views if name == "train" else 1  # train: the clean view + the augmented bank
             emit({"type": "prepare", "what": f"caching {name} features", "done": 0, "total": len(part) * views})
             feats = cached_prefix_features(prefix, prefix_key, part, backbone.preprocess, views, device, root / "cache",
+                                           seed=cfg.seed,
                                            on_progress=lambda d, t, n=name: emit({"type": "prepare", "what": f"caching {n} features", "done": d, "total": t}))
             sources[name] = CachedSource(feats, device)
     else:

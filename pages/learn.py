@@ -12,6 +12,51 @@ from pages._ui import OBJECTIVE_COLORS, ensure_router
 ensure_router()
 
 CLASS_COLORS = ("#4C78A8", "#E45756")  # anchor's class, the other class
+# Where EmbedLab's defaults differ from each method's paper, and why (README: "EmbedLab vs the papers")
+DEPTH = ("**Depth.** On a GPU every objective fine-tunes the whole backbone (`trainable` auto → `all`), as the papers "
+         "do. On a CPU the default trains the last block only, on cached features of the frozen rest: a 60-step "
+         "comparison on 2 cores would otherwise spend most of its time recomputing layers that barely move. Pick "
+         "`all` under *Fine-tuning depth* on the Train page (or `--trainable all`) for the papers' setup anywhere.")
+VIEWS = ("**Augmentation.** All three objectives share SupCon's augmentation (random resized crop 20–100 %, flip where "
+         "the dataset allows it, colour jitter 0.4 / hue 0.1 on 80 % of the images, grey on 20 %; on greyscale data crop, "
+         "flip and brightness/contrast jitter), so the runs of one comparison differ only in their loss. Uncached "
+         "inputs get fresh views every step; with the feature cache, each training image has a bank of "
+         "`feature_views` (default 2; raise it for long runs) cached augmented views, drawn from the run's seed, and every step draws "
+         "distinct views from it at random; the clean view is used for evaluation only.")
+DIFFERS = {
+    "ce": [DEPTH, VIEWS,
+           "**Reference.** CE is the standard fine-tuning baseline of the LaCViT and FLYP papers: a linear head on the "
+           "embedding, trained with the backbone."],
+    "lacvit": [DEPTH,
+               "**Fresh views.** The paper (like SupCon) draws two fresh augmentations of every image in every epoch. "
+               "On a GPU EmbedLab does the same; on cached features it draws two distinct views per step from a "
+               "per-run bank of `feature_views` augmentations, never forcing the clean view in (BENCHMARKS.md measures "
+               "the bank size).",
+               "**Stage 2.** The paper fine-tunes the encoder with a task head. EmbedLab does that on a GPU "
+               "(`stage2_train_encoder` auto → on); on a CPU it keeps the encoder frozen and trains the head only "
+               "(a linear probe of the contrastive embedding: no backward pass through the encoder, and "
+               "Explore then shows the space stage 1 built). Choose either under *Fine-tuning depth*.",
+               "**Head start — EmbedLab's own choice.** The stage-2 head starts as the nearest-class-mean classifier "
+               "of the stage-1 embedding (not a fresh random head as in the paper), so accuracy does not drop at the "
+               "stage switch of a short budget.",
+               "**Budget.** Both stages share one step budget (70 % contrastive by default); the paper trains each "
+               "stage on its own schedule."],
+    "flyp": [DEPTH,
+             "**Towers.** The paper fine-tunes a jointly pre-trained CLIP. Offline, EmbedLab's default `lite0-minilm` "
+             "is EfficientNet-Lite0 and MiniLM joined through ImageNet labels (not a CLIP), so its zero-shot start is "
+             "weak; online the default is a real CLIP (ViT-B-16 on a GPU).",
+             "**Augmentation.** The paper trains with CLIP's mild preprocessing; EmbedLab gives FLYP the same "
+             "SupCon-strength views as CE and LaCViT, so the comparison isolates the loss.",
+             "**Prompts.** One template in training (the paper's Fig. 4: more do not help), the mean of three for "
+             "evaluation; WiSE-FT is swept over 11 alphas after training, as in the paper."],
+}
+
+
+def _differs(method: str) -> None:
+    with st.expander("Where EmbedLab's defaults differ from the paper, and why", icon=":material/compare:"):
+        st.markdown("\n".join(f"- {line}" for line in DIFFERS[method]))
+
+
 TAUS = [0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0, 2.0]  # slider stops (log-spaced)
 
 st.title("Learn", anchor=False)
@@ -35,6 +80,7 @@ with ce:
         "spread along directions the head ignores.")
     st.markdown("**Key knob:** the learning rate (and how many blocks are trainable). Too high and the pretrained "
                 "features are overwritten; too low and only the head moves.")
+    _differs("ce")
 
 with lacvit:
     st.latex(r"\mathcal{L} = \sum_{i} \frac{-1}{|P(i)|} \sum_{p \in P(i)} \log "
@@ -42,13 +88,14 @@ with lacvit:
     st.markdown(
         "$z$ are L2-normalised projections of two augmented views of every image; $P(i)$ are the other samples "
         "with $i$'s label. Every same-class pair is pulled together and every other class pushed away on the unit "
-        "sphere, so classes form tight, well-separated clusters before any classifier exists; a linear head is then "
-        "trained on the (frozen) embedding in stage 2. EmbedLab averages over the anchors that have a positive (same "
+        "sphere, so classes form tight, well-separated clusters before any classifier exists; stage 2 then trains a "
+        "linear head with cross-entropy (with the encoder, as in the paper, or on the frozen embedding). EmbedLab averages over the anchors that have a positive (same "
         "minimiser, batch-size-independent scale).")
     st.markdown("**Key knob:** the temperature $\\tau$. A negative's share of the push is "
                 "$\\exp(s_j/\\tau) / \\sum_k \\exp(s_k/\\tau)$ over the negatives, so a low $\\tau$ concentrates the "
                 "gradient on the hardest negatives (tighter, more uniform clusters, noisier), a high $\\tau$ spreads it "
                 "evenly. Try it in the toy below.")
+    _differs("lacvit")
 
 with flyp:
     st.latex(r"\mathcal{L}_{\mathrm{CLIP}} = \frac{1}{2B}\sum_{i=1}^{B}\Big["
@@ -63,6 +110,7 @@ with flyp:
         "($\\alpha=0$) and fine-tuned ($\\alpha=1$) models, often beating both under distribution shift.")
     st.markdown("**Key knob:** a small learning rate for both towers, then the WiSE-FT mixing weight $\\alpha$ "
                 "(the run stores the whole accuracy-vs-$\\alpha$ curve).")
+    _differs("flyp")
 
 st.divider()
 st.subheader("Play: temperature and hard negatives", anchor=False)

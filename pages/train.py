@@ -11,7 +11,7 @@ import streamlit as st
 
 from core import backbones as bb
 from core import datasets as ds
-from core.device import hub_reachable
+from core.device import hub_reachable, pick_device
 from core.errors import EmbedLabError
 from core.jobs import ACTIVE, RESUMABLE
 from core.objectives import OBJECTIVES
@@ -33,6 +33,8 @@ OBJECTIVE_HELP = {
     "flyp": "FLYP: CLIP loss against class prompts (needs a text tower)",
     "content-style": "Content-style (seed 001): semi-supervised content + style heads, uses unlabelled images",
 }
+TRAINABLE_CHOICES = ["auto", "all", "frozen", "1", "2", "3", "4", "6"]  # fine-tuning depth; any k can be typed
+STAGE2_CHOICES = {"auto": None, "fine-tune": True, "frozen": False}  # LaCViT stage 2 encoder -> stage2_train_encoder
 DEFAULT_OBJECTIVES = ["ce", "lacvit", "flyp"]  # the comparison a new user starts with no typing
 PREVIEW_CLASSES = 10  # classes shown in the sample grid
 PREVIEW_PER_CLASS = 8  # images per class in the sample grid
@@ -134,6 +136,7 @@ def _config(objective: str, backbone: str, dataset: str) -> TrainConfig:
         temperature=float(s.get("temperature", DEFAULTS.temperature)),
         stage1_fraction=float(s.get("stage1_fraction", DEFAULTS.stage1_fraction)),
         trainable=str(s.get("trainable", DEFAULTS.trainable)).strip(),
+        stage2_train_encoder=STAGE2_CHOICES.get(s.get("stage2_encoder", "auto")),
         image_size=None if image_size in (None, 0) else int(image_size),
         weights=_weights(), weight_decay=float(s.get("weight_decay", DEFAULTS.weight_decay)),
         optimizer=s.get("optimizer", DEFAULTS.optimizer), warmup=float(s.get("warmup", DEFAULTS.warmup)),
@@ -151,6 +154,38 @@ def _number(col, label: str, key: str, value, lo, hi, step, help_text: str, **kw
     """A number input whose value survives page switches (persist_state), keyed for tests."""
     col.number_input(label, min_value=lo, max_value=hi, value=value, step=step, key=key, persist_state="session",
                      help=help_text, **kw)
+
+
+def _depth_label(choice: str, gpu: bool) -> str:
+    if choice == "auto":
+        return ("auto — all: full fine-tuning (on this GPU)" if gpu
+                else "auto — last block, on cached features of the frozen rest (on this CPU)")
+    if choice == "all":
+        return "all — full fine-tuning"
+    if choice == "frozen":
+        return "frozen — heads only (a linear probe)"
+    return f"last {choice} block{'s' if choice != '1' else ''}" if choice.isdigit() else choice
+
+
+def depth_settings(lacvit: bool) -> None:
+    """How deep each run fine-tunes: a first-class choice, resolved per device ('auto') and stored per run."""
+    gpu = pick_device().type == "cuda"
+    st.markdown("##### :material/layers: Fine-tuning depth")
+    f1, f2 = st.columns(2)
+    f1.selectbox("Trainable blocks", TRAINABLE_CHOICES, key="trainable", persist_state="session", accept_new_options=True,
+                 format_func=lambda c: _depth_label(c, gpu),
+                 help="'all' fine-tunes the whole backbone (the papers' setup, the default on a GPU); k trains the last "
+                      "k blocks, and the frozen rest runs once per image into a feature cache (the default on a CPU: "
+                      "the last block); 'frozen' trains the heads only. Each run stores the depth it used.")
+    f2.selectbox("LaCViT stage 2", list(STAGE2_CHOICES), key="stage2_encoder", persist_state="session", disabled=not lacvit,
+                 format_func=lambda c: {"auto": f"auto — {'fine-tune' if gpu else 'frozen'} encoder (on this {'GPU' if gpu else 'CPU'})",
+                                        "fine-tune": "fine-tune the encoder with the head (the paper)",
+                                        "frozen": "frozen encoder: train the head only"}[c],
+                 help="The LaCViT paper fine-tunes the encoder with a task head in stage 2; on a CPU EmbedLab keeps it "
+                      "frozen by default (a linear probe of the contrastive embedding: fast, and what Explore shows is "
+                      "what stage 1 built). Either way the head starts as the nearest-class-mean classifier of the "
+                      "stage-1 embedding — EmbedLab's own choice, not the paper's, so accuracy does not drop at the "
+                      "stage switch.")
 
 
 def setup_form(root: str) -> None:
@@ -240,6 +275,8 @@ def setup_form(root: str) -> None:
     _number(c4, "Seed", "seed", DEFAULTS.seed, 0, 2**31 - 1, 1,
             "Same seed = same data subset, initialisation and batch order.")
 
+    depth_settings("lacvit" in objectives)
+
     with st.expander("Advanced settings", icon=":material/settings:"):
         a1, a2, a3 = st.columns(3)
         _number(a1, "Learning rate (heads)", "lr", DEFAULTS.lr, None, 10.0, 1e-4, "For the linear / projection heads.",
@@ -248,11 +285,7 @@ def setup_form(root: str) -> None:
                 "For the trainable backbone blocks; empty = lr / 10.", format="%.0e", placeholder="lr / 10")
         _number(a3, "Temperature τ (LaCViT)", "temperature", DEFAULTS.temperature, None, 10.0, 0.01,
                 "Lower τ focuses the contrastive loss on the hardest negatives (see Learn).")
-        b1, b2, b3 = st.columns(3)
-        trainable_choices = ["frozen", "1", "2", "3", "4", "6", "all"]
-        b1.selectbox("Trainable blocks", trainable_choices, index=trainable_choices.index(DEFAULTS.trainable), key="trainable",
-                     persist_state="session", accept_new_options=True,
-                     help="'frozen' trains the heads only; k trains the last k blocks; 'all' everything.")
+        b2, b3 = st.columns(2)
         _number(b2, "Image size", "image_size", None, 16, 1024, 16, "Input resolution; empty = the backbone's default.",
                 placeholder="backbone default")
         _number(b3, "Val/test images per class", "eval_per_class", DEFAULTS.eval_per_class, 1, 100_000, 10,
@@ -416,6 +449,15 @@ def _progress_line(p: dict) -> None:
         st.progress(frac, text=f"{'stopping' if p['stopping'] else p['phase']}{suffix}")
 
 
+def _depth_caption(cfg: dict) -> str:
+    """The fine-tuning depth a run used (its stored, resolved config), in a few words."""
+    t = str(cfg.get("trainable", "?"))
+    text = {"all": "full fine-tuning", "frozen": "heads only"}.get(t, f"last {t} block{'s' if t != '1' else ''}")
+    if cfg.get("objective") == "lacvit" and cfg.get("stage2_train_encoder") is not None:
+        text += ", stage 2 " + ("fine-tuned" if cfg["stage2_train_encoder"] else "frozen")
+    return text
+
+
 def _run_card(p: dict) -> None:
     mgr = get_manager()
     cfg, status, run_id = p["config"], p["status"], p["run_id"]
@@ -423,7 +465,7 @@ def _run_card(p: dict) -> None:
         head, body, actions = st.columns([2.1, 4.6, 1.3], vertical_alignment="center")
         with head:
             st.markdown(f"**{objective_label(cfg['objective'])}** · {md_code(cfg['backbone'])}")
-            st.caption(md_text(f"{cfg['dataset']} · {cfg.get('steps') or '?'} steps · {short_id(run_id)}"))
+            st.caption(md_text(f"{cfg['dataset']} · {cfg.get('steps') or '?'} steps · {_depth_caption(cfg)} · {short_id(run_id)}"))
         with body:
             if status == "queued":
                 pos = p["queue_position"]

@@ -144,6 +144,34 @@ def test_train_ood_shift_reaches_the_configs(manager):
     assert [r.config["shift"] for r in manager.store.list()] == ["gaussian_blur:5"]
 
 
+def test_train_fine_tuning_depth_is_a_visible_choice_stored_resolved(manager, monkeypatch):
+    """Outside Advanced settings: trainable depth and LaCViT's stage-2 encoder; 'auto' is stored as what it resolved to."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    at = _app()
+    depth = at.selectbox(key="trainable")
+    assert depth.value == "auto" and "last block" in depth.format_func(depth.value)
+    assert at.selectbox(key="stage2_encoder").value == "auto"
+    at.selectbox(key="backbone").select("test_vit")
+    at.selectbox(key="dataset").select("digits")
+    at.multiselect(key="objectives").set_value(["ce", "lacvit"])
+    at.number_input(key="batch_size").set_value(16)
+    at.button(key="start").click().run()
+    assert not at.error
+    stored = {r.objective: r.config for r in manager.store.list()}
+    assert {o: (c["trainable"], c["stage2_train_encoder"]) for o, c in stored.items()} == \
+        {"ce": ("1", False), "lacvit": ("1", False)}  # the CPU defaults, resolved
+    at.selectbox(key="trainable").select("all")
+    at.selectbox(key="stage2_encoder").select("fine-tune")
+    at.multiselect(key="objectives").set_value(["lacvit"])
+    at.run()
+    at.button(key="start").click().run()
+    assert not at.error
+    newest = max(manager.store.list(), key=lambda r: r.created)
+    assert (newest.config["trainable"], newest.config["stage2_train_encoder"]) == ("all", True)
+
+
 def test_train_validation_error_is_shown_and_nothing_is_queued(manager):
     at = _app()
     at.selectbox(key="backbone").select("test_vit").run()
@@ -336,6 +364,9 @@ def test_learn_shows_the_three_losses_and_the_toy_reacts(manager):
     at.select_slider(key="toy_tau").set_value(0.02).run()
     sharper = {m.label: m.value for m in at.metric}["Hardest negative's share of the push"]
     assert int(sharper.rstrip("%")) > int(share.rstrip("%"))
+    differs = " ".join(m.value for m in at.markdown)
+    assert "nearest-class-mean" in differs and "EmbedLab's own choice" in differs  # LaCViT's head start, named
+    assert "fine-tunes the encoder with a task head" in differs and "CLIP's mild preprocessing" in differs
 
 
 

@@ -106,6 +106,40 @@ def test_sources_serve_the_same_view_zero(setup, tmp_path):
 def test_pick_views():
     g = torch.Generator().manual_seed(0)
     assert pick_views(2, None, g) == [1, 2]  # images: fresh augmentations
-    assert pick_views(2, 1, g) == [0, 0]  # a single cached view: reuse it
+    assert pick_views(2, 1, g) == [0, 0]  # no bank cached (clean view only): reuse it
+    assert set(pick_views(2, 2, g)) == {1}  # a bank of one augmented view: drawn twice, never the clean view
     views = pick_views(2, 3, g)
-    assert len(set(views)) == 2 and set(views) <= {0, 1, 2}
+    assert len(set(views)) == 2 and set(views) == {1, 2}
+
+
+def test_cached_views_are_drawn_from_the_bank_never_forcing_the_clean_view():
+    """n_views = 1 + K: every step draws two distinct bank views (1..K); view 0 is for evaluation only."""
+    g = torch.Generator().manual_seed(0)
+    draws = [tuple(pick_views(2, 5, g)) for _ in range(300)]
+    assert all(a != b and 0 not in (a, b) for a, b in draws)
+    assert {frozenset(d) for d in draws} == {frozenset(p) for p in [(1, 2), (1, 3), (1, 4), (2, 3), (2, 4), (3, 4)]}
+    again = torch.Generator().manual_seed(0)
+    assert [tuple(pick_views(2, 5, again)) for _ in range(300)] == draws  # the run's seed makes it reproducible
+    other = torch.Generator().manual_seed(1)
+    assert [tuple(pick_views(2, 5, other)) for _ in range(300)] != draws
+    g = torch.Generator().manual_seed(0)
+    assert all(pick_views(1, 5, g)[0] != 0 for _ in range(100))  # CE / FLYP: one random bank view, not the clean one
+
+
+def test_two_seeds_draw_different_banks_and_one_seed_the_same(setup, tmp_path):
+    backbone, split, prefix, _, key = setup
+    a = np.array(cached_prefix_features(prefix, key, split, backbone.preprocess, 4, CPU, tmp_path / "a", seed=0))
+    same = np.array(cached_prefix_features(prefix, key, split, backbone.preprocess, 4, CPU, tmp_path / "b", seed=0))
+    b = np.array(cached_prefix_features(prefix, key, split, backbone.preprocess, 4, CPU, tmp_path / "a", seed=1))
+    assert np.array_equal(a, same)  # reproducible: the bank depends on the seed and the inputs only
+    assert np.array_equal(a[0], b[0])  # the clean eval view is the same
+    for v in range(1, 4):
+        assert not np.allclose(a[v], b[v], atol=1e-2)  # every augmented view differs between seeds
+    assert len(list((tmp_path / "a" / "features").iterdir())) == 2  # the seed is part of the cache key
+    counting = CountingPrefix(prefix)
+    cached_prefix_features(counting, key, split, backbone.preprocess, 4, CPU, tmp_path / "a", seed=1)
+    assert counting.images == 0  # the same seed and inputs share the cached bank
+    # a clean-only cache (val / test) does not depend on the seed: shared by every run
+    cached_prefix_features(prefix, key, split, backbone.preprocess, 1, CPU, tmp_path / "c", seed=0)
+    cached_prefix_features(counting, key, split, backbone.preprocess, 1, CPU, tmp_path / "c", seed=5)
+    assert counting.images == 0

@@ -59,8 +59,17 @@ def lacvit_run(env) -> Recorded:
 
 @pytest.fixture(scope="module")
 def flyp_run(env) -> Recorded:
+    """Without colour jitter: a random-init tiny CLIP on 8x8 digits learns its first 40 steps from intensity cues
+    that SupCon's jitter takes away (loss -1 % with it, -14 % without); this run checks the loop, not the views."""
+    import dataclasses as dc
+
+    from core.transforms import Preprocess
+
     store, root = env
-    return run_train(_cfg(objective="flyp", backbone="test_clip", steps=40, lr=1e-2), store, root)
+    real = Preprocess.train
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Preprocess, "train", lambda self, images, g=None: real(dc.replace(self, jitter_p=0.0), images, g))
+        return run_train(_cfg(objective="flyp", backbone="test_clip", steps=40, lr=1e-2), store, root)
 
 
 def test_ce_trains_and_the_loss_falls(ce_run):
@@ -430,3 +439,79 @@ def test_a_cancel_during_feature_caching_stops_before_the_first_step(env, how):
     assert not [e for e in events if e["type"] in ("step", "stage")]
     assert store.get(run_id).status == "cancelled" and not store.cancel_requested(run_id)
     assert not list((root / "cache" / "features").glob("*tmp*"))  # no half-written feature file left behind
+
+
+# ------------------------------------------------------------------ views under caching, fine-tuning depth
+CACHED_LACVIT = dict(objective="lacvit", trainable="1", n_per_class=3, batch_size=10, steps=10, feature_views=4,
+                     eval_every=100, snapshots=2)  # 30 images, 3 batches an epoch: stage 1 (7 steps) spans 2+ epochs
+
+
+_REAL_BATCH = train_mod._batch
+
+
+def _drawn_views(env, monkeypatch, **overrides) -> list[tuple[list[int], list[int]]]:
+    """(rows, views) of every stage-1 batch of a cached LaCViT run."""
+    store, root = env
+    drawn = []
+    real = _REAL_BATCH  # not train_mod._batch: a second call would wrap the first spy
+
+    def spy(s, rows, views, gen):
+        assert isinstance(s.sources["train"], train_mod.CachedSource)  # the run really trains on cached features
+        if len(views) == 2:
+            drawn.append((rows.tolist(), list(views)))
+        return real(s, rows, views, gen)
+
+    monkeypatch.setattr(train_mod, "_batch", spy)
+    result = run_train(_cfg(**{**CACHED_LACVIT, **overrides}), store, root).result
+    assert result["status"] == "finished", result["error"]
+    return drawn
+
+
+def test_cached_stage1_draws_fresh_view_pairs_every_epoch_reproducibly(env, monkeypatch):
+    drawn = _drawn_views(env, monkeypatch)
+    assert len(drawn) == 7
+    assert all(len(set(v)) == 2 and 0 not in v for _, v in drawn)  # two distinct bank views, never the clean one
+    epoch = {1: {}, 2: {}}  # batches 1-3 are epoch 1, 4-6 epoch 2
+    for i, (rows, views) in enumerate(drawn[:6]):
+        for r in rows:
+            epoch[1 + i // 3][r] = frozenset(views)
+    assert set(epoch[1]) == set(epoch[2]) == set(range(30))
+    changed = sum(epoch[1][r] != epoch[2][r] for r in range(30))
+    assert changed >= 15, changed  # most images see another pair of views in their second epoch
+    assert _drawn_views(env, monkeypatch) == drawn  # the same seed draws the same views
+    assert _drawn_views(env, monkeypatch, seed=1) != drawn  # another seed, other views (and another bank)
+
+
+def test_fine_tuning_depth_defaults_follow_the_device(env, monkeypatch):
+    _, root = env
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cpu = validate(_cfg(objective="lacvit", trainable="auto"), root)
+    assert (cpu.trainable, cpu.stage2_train_encoder) == ("1", False)  # last block on cached features, frozen stage 2
+    assert TrainConfig().trainable == "auto" and TrainConfig().stage2_train_encoder is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the device resolves to cuda
+    gpu = _cfg(objective="lacvit", trainable="auto").resolved()
+    assert (gpu.trainable, gpu.stage2_train_encoder) == ("all", True)  # full fine-tuning, the paper's stage 2
+    explicit = _cfg(objective="lacvit", trainable="2", stage2_train_encoder=False).resolved()
+    assert (explicit.trainable, explicit.stage2_train_encoder) == ("2", False)  # a choice is kept
+
+
+@pytest.mark.parametrize("train_encoder", [True, False])
+def test_lacvit_stage2_updates_the_encoder_only_when_asked(env, monkeypatch, train_encoder):
+    store, root = env
+    at_stage2 = {}
+    real = train_mod._make_optimizer
+
+    def spy(cfg, method, stage):
+        if stage.name == "head":
+            at_stage2.update({n: p.detach().clone() for n, p in method.named_parameters() if n.startswith("backbone.")
+                              and p.requires_grad})
+        return real(cfg, method, stage)
+
+    monkeypatch.setattr(train_mod, "_make_optimizer", spy)
+    result = run_train(_cfg(**CACHED_LACVIT, stage2_train_encoder=train_encoder), store, root).result
+    assert result["status"] == "finished", result["error"]
+    assert store.get(result["run_id"]).config["stage2_train_encoder"] is train_encoder
+    final = load_file(str(store.run_dir(result["run_id"]) / CHECKPOINT))
+    assert at_stage2  # the last block is trainable
+    moved = [n for n, before in at_stage2.items() if not torch.equal(final[n], before)]
+    assert bool(moved) is train_encoder, moved

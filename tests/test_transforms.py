@@ -85,3 +85,44 @@ def test_key_changes_with_settings():
 def test_train_output_shape_any_input_size(shape):
     x = Preprocess(image_size=12).train(torch.zeros(shape, dtype=torch.uint8), torch.Generator().manual_seed(0))
     assert x.shape == (2, 3, 12, 12) and torch.isfinite(x).all()
+
+
+def _is_grey(x):
+    return (x[:, 0] - x[:, 1]).abs().flatten(1).amax(1).lt(1e-6) & (x[:, 1] - x[:, 2]).abs().flatten(1).amax(1).lt(1e-6)
+
+
+def test_colour_augmentation_is_supcon_strength():
+    """RGB: colour jitter on about 80 % of the images, grey on about 20 %; greyscale data stays grey."""
+    # one saturated colour per image: crops and flips leave it alone, so any change is the colour augmentation's
+    colours = torch.randint(0, 256, (400, 1, 1, 3), dtype=torch.uint8)
+    colours[:, :, :, 0] = 255
+    colours[:, :, :, 2] = 0
+    rgb = colours.expand(400, 20, 20, 3).contiguous()
+    p = Preprocess(image_size=16)
+    x = p.train(rgb, torch.Generator().manual_seed(0))
+    grey = _is_grey(x)
+    assert 0.13 < grey.float().mean() < 0.27  # Binomial(400, 0.2), ~4 sigma
+    changed = (x - p.eval(rgb)).abs().flatten(1).amax(1) > 0.05
+    untouched = ~changed & ~grey
+    assert 0.12 < untouched.float().mean() < 0.30  # no jitter on ~20 % of the images (minus those made grey)
+    grey_in = torch.randint(0, 256, (64, 20, 20, 1), dtype=torch.uint8)
+    assert _is_grey(p.train(grey_in, torch.Generator().manual_seed(0))).all()
+
+
+def test_hue_shift_matches_torchvision():
+    from torchvision.transforms.functional import adjust_hue
+
+    from core.transforms import shift_hue
+
+    x = torch.rand(3, 3, 6, 6)
+    for shift in (-0.1, 0.0, 0.05, 0.3):
+        torch.testing.assert_close(shift_hue(x, torch.full((3,), shift)), adjust_hue(x, shift), atol=1e-5, rtol=0)
+
+
+def test_random_resized_crop_reaches_a_fifth_of_the_image():
+    """SupCon's crop scale 0.2-1: some crops cover well under the old 0.6 minimum (seen as a stretched gradient)."""
+    images = _gradient(b=256, h=40, w=40)
+    x = Preprocess(image_size=16, hflip=False, jitter=0.0, grayscale_p=0.0).train(images, torch.Generator().manual_seed(0))
+    span = x[:, 0].amax(dim=(1, 2)) - x[:, 0].amin(dim=(1, 2))  # the range of grey levels inside the crop
+    full = 2 * (255 / 255)  # the whole gradient after (v - 0.5) / 0.5
+    assert (span < 0.55 * full).float().mean() > 0.1  # narrow crops (width < 55 %) are common

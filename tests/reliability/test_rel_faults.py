@@ -318,7 +318,7 @@ def test_a_full_disk_while_saving_a_snapshot_is_a_warning_not_a_crash(real, monk
     assert r["warnings"] == [f"skipped the val snapshot at step {s}: No space left on device" for s in (0, 2, 3, 4, 6)]
     run_dir = store.run_dir(r["run_id"])
     assert list((run_dir / "snapshots").iterdir()) == []  # no half-written snapshot left behind
-    assert sorted(p.name for p in (run_dir / "embeddings").iterdir()) == ["after-test", "after-val", "before-test", "before-val"]
+    assert sorted(p.name for p in (run_dir / "embeddings").iterdir()) == ["after-ood", "after-test", "after-val", "before-ood", "before-test", "before-val"]
 
 
 def test_divergence_before_the_first_checkpoint_does_not_claim_one_is_kept(real, monkeypatch):

@@ -12,6 +12,7 @@ import re
 import runpy
 import tempfile
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -206,3 +207,26 @@ def open_in_compare(run_ids: list[str]) -> None:
     """Compare reads `st.session_state["compare_runs"]` or repeated `run` query parameters."""
     st.session_state["compare_runs"] = list(run_ids)
     st.switch_page(PAGES["compare"], query_params=[("run", r) for r in run_ids])
+
+
+def progressive_projection(key: str, method: str, fast, slow):
+    """(data, the method shown): UMAP / t-SNE run in a background thread (core.projections.progressive);
+    `fast()` (PCA) is shown at once and a once-a-second fragment reruns the page when `slow()` is ready."""
+    from core.projections import METHOD_LABELS, pending, progressive
+    from core.safe_text import md_text
+
+    job = progressive(key, fast, slow)
+    if job["error"]:
+        st.warning(f"{METHOD_LABELS[method]} failed ({md_text(job['error'])}); showing PCA. Pick it again to retry.")
+    elif not job["ready"]:
+        started = time.time() - job["seconds"]
+
+        @st.fragment(run_every=1.0)
+        def _waiting():
+            if not pending(key):
+                st.rerun()  # the whole page, now with the finished projection
+            st.caption(f":material/hourglass_top: {METHOD_LABELS[method]} computing… {time.time() - started:.0f} s "
+                       "· showing PCA until it is ready (then it is cached on disk)")
+
+        _waiting()
+    return job["result"], method if job["ready"] else "pca"

@@ -1,19 +1,17 @@
 """Compare: 2-4 runs side by side (aligned projections, metrics, similarities, errors, exports)."""
 from __future__ import annotations
 
-import time
-
 import streamlit as st
 
 from assets.scatter_component import COMPARE_COLOR_MODES, build_payload, scatter
 from core import metrics, report
 from core.errors import EmbedLabError
-from core.projections import METHOD_LABELS, pending, progressive
+from core.projections import METHOD_LABELS
 from core.safe_text import md_code, md_text
 from core.thumbnails import display_images
 from pages import _seeds_ui as seeds
 from pages._cached import analysis as _analysis, dataset as _dataset, run_view as _view, thumbs as _thumbs
-from pages._ui import ensure_router, get_manager, get_store
+from pages._ui import ensure_router, get_manager, get_store, progressive_projection
 
 ensure_router()  # run inside app.py's router (sidebar, wide layout) even when deep-linked first
 
@@ -68,28 +66,13 @@ try:
 except EmbedLabError as exc:
     st.error(md_text(exc))
     st.stop()
-if method != "pca":  # UMAP / t-SNE in the background (core.projections.progressive): PCA until it is ready
-    slow_key = f"compare/{root}/{'+'.join(chosen)}/{split}/{method}/{dims}/{align}"
+if method != "pca":  # UMAP / t-SNE in the background: PCA until it is ready
     _views = [_view(root, r, split) for r in chosen]
     pca_data = data
-    slow = progressive(slow_key, lambda: pca_data,
-                       lambda m=method, d=pca_data: report.compare_data(_views, method=m, dims=dims, outputs=d["outputs"],
-                                                                       results=d["results"], align=align))
-    data = slow["result"]
-    if slow["error"]:
-        st.warning(f"{METHOD_LABELS[method]} failed ({slow['error']}); showing PCA. Pick it again to retry.")
-    elif not slow["ready"]:
-        started = time.time() - slow["seconds"]
-
-        @st.fragment(run_every=1.0)
-        def _waiting():
-            if not pending(slow_key):
-                st.rerun()
-            st.caption(f":material/hourglass_top: {METHOD_LABELS[method]} computing… {time.time() - started:.0f} s "
-                       "· showing PCA until it is ready")
-
-        _waiting()
-    method = method if slow["ready"] else "pca"
+    data, method = progressive_projection(
+        f"compare/{root}/{'+'.join(chosen)}/{split}/{method}/{dims}/{align}", method, lambda: pca_data,
+        lambda m=method, d=pca_data: report.compare_data(_views, method=m, dims=dims, outputs=d["outputs"],
+                                                        results=d["results"], align=align))
 views = [_view(root, r, split) for r in chosen]
 names = [v.short if len({w.short for w in views}) == len(views) else v.label for v in views]
 results = data["results"]

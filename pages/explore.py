@@ -1,20 +1,18 @@
 """Explore: one run's embeddings before and after fine-tuning, with the image under the mouse."""
 from __future__ import annotations
 
-import time
-
 import streamlit as st
 
 from assets.scatter_component import COLOR_MODES, build_payload, scatter
 from core import report
 from core.errors import EmbedLabError
-from core.projections import METHOD_LABELS, pending, progressive, trajectory
+from core.projections import METHOD_LABELS, trajectory
 from core.safe_text import md_code, md_text
 from core.thumbnails import display_images
 from pages import _seeds_ui as seeds
 from core.embeddings import has_embeddings
 from pages._cached import analysis as _analysis, run_view as _view, split_dataset as _split_dataset, thumbs as _thumbs
-from pages._ui import ensure_router, get_store, pct
+from pages._ui import ensure_router, get_store, pct, progressive_projection
 
 ensure_router()  # run inside app.py's router (sidebar, wide layout) even when deep-linked first
 
@@ -96,30 +94,15 @@ metrics_box = st.container()  # filled after the scatter: on a big run the plot 
 
 # THE SCATTER -----------------------------------------------------------------------------------
 # UMAP / t-SNE run in a background thread (core.projections.progressive): PCA is shown at once and
-# the fragment below reruns the page when the slow projection is ready.
-slow = None
+# a fragment reruns the page when the slow projection is ready (pages/_ui.progressive_projection).
 if method == "pca":
-    data = _panes(root, run_id, split, output, method, dims, max_points, phases)
+    data, shown_method = _panes(root, run_id, split, output, method, dims, max_points, phases), method
 else:
-    slow_key = f"explore/{root}/{run_id}/{split}/{output}/{method}/{dims}/{max_points}/{'+'.join(phases)}"
-    slow = progressive(slow_key, lambda: _panes(root, run_id, split, output, "pca", dims, max_points, phases),
-                       lambda v=view, m=method: report.explore_data(v, output=output, method=m, dims=dims,
-                                                                    max_points=max_points, phases=phases))
-    data = slow["result"]
-    if slow["error"]:
-        st.warning(f"{METHOD_LABELS[method]} failed ({md_text(slow['error'])}); showing PCA. Pick it again to retry.")
-    elif not slow["ready"]:
-        started = time.time() - slow["seconds"]
-
-        @st.fragment(run_every=1.0)
-        def _waiting():
-            if not pending(slow_key):
-                st.rerun()  # the whole page, now with the finished projection
-            st.caption(f":material/hourglass_top: {METHOD_LABELS[method]} computing… {time.time() - started:.0f} s "
-                       "· showing PCA until it is ready (then it is cached on disk)")
-
-        _waiting()
-shown_method = method if slow is None or slow["ready"] else "pca"
+    data, shown_method = progressive_projection(
+        f"explore/{root}/{run_id}/{split}/{output}/{method}/{dims}/{max_points}/{'+'.join(phases)}", method,
+        lambda: _panes(root, run_id, split, output, "pca", dims, max_points, phases),
+        lambda v=view, m=method: report.explore_data(v, output=output, method=m, dims=dims, max_points=max_points,
+                                                     phases=phases))
 dataset = _split_dataset(root, run_id, split)
 panes = [{"title": t, "points": p, "anchors": a} for t, p, a in zip(data["titles"], data["points"], data["anchors"])]
 shown = len(data["ids"])

@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.device import describe, hub_reachable
 from core.safe_text import md_code, md_text
-from core.projections import warm_up_in_background
+from core.projections import warm_up_at_start
 from pages._ui import PAGES, get_manager, get_store, home_dir, routed
 
 st.set_page_config(page_title="EmbedLab", page_icon=":material/scatter_plot:", layout="wide")
@@ -34,10 +34,10 @@ store = get_store()  # opening the store once per process marks runs of a dead s
 if store.recovery_notice:  # a corrupt runs.db was moved aside and the run list rebuilt: say so, on every page
     st.warning(store.recovery_notice, icon=":material/warning:")
 if store.read_only:
-    st.warning(f"EMBEDLAB_HOME `{store.root}` is read-only: runs are listed, but nothing can be trained, saved or "
+    st.warning(f"EMBEDLAB_HOME {md_code(store.root)} is read-only: runs are listed, but nothing can be trained, saved or "
                "changed here.", icon=":material/lock:")
 get_manager()  # one JobManager per server process, shared by every session
-warm_up_in_background()  # once per process: numba's UMAP / t-SNE kernels loaded (or compiled) before a click
+warm_up_at_start()  # once per process: numba's UMAP / t-SNE kernels loaded (or compiled) before a click
 
 with st.sidebar:
     st.markdown("### :material/scatter_plot: EmbedLab")

@@ -144,6 +144,7 @@ def _pad(y: np.ndarray, dims: int) -> np.ndarray:
 # ------------------------------------------------------------------- numba: compile once per machine
 _NUMBA_LOCK = threading.Lock()
 _WARM: dict[str, threading.Thread] = {}
+WARMUP_ENV = "EMBEDLAB_PROJECTION_WARMUP"  # "0": no warm-up thread at server start (the tests)
 
 
 def numba_cache_dir(root: Path | None = None) -> Path:
@@ -229,6 +230,15 @@ def warm_up_in_background(root: Path | None = None) -> threading.Thread:
             thread = _WARM["thread"] = threading.Thread(target=run, name="embedlab-projection-warmup", daemon=True)
             thread.start()
         return thread
+
+
+def warm_up_at_start() -> threading.Thread | None:
+    """The server's start-up call: warm_up_in_background() unless EMBEDLAB_PROJECTION_WARMUP=0. The test
+    suite turns it off: every app test and browser-test server would otherwise compile numba's kernels
+    (about 40 CPU seconds on a fresh home) beside the training the test is watching."""
+    if os.environ.get(WARMUP_ENV, "1").strip() == "0":
+        return None
+    return warm_up_in_background()
 
 
 # ------------------------------------------------------------------ progressive: PCA now, UMAP later

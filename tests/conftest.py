@@ -7,6 +7,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # idle OpenMP threads sleep instead of spinning: on a loaded 2-core machine spinning workers
 # burn the cores the other threads (the app server, a second process) need
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# no numba warm-up thread in the app tests and the browser tests' servers: ~40 CPU seconds each on a
+# fresh home, taken from the runs they watch (tests/test_projections.py tests the warm-up itself)
+os.environ.setdefault("EMBEDLAB_PROJECTION_WARMUP", "0")
 
 import pytest  # noqa: E402
 

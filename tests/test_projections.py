@@ -204,3 +204,10 @@ def test_warm_up_runs_once_per_process_in_a_daemon_thread(home):
     assert t1 is t2 and t1.daemon
     t1.join(300)
     assert not t1.is_alive()
+
+
+def test_the_start_up_warm_up_can_be_turned_off(monkeypatch):
+    monkeypatch.setenv(P.WARMUP_ENV, "0")
+    assert P.warm_up_at_start() is None  # the suite's setting: no background compile beside the tests' runs
+    monkeypatch.setenv(P.WARMUP_ENV, "1")
+    assert P.warm_up_at_start() is P.warm_up_in_background()  # on: the one thread of this process

@@ -32,7 +32,7 @@ page = st.navigation(pages)
 
 store = get_store()  # opening the store once per process marks runs of a dead server as interrupted
 if store.recovery_notice:  # a corrupt runs.db was moved aside and the run list rebuilt: say so, on every page
-    st.warning(store.recovery_notice, icon=":material/warning:")
+    st.warning(md_text(store.recovery_notice), icon=":material/warning:")
 if store.read_only:
     st.warning(f"EMBEDLAB_HOME {md_code(store.root)} is read-only: runs are listed, but nothing can be trained, saved or "
                "changed here.", icon=":material/lock:")

@@ -413,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except OSError as exc:  # a folder that is a file, read-only, full: the user's to fix, so one line, no "internal"
+        logging.getLogger(__name__).debug("os error", exc_info=True)  # with -v, the trace of a bug that raised one
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_USAGE

@@ -83,7 +83,8 @@ def _run_all(plans: list[tuple[object, dict]], *, store, root: Path, on_row: Cal
         coords = {k: v for k, v in meta.items() if not k.startswith("_")}
         if result["run_id"] and store.exists(result["run_id"]):
             store.update_summary(result["run_id"], {"experiment": cfg.experiment, **coords})
-        best = best_on_val(store, result["run_id"]) if result["run_id"] and store.exists(result["run_id"]) else {}
+        best = (best_on_val(store, result["run_id"]) if coords.get("curve") == LABEL_CURVE and result["run_id"]
+                and store.exists(result["run_id"]) else {})  # only label-curve runs log test accuracy per eval
         row = _row(cfg.experiment, result["run_id"], result["status"], cfg.objective, coords, result, result.get("error"), best)
         rows.append(row)
         if on_row:

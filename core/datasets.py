@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DatasetError, UnknownName
+from .errors import DatasetError, UnknownName, UnsafePath
 from .paths import home as default_home, safe_name, subdir
 
 _logger = logging.getLogger(__name__)
@@ -236,10 +236,15 @@ def content_stamp(name: str, root: Path | None = None) -> str:
     image (pages call this on each rerun; 10k files cost ~1 s to stat on a busy 2-core box).
     """
     root = root or default_home()
-    entry = list_datasets(root).get(name)
-    if entry is None or entry.kind != "imported":
+    # list_datasets' own rule for an imported dataset, without its listing and staging clean-up on every rerun
+    if name in DATASETS or not isinstance(name, str) or name.startswith("."):
         return ""
-    folder = root / "datasets" / safe_name(name, "dataset name")
+    try:
+        folder = root / "datasets" / safe_name(name, "dataset name")
+    except UnsafePath:
+        return ""
+    if not folder.is_dir():
+        return ""
     folders = [folder, *sorted(p for p in folder.iterdir() if p.is_dir())]
     stamp = "|".join(f"{p.name}:{st.st_ino}:{st.st_mtime_ns}" for p in folders for st in [p.stat()])
     return hashlib.sha1(stamp.encode()).hexdigest()[:16]

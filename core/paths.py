@@ -21,6 +21,7 @@ from .errors import EmbedLabError, UnsafePath
 
 ENV_VAR = "EMBEDLAB_HOME"
 DEFAULT_HOME = ".embedlab"
+CHECKPOINT = "checkpoint.safetensors"  # a run folder's weights (core/train.py); here so the store need not import torch
 _SAFE_NAME = re.compile(r"^[\w][\w .+\-]{0,99}$", re.UNICODE)  # letters, digits, _ . + - space
 
 

@@ -420,7 +420,7 @@ def load_pool(backbone: str, dataset: str, *, weights: str = "pretrained", n_per
     from .captions import CAPTION_SOURCES
     from .device import configure_threads, pick_device
     from .features import cached_prefix_features
-    from .objectives import PROMPT_TEMPLATES
+    from .objectives import PROMPT_TEMPLATES, prompt_embeddings
 
     from .train import RANGES
 
@@ -448,9 +448,8 @@ def load_pool(backbone: str, dataset: str, *, weights: str = "pretrained", n_per
         text, scale = None, 100.0
         if model.is_clip:
             with torch.inference_mode():
-                per_template = [torch.nn.functional.normalize(model.encode_text(model.tokenize(
-                    [t.format(c) for c in data.prompt_names])).float(), dim=-1) for t in PROMPT_TEMPLATES]
-                text = torch.nn.functional.normalize(torch.stack(per_template).mean(0), dim=-1).cpu().numpy()
+                text = prompt_embeddings(model, [model.tokenize([t.format(c) for c in data.prompt_names])
+                                                 for t in PROMPT_TEMPLATES]).cpu().numpy()
                 scale = float(model.logit_scale.exp())
         pool = Pool(np.asarray(split.ids), np.asarray(split.labels), feats.reshape(len(split), -1), text, scale,
                     source=f"{backbone} ({weights}, frozen)")

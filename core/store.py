@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EmbedLabError, UnknownName, UnsafePath
-from .paths import confined, home as default_home, safe_name, subdir
+from .paths import CHECKPOINT, confined, home as default_home, safe_name, subdir
 
 STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
 TERMINAL = ("finished", "failed", "cancelled", "interrupted")
@@ -177,8 +177,6 @@ class RunStore:
     def _rebuild_from_folders(self) -> int:
         """Index every runs/<id>/ holding a config.json: `finished` with its summary.json, else `interrupted`
         (resume goes on from its checkpoint, if it has one). Returns how many runs were indexed."""
-        from .train import CHECKPOINT  # a lazy import: the store must not load torch to open
-
         n = 0
         for folder in sorted((self.root / "runs").glob("*/config.json")):
             run_dir, run_id = folder.parent, folder.parent.name

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from . import backbones as bb
 from . import datasets as ds
 from . import distributed
+from . import paths
 from . import shifts
 from .device import autocast, autocast_dtype, configure_threads, pick_device
 from .diskio import ensure_free, write_atomic
@@ -42,7 +43,7 @@ from .objectives import OBJECTIVES, Batch, Method, create_method
 _logger = logging.getLogger(__name__)
 
 Event = dict[str, Any]
-CHECKPOINT = "checkpoint.safetensors"  # trainable weights (+ buffers) of the method, safetensors only
+CHECKPOINT = paths.CHECKPOINT  # trainable weights (+ buffers) of the method, safetensors only
 TRAINER_STATE = "trainer_state.pt"  # optimizer state + position, loaded with weights_only=True
 DB_FLUSH_INTERVAL_S = 1.0  # step metrics reach SQLite at most once a second (the UI polls once a second)
 STOP_POLL_S = 1.0  # how often a run checks the store for a cancel asked by another process
@@ -190,7 +191,7 @@ RANGES: dict[str, tuple[str, Range]] = {
     "seed": ("seed", Range(0, 2**32 - 1, whole=True)),
     "eval_every": ("eval every", Range(1, MAX_STEPS, whole=True)),
     "snapshots": ("snapshots", Range(0, 1000, whole=True)),
-    "feature_views": ("feature views", Range(1, 16, whole=True)),
+    "feature_views": ("feature views (augmented views cached per image)", Range(0, 32, whole=True)),
     "wise_alphas": ("WiSE-FT alphas", Range(0, 1001, whole=True)),
 }
 
@@ -233,8 +234,6 @@ def validate(cfg: TrainConfig, root: Path | None = None) -> TrainConfig:
         value = getattr(cfg, name)
         if value is not None and (not isinstance(value, int) or value < 1):
             raise InvalidConfig(f"{name.replace('_', ' ')} must be a positive whole number, not {value}")
-    if not isinstance(cfg.feature_views, int) or not 0 <= cfg.feature_views <= 32:
-        raise InvalidConfig(f"feature views (augmented views cached per image) must be in 0..32, not {cfg.feature_views}")
     check_ranges(cfg)
     pick_device(cfg.device)  # a typo or a missing GPU: refused now, not when the run starts
     bb.parse_trainable(cfg.trainable)
@@ -267,7 +266,6 @@ def validate(cfg: TrainConfig, root: Path | None = None) -> TrainConfig:
         from .content_style import check_config
 
         check_config(cfg)
-    pick_device(cfg.device)
     return cfg
 
 

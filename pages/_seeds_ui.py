@@ -97,7 +97,7 @@ def label_curve_launcher(st, manager, *, key: str = "seeds_lc_run") -> list[str]
                                              n_per_class=per_class, cs_regulariser=regulariser)
             ids = manager.submit_many([cfg for cfg, _ in plans])
         except EmbedLabError as exc:
-            st.error(str(exc), icon=":material/error:")
+            st.error(md_text(exc), icon=":material/error:")
             return []
         st.success(f"Queued {len(ids)} runs (experiment `{plans[0][0].experiment}`): they train one after another "
                    "(Runs page); pick the experiment above to see the curve fill in.")
@@ -179,7 +179,7 @@ def learn_content_style(st) -> None:
         "The backbone's embedding $y$ (the paper's latent [CLS] token) is split into a **content** code (class "
         "probabilities, the classifier) and a small **style** code, and a decoder must rebuild $y$ from both. Only the "
         "labelled images $M$ get the cross-entropy; every image, labelled or not, is pushed to have content codes "
-        "distributed like the class prior $\pi$ (confident, classes balanced), a standard-normal style, and a faithful "
+        r"distributed like the class prior $\pi$ (confident, classes balanced), a standard-normal style, and a faithful "
         "reconstruction. Because 8 style numbers cannot carry the whole embedding, the class information has to flow "
         "through the content code, so the unlabelled images shape the classifier too. The reconstruction target is "
         "the latent token itself, as in the paper (its gradient reaches the backbone); the error is divided by the "
@@ -188,19 +188,19 @@ def learn_content_style(st) -> None:
     adv, mom = st.columns(2)
     adv.markdown(
         "**adversarial** (default, the paper's). Two small discriminators, as in adversarial autoencoders: $D_c$ "
-        "tells content codes from samples of a smoothed categorical prior (a class drawn from $\pi$, relaxed with "
-        f"Gumbel-softmax at temperature {PRIOR_TEMPERATURE:g}), $D_s$ tells style codes from $\mathcal{{N}}(0,I)$ draws; "
-        "the encoder is trained to fool them ($-\log D$). Both players learn in the same step: the discriminator "
+        r"tells content codes from samples of a smoothed categorical prior (a class drawn from $\pi$, relaxed with "
+        rf"Gumbel-softmax at temperature {PRIOR_TEMPERATURE:g}), $D_s$ tells style codes from $\mathcal{{N}}(0,I)$ draws; "
+        r"the encoder is trained to fool them ($-\log D$). Both players learn in the same step: the discriminator "
         "loss sees detached codes, the encoder's loss sees the discriminators with frozen weights. Estimates the "
         "KL of the whole distribution, unbiased by the batch size, at the price of two networks and a noisier loss; "
         "spectral normalisation and label smoothing keep the game stable. Their losses are stored as run metrics "
-        "`cs_d_content`, `cs_d_style` (about $2\log 2 = 1.39$ when neither side wins).")
+        r"`cs_d_content`, `cs_d_style` (about $2\log 2 = 1.39$ when neither side wins).")
     mom.markdown(
-        "**moments** (a closed-form surrogate). Content: $\mathrm{KL}(\bar c\,\|\,\pi) + \frac{1}{B}\sum_i H(\hat c_i)$, "
-        "the batch's average class distribution matches $\pi$ and every code is one-hot. Style: the KL of the "
-        "batch's Gaussian fit, $\tfrac12(\mathrm{tr}\,\Sigma + \mu^\top\mu - S - \log\det\Sigma)$, which only "
+        r"**moments** (a closed-form surrogate). Content: $\mathrm{KL}(\bar c\,\|\,\pi) + \frac{1}{B}\sum_i H(\hat c_i)$, "
+        r"the batch's average class distribution matches $\pi$ and every code is one-hot. Style: the KL of the "
+        r"batch's Gaussian fit, $\tfrac12(\mathrm{tr}\,\Sigma + \mu^\top\mu - S - \log\det\Sigma)$, which only "
         "matches the first two moments. Smooth and cheap, but **biased at small batch**: a batch drawn from "
-        "$\mathcal{N}(0,I)$ itself should score 0, and does not (table).")
+        r"$\mathcal{N}(0,I)$ itself should score 0, and does not (table).")
     bias = style_surrogate_bias((4, 16, 64, 256), dim=8, trials=200)
     mom.dataframe([{"batch size": b, "style surrogate of a true N(0, I) batch": round(v, 3)} for b, v in bias.items()],
                   hide_index=True)
@@ -223,7 +223,7 @@ def learn_vecaf(st) -> None:
     st.markdown(
         "**Objective-aware data selection (ODS).** Instead of fine-tuning on a random subset, VeCAF places $K$ "
         "continuous centroids in the model's embedding space (ActiveFT's parametric selection) so that their "
-        "distribution matches the pool's — the $-z_i\cdot c_{k(i)}$ part is the KL term, the centroids' own "
+        r"distribution matches the pool's — the $-z_i\cdot c_{k(i)}$ part is the KL term, the centroids' own "
         "log-sum-exp similarity the diversity regulariser subtracted from it — and then snaps each centroid to its "
         "nearest unused image. VeCAF's change to ActiveFT is the weight $w_i$: the **current model's training loss** "
         "on image $i$ (the pretrained model's zero-shot or nearest-class-mean head in round 0, the fine-tuned "
@@ -233,7 +233,7 @@ def learn_vecaf(st) -> None:
     st.markdown(
         "**Cross-attentive embedding augmentation (CEA).** With a CLIP-style backbone each image embedding is "
         "nudged towards the text embedding $t_i$ of **its own caption**, in proportion to how strongly the image "
-        "attends to that caption against the other captions ($\alpha_i$). Captions come from the dataset "
+        r"attends to that caption against the other captions ($\alpha_i$). Captions come from the dataset "
         "(`captions.csv` / `captions.jsonl` beside the class folders) or, where there are none, are label-free "
         "**pseudo-captions**: EfficientNet-Lite0's own top-2 ImageNet classes for that image (\"a photo of a "
         "{top-1}, or a {top-2}\"). A target-domain caption (e.g. *It is a snowy day!*) can be appended to all "
@@ -340,9 +340,9 @@ def _selection_status(st, key: str, job: dict) -> None:
             record = job["record"]
             st.session_state[f"{key}_made"] = record["id"]
             st.success(f"Saved selection {md_code(record['id'])} ({record['seconds']:.0f} s): pick it above to train on it.")
-            if not job.get("shown"):
-                job["shown"] = True
-                st.rerun()  # the whole page, so the picker above lists the new selection
+        if not job["thread"].is_alive() and not job.get("shown"):
+            job["shown"] = True
+            st.rerun()  # the whole page: the picker lists the new selection, the Select button is enabled again
 
     status()
 

@@ -10,7 +10,7 @@ from core.projections import METHOD_LABELS
 from core.safe_text import md_code, md_text
 from core.thumbnails import display_images
 from pages import _seeds_ui as seeds
-from pages._cached import analysis as _analysis, dataset as _dataset, run_view as _view, thumbs as _thumbs
+from pages._cached import analysis as _analysis, run_view as _view, split_dataset as _split_dataset, thumbs as _thumbs
 from pages._ui import ensure_router, get_manager, get_store, progressive_projection
 
 ensure_router()  # run inside app.py's router (sidebar, wide layout) even when deep-linked first
@@ -62,18 +62,17 @@ if len(chosen) < 2:
 
 try:
     with st.spinner("Computing metrics and projections…"):
-        data = _compare(root, tuple(chosen), split, "pca" if method != "pca" else method, dims, align)
+        data = _compare(root, tuple(chosen), split, "pca", dims, align)  # PCA first; UMAP / t-SNE below
 except EmbedLabError as exc:
     st.error(md_text(exc))
     st.stop()
+views = [_view(root, r, split) for r in chosen]
 if method != "pca":  # UMAP / t-SNE in the background: PCA until it is ready
-    _views = [_view(root, r, split) for r in chosen]
     pca_data = data
     data, method = progressive_projection(
         f"compare/{root}/{'+'.join(chosen)}/{split}/{method}/{dims}/{align}", method, lambda: pca_data,
-        lambda m=method, d=pca_data: report.compare_data(_views, method=m, dims=dims, outputs=d["outputs"],
+        lambda m=method, d=pca_data: report.compare_data(views, method=m, dims=dims, outputs=d["outputs"],
                                                         results=d["results"], align=align))
-views = [_view(root, r, split) for r in chosen]
 names = [v.short if len({w.short for w in views}) == len(views) else v.label for v in views]
 results = data["results"]
 
@@ -114,7 +113,7 @@ else:
                 parts.append(f"{v.short}: {int((v.after.preds[pos] == v.after.labels[pos]).sum())}/{len(sel)} correct")
         st.caption(md_text(" · ".join(parts)))
         if same_data:
-            data_ = _dataset(root, first.dataset)
+            data_ = _split_dataset(root, first.id, split)  # the OOD split's images as shifted, like the hover
             cls = first.after.classes
             lab = first.after.labels[report.positions(first.after.ids, sel[:48])]
             st.image(display_images(data_.images[sel[:48]], 84), caption=[md_text(cls[k]) for k in lab], width=84)
@@ -130,7 +129,7 @@ def _mark_best(row):
 
 
 st.table(df.style.apply(_mark_best, axis=1).format("{:.3f}", na_rep="–"))
-st.caption(" · ".join(f"**{n}** {row['metric']}: {report.ci_text(ci)}" for row in report.metrics_table(results, names)[0]
+st.caption(" · ".join(f"**{md_text(n)}** {row['metric']}: {report.ci_text(ci)}" for row in report.metrics_table(results, names)[0]
                       for n, ci in row.get("ci", {}).items() if ci))
 st.caption(f"Best per row highlighted (alignment, uniformity and different-class cosine: lower is better; an accuracy "
            f"only when its 95 % interval clears every other run's). Metrics on the "

@@ -254,3 +254,15 @@ def test_other_commands_refuse_bad_arguments_with_one_line(tmp_path, capsys, arg
     lines = out.err.strip().splitlines()
     assert rc == 2 and len(lines) == 1 and lines[0].startswith(message.format(file=tmp_path / "file")), out.err
     assert "internal error" not in out.err and not (tmp_path / "home" / "runs").exists()
+
+
+def test_feature_views_has_one_range_the_clean_only_cache_included(tmp_path):
+    """0 (the clean view only, what selection pools use) up to 32 pass; one check, one message."""
+    from core.errors import InvalidConfig
+    from core.train import TrainConfig, validate
+
+    base = dict(backbone="test_vit", dataset="digits", objective="ce", steps=2, batch_size=8)
+    for k in (0, 32):
+        assert validate(TrainConfig(**base, feature_views=k), tmp_path).feature_views == k
+    with pytest.raises(InvalidConfig, match=r"feature views .* in \[0, 32\], not 33"):
+        validate(TrainConfig(**base, feature_views=33), tmp_path)

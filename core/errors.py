@@ -31,3 +31,15 @@ class DatasetError(EmbedLabError):
 
 class UnsafePath(EmbedLabError):
     """A user-supplied name or path that would escape EMBEDLAB_HOME."""
+
+
+class NotAllowed(EmbedLabError):
+    """Workshop mode: someone other than a run's owner or the instructor tried to cancel, delete or resume it."""
+
+
+class QueueFull(InvalidConfig):
+    """Workshop mode: a person already has as many runs waiting as the per-person cap (EMBEDLAB_QUEUE_CAP)."""
+
+
+class NoCheckpoint(InvalidConfig):
+    """A resume of a run with no (usable) checkpoint: it would start over from step 0, so it must be asked for."""

@@ -1,10 +1,11 @@
 """JobManager: the FIFO queue, the worker thread, cancel / resume / delete, and one real tiny run."""
+import json
 import threading
 import time
 
 import pytest
 
-from core.errors import EmbedLabError, InvalidConfig
+from core.errors import EmbedLabError, InvalidConfig, NoCheckpoint
 from core.jobs import JobManager
 from core.store import RunStore
 from core.train import CHECKPOINT, TrainConfig
@@ -74,6 +75,12 @@ def make_manager(store):
     yield make
     for m in managers:
         m.shutdown(timeout=10)
+
+
+def _write_checkpoint(path, step):
+    """A safetensors file with no tensors and the step train() records in its metadata."""
+    header = json.dumps({"__metadata__": {"step": str(step), "stage": "0"}}).encode()
+    path.write_bytes(len(header).to_bytes(8, "little") + header)
 
 
 def _cfg(i=0, **kw):
@@ -218,13 +225,17 @@ def test_resume_requeues_with_or_without_checkpoint(make_manager, store):
     m = make_manager(fake)
     with_ckpt = store.create_run(_cfg(0).to_dict(), status="queued")
     store.set_status(with_ckpt, "interrupted", error="server stopped")
-    (store.run_dir(with_ckpt) / CHECKPOINT).write_bytes(b"x")
+    _write_checkpoint(store.run_dir(with_ckpt) / CHECKPOINT, step=7)
     without = store.create_run(_cfg(1).to_dict(), status="queued")
     store.set_status(without, "failed", error="boom")
     done = store.create_run(_cfg(2).to_dict(), status="queued")
     store.set_status(done, "finished")
+    assert m.resume_point(with_ckpt) == 7 and m.resume_point(without) is None
     assert m.resume(with_ckpt) == with_ckpt
-    m.resume(without)
+    with pytest.raises(NoCheckpoint, match="no checkpoint: resume starts over from step 0"):
+        m.resume(without)  # never a silent restart
+    assert store.get(without).status == "failed" and without not in m.queued()
+    m.resume(without, restart_ok=True)
     with pytest.raises(InvalidConfig, match="only interrupted"):
         m.resume(done)
     _wait_all(m, [with_ckpt, without])

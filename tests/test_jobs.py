@@ -302,6 +302,7 @@ def test_real_tiny_run_then_cancel_and_resume(store):
         assert store.get(long_id).status == "cancelled"
         stopped_at = m.progress(long_id)["step"]
         assert stopped_at < 300 and (store.run_dir(long_id) / CHECKPOINT).exists()
+        assert stopped_at <= m.resume_point(long_id) < 300  # read from the real checkpoint's header
 
         m.resume(long_id)  # the same run id continues
         assert m.wait(long_id, 120)

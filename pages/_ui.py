@@ -7,7 +7,6 @@ patch `get_manager` / `get_store` to inject a fake.
 from __future__ import annotations
 
 import math
-import os
 import re
 import runpy
 import tempfile

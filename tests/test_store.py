@@ -134,13 +134,16 @@ def test_reopen_after_crash_marks_dead_owners_runs_interrupted(store):
     for run_id in (crashed, waiting, done):
         _set_owner(store, run_id, dead)
     _set_owner(store, elsewhere, "some-other-host:1")  # another machine's process: cannot check, leave it
+    header = json.dumps({"__metadata__": {"step": "30", "stage": "0"}}).encode()
+    (store.run_dir(crashed) / "checkpoint.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
     store.close()
 
     reopened = RunStore(store.root, recover=True)
     assert {r.id: r.status for r in reopened.list()} == {
         crashed: "interrupted", waiting: "interrupted", mine: "running", elsewhere: "running", done: "finished"}
     r = reopened.get(crashed)
-    assert "stopped" in r.error and "resume" in r.error and r.finished is not None
+    assert r.error.endswith("(server restart or crash); resume continues from step 30") and r.finished is not None
+    assert reopened.get(waiting).error.endswith("it has no checkpoint: resume starts over from step 0")
     # idempotent, and a store opened without recover changes nothing
     assert reopened.recover_interrupted() == []
     assert RunStore(store.root).get(mine).status == "running"

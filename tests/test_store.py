@@ -269,3 +269,17 @@ def test_checkpoint_step_is_read_from_the_safetensors_header(store):
         assert store.checkpoint_step(run_id) is None  # unreadable: no usable checkpoint
     with pytest.raises(UnsafePath):
         store.checkpoint_step("../x")
+
+
+def test_an_old_database_on_a_read_only_home_lists_its_runs_as_local(tmp_path, monkeypatch):
+    with sqlite3.connect(tmp_path / "runs.db") as db:
+        db.executescript(_OLD_SCHEMA)
+        db.execute("INSERT INTO runs (id, created, status, objective, config) VALUES (?,?,?,?,?)",
+                   ("20240101-000000-ce-abcd", 1.0, "finished", "ce", json.dumps(CFG)))
+    monkeypatch.setattr("core.store.os.access", lambda path, mode: not mode & os.W_OK)  # as on a read-only mount
+    store = RunStore(tmp_path)
+    assert store.read_only
+    assert [(r.id, r.owner_id, r.owner_name) for r in store.list()] == [("20240101-000000-ce-abcd", "local", None)]
+    assert len(store.list(owner_id="local")) == 1 and store.list(owner_id="f" * 32) == []
+    cols = {r[1] for r in sqlite3.connect(tmp_path / "runs.db").execute("PRAGMA table_info(runs)")}
+    assert "owner_id" not in cols  # nothing was written

@@ -257,3 +257,8 @@ def differing_labels(runs: Sequence[tuple[str, Any, dict | None]], *, limit: int
     for i, (run_id, _, _) in enumerate(runs):
         out[run_id] = " · ".join(f"{r.label} {value_text(r.values[i])}" for r in rows if r.used[i])
     return out
+
+
+def label_with(label: str, differences: str) -> str:
+    """'CE · 81b8' + 'steps 1500' -> 'CE · 81b8 · steps 1500' (the label alone when nothing differs)."""
+    return f"{label} · {differences}" if differences else label

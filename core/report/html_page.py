@@ -8,6 +8,7 @@ from typing import Any
 
 from ..metrics import analyze
 from ..safe_text import html_text
+from ..settings_diff import SettingsTable, differing_labels, label_with, settings_table, value_text
 from .figures import (confusion_figure, frontier_data, frontier_figure, hist_figure, per_class_figure, projection_figure,
                       wise_ft_figure)
 from .lookup import RunView, positions
@@ -39,7 +40,9 @@ def comparison_html(views: Sequence[RunView], *, method: str = "pca", dims: int 
 
     data = data or compare_data(views, method=method, dims=dims, seed=seed, outputs=outputs)
     results, proj = data["results"], data["projection"]
-    names = [v.label for v in views]
+    runs = [(v.id, v.config, v.summary) for v in views]
+    extra = differing_labels(runs)  # run labels carry the settings that differ
+    names = [label_with(v.label, extra[v.id]) for v in views]
     figs = []
     # projections, on the ids every run shares (so that the panes are comparable)
     shared = data["shared_ids"]
@@ -67,7 +70,7 @@ def comparison_html(views: Sequence[RunView], *, method: str = "pca", dims: int 
     frontier = frontier_data([(n, v.config, v.summary) for n, v in zip(names, views)])
     if frontier["curves"]:
         figs.append(("ID-OOD frontier", frontier_figure(frontier)))
-    return _html_page(title, views, names, results, figs)
+    return _html_page(title, views, names, results, figs, settings=settings_html(settings_table(runs, names)))
 
 
 def seeds_html(views: Sequence[RunView], results: Sequence[dict]) -> str:
@@ -85,7 +88,8 @@ def seeds_html(views: Sequence[RunView], results: Sequence[dict]) -> str:
             f"</thead><tbody>{body}</tbody></table><p>Spread: the sample standard deviation across seeds.</p>")
 
 
-def _html_page(title: str, views: Sequence[RunView], names: Sequence[str], results: Sequence[dict], figs: Sequence[tuple[str, Any]]) -> str:
+def _html_page(title: str, views: Sequence[RunView], names: Sequence[str], results: Sequence[dict], figs: Sequence[tuple[str, Any]],
+               settings: str = "") -> str:
     parts = []
     for i, (heading, fig) in enumerate(figs):
         div = fig.to_html(full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False, "showSendToCloud": False})
@@ -102,6 +106,8 @@ table.metrics th:first-child {{ text-align: left; font-weight: normal; }}
 td.best {{ font-weight: 700; background: #e8f5e9; }}
 .ci {{ color: #777; font-size: 85%; font-weight: 400; }}
 section {{ margin: 24px 0; }}
+table.settings tr.differs th, table.settings tr.differs td {{ background: #fff3e0; font-weight: 700; }}
+p.warn {{ background: #fff3e0; border-left: 4px solid #e65100; padding: 8px 12px; }}
 </style></head><body>
 <h1>{html_text(title)}</h1>
 <p>Generated {time.strftime('%Y-%m-%d %H:%M')} by EmbedLab. Best value per row marked ★ (alignment, uniformity and
@@ -109,6 +115,7 @@ different-class cosine: lower is better; an accuracy only when its 95 % interval
 carry their Wilson 95 % interval in brackets. kNN: leave-one-out on the split, k=20, cosine. Linear probe: logistic
 regression, 5-fold cross-validated below 1,000 samples (else a stratified 70/30 split).</p>
 <ul>{runs}</ul>
+{settings}
 <h2>Metrics</h2>
 {_table_html(results, names)}
 {seeds_html(views, results)}
@@ -150,5 +157,22 @@ def run_report_html(view: RunView, *, method: str = "pca", dims: int = 2, seed: 
     if before:
         results.insert(0, before)
         names.insert(0, "before fine-tuning")
-    return _html_page(f"EmbedLab report: {view.label}", [view] * len(names), names, results, figs)
+    return _html_page(f"EmbedLab report: {view.label}", [view] * len(names), names, results, figs,
+                      settings=settings_html(settings_table([(view.id, view.config, view.summary)], [view.label])))
 
+
+def settings_html(table: SettingsTable) -> str:
+    """The runs' settings (rows) per run (columns), differing rows marked, and the warning when the runs differ in
+    more than the objective: a comparison's difference is then not the objective's alone."""
+    head = "".join(f"<th>{html_text(n)}</th>" for n in table.names)
+    body = "".join(("<tr class='differs'>" if r.differs else "<tr>") + f"<th>{html_text(r.label)}{' ≠' if r.differs else ''}</th>"
+                   + "".join(f"<td>{html_text(value_text(v, u))}</td>" for v, u in zip(r.values, r.used)) + "</tr>"
+                   for r in table.shown())
+    warn = ("<p class='warn'><b>Not like with like:</b> these runs differ in more than the objective ("
+            + html_text("; ".join(table.warnings)) + "), so their differences are not the objective's alone.</p>"
+            if table.warnings else "")
+    notes = [f"{r.label}: {r.note}" for r in table.differing() if r.note]
+    note = f"<p>Differing but comparable: {html_text('; '.join(notes))}.</p>" if notes else ""
+    return (f"<h2>Settings</h2>{warn}<table class='metrics settings'><thead><tr><th>setting</th>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table><p>Rows marked ≠ differ between the runs; n/a: a knob the run's objective "
+            f"does not read.</p>{note}")

@@ -3,7 +3,7 @@
     lookup.py     which runs there are and one run's stored embeddings: resolve_run, finished_runs, load_run_view -> RunView
     panes.py      what Explore / Compare draw, computed: explore_data, neighbour_grid, compare_data
     figures.py    plotly figures the pages and the report share: projection_figure, hist_figure, frontier_figure, ...
-    tables.py     the metrics table and its interval wording: metrics_table, metrics_dataframe, ci_text
+    tables.py     the metrics and settings tables for the pages: metrics_table, metrics_dataframe, ci_text, settings_dataframe
     html_page.py  self-contained HTML reports: comparison_html, run_report_html
     exports.py    projector TSV (folder / zip) and Parquet: export_sets, projector_files, export_parquet
 
@@ -18,7 +18,7 @@ from .html_page import comparison_html, run_report_html, seeds_html
 from .lookup import (OBJECTIVE_ORDER, RunView, default_compare_runs, finished_runs, has_results, load_run_view, load_snapshots,
                      positions, resolve_run, run_label, run_short)
 from .panes import anchors_for, compare_data, explore_data, neighbour_grid
-from .tables import METRIC_ROWS, ci_text, delta_colour, metrics_dataframe, metrics_table, sure_best
+from .tables import METRIC_ROWS, ci_text, delta_colour, metrics_dataframe, metrics_table, settings_dataframe, sure_best
 
 __all__ = [
     "METADATA_HEADER", "ExportSet", "export_parquet", "export_sets", "parquet_table", "projector_files", "projector_zip",
@@ -29,5 +29,5 @@ __all__ = [
     "OBJECTIVE_ORDER", "RunView", "default_compare_runs", "finished_runs", "has_results", "load_run_view", "load_snapshots",
     "positions", "resolve_run", "run_label", "run_short",
     "anchors_for", "compare_data", "explore_data", "neighbour_grid",
-    "METRIC_ROWS", "ci_text", "delta_colour", "metrics_dataframe", "metrics_table", "sure_best",
+    "METRIC_ROWS", "ci_text", "delta_colour", "metrics_dataframe", "metrics_table", "settings_dataframe", "sure_best",
 ]

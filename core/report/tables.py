@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..metrics import HIGHER_IS_BETTER, best_of
+from ..settings_diff import SettingsTable, value_text
 
 METRIC_ROWS = [  # (key, display name) of the metrics table, in order
     ("val_acc", "val accuracy (top-1)"), ("test_acc", "test accuracy (top-1)"),
@@ -68,3 +69,13 @@ def metrics_dataframe(results: Sequence[dict], names: Sequence[str]):
     df = pd.DataFrame(rows).drop(columns=["key", "ci"], errors="ignore").set_index("metric").astype(float) if rows else pd.DataFrame()
     return df, {m: (names[i] if i is not None else None) for m, i in best.items()}
 
+
+def settings_dataframe(table: SettingsTable, *, everything: bool = False):
+    """(DataFrame of a settings table, indexed by setting, one column per run; the labels of the
+    differing rows) for st.dataframe + Styler."""
+    import pandas as pd
+
+    rows = table.shown(everything)
+    df = pd.DataFrame([[value_text(v, u) for v, u in zip(r.values, r.used)] for r in rows], columns=list(table.names),
+                      index=pd.Index([r.label for r in rows], name="setting"))
+    return df, {r.label for r in rows if r.differs}

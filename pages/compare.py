@@ -98,9 +98,9 @@ results = data["results"]
 settings = settings_diff.settings_table([(v.id, v.config, v.summary) for v in views], names)
 if settings.warnings:
     st.warning("**Not like with like:** these runs differ in more than the objective ("
-               + md_text("; ".join(settings.warnings)) + "), so their differences are not the objective's alone. "
-               "Pick the runs of one **Comparison batch** above.", icon=":material/warning:")
-n_differ = sum(1 for r in settings.differing() if any(r.used))
+               + md_text("; ".join(settings.warnings)) + "), so their differences are not the objective's alone."
+               + (" Pick the runs of one **Comparison batch** above." if batches else ""), icon=":material/warning:")
+n_differ = len(settings.differing())
 with st.expander(f"Settings ({n_differ} differ{'s' if n_differ == 1 else ''})", expanded=bool(settings.warnings),
                  icon=":material/tune:"):
     all_settings = st.toggle("All settings", key="compare_settings_all")

@@ -241,3 +241,16 @@ def test_settings_table_keeps_hostile_names_inert(store):
     section = _settings_section(report.comparison_html([report.load_run_view(store, i) for i in ids]))
     assert live_markup(section) == []
     assert "&lt;img src=x onerror" in section and "dataset: " in section  # named, escaped, and warned about
+
+
+def test_cli_compare_html_names_steps(store, tmp_path):
+    """The issue's check, end to end: `python -m core compare A B --html r.html` of runs with different step counts."""
+    import subprocess
+
+    a, b = _fake_run(store, "ce", steps=1500), _fake_run(store, "lacvit", seed=1, steps=20)
+    out = tmp_path / "r.html"
+    proc = subprocess.run([sys.executable, "-m", "core", "compare", a, b, "--runs-dir", str(store.root), "--html", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr
+    section = _settings_section(out.read_text())
+    assert "<th>steps ≠</th><td>1500</td><td>20</td>" in section and "steps: 1500 vs 20" in section

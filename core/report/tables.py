@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..metrics import HIGHER_IS_BETTER, best_of
-from ..settings_diff import SettingsTable, value_text
+from ..settings_diff import SettingsTable
 
 METRIC_ROWS = [  # (key, display name) of the metrics table, in order
     ("val_acc", "val accuracy (top-1)"), ("test_acc", "test accuracy (top-1)"),
@@ -75,7 +75,6 @@ def settings_dataframe(table: SettingsTable, *, everything: bool = False):
     differing rows) for st.dataframe + Styler."""
     import pandas as pd
 
-    rows = table.shown(everything)
-    df = pd.DataFrame([[value_text(v, u) for v, u in zip(r.values, r.used)] for r in rows], columns=list(table.names),
-                      index=pd.Index([r.label for r in rows], name="setting"))
-    return df, {r.label for r in rows if r.differs}
+    records = table.records(everything)
+    df = pd.DataFrame(records, columns=["setting", *table.names, "differs"]).set_index("setting")
+    return df.drop(columns="differs"), {r["setting"] for r in records if r["differs"]}

@@ -1,6 +1,4 @@
 """AppTest: Compare shows the runs' settings, warns when they differ beyond the objective, and picks a batch."""
-import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -8,35 +6,14 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from explore_runs import tiny_runs  # noqa: E402
+from explore_runs import mixed_step_runs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _copy_run(src, run_id, dst, **changes) -> str:
-    """A finished run in store `dst` with run_id's stored embeddings and summary, its config changed by `changes`
-    (as if trained with those settings: what Compare reads is the stored config)."""
-    rec = src.get(run_id)
-    config = {**rec.config, **changes}
-    new = dst.create_run(config, status="finished")
-    shutil.copytree(src.run_dir(run_id), dst.run_dir(new), dirs_exist_ok=True)
-    (dst.run_dir(new) / "config.json").write_text(json.dumps(config))
-    dst.update_summary(new, {**rec.summary, "steps": config["steps"]})
-    dst.set_status(new, "finished")
-    return new
-
-
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory):
-    """A home with CE at 6 steps, then LaCViT and CE at 20 steps (the last two: one comparison batch)."""
-    from core.store import RunStore
-
-    home, ids = tiny_runs(tmp_path_factory.getbasetemp(), objectives=("ce", "lacvit"))
-    src, dst = RunStore(home), RunStore(tmp_path_factory.mktemp("mixed-home"))
-    short_ce = _copy_run(src, ids["ce"], dst)
-    lacvit = _copy_run(src, ids["lacvit"], dst, steps=20)
-    long_ce = _copy_run(src, ids["ce"], dst, steps=20)
-    return dst.root, {"ce6": short_ce, "lacvit20": lacvit, "ce20": long_ce}
+    return mixed_step_runs(tmp_path_factory.getbasetemp())
 
 
 def _settings(at):

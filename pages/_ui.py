@@ -104,6 +104,17 @@ def objective_label(objective: str) -> str:
     return OBJECTIVE_LABELS.get(objective, objective)
 
 
+def run_labels(runs, *, short: bool = False) -> dict[str, str]:
+    """{run_id: 'LaCViT · test_vit · digits · 81b8 · steps 20'} for a picker or a legend: core.report's run label
+    (run_short with `short`) plus the settings in which these runs differ (core.settings_diff), so that two runs
+    that look alike are told apart. `runs`: records or views (id, config, summary). Plain text: callers escape."""
+    from core import report, settings_diff
+
+    extra = settings_diff.differing_labels([(r.id, r.config, r.summary) for r in runs])
+    base = report.run_short if short else report.run_label
+    return {r.id: settings_diff.label_with(base(r.id, r.config), extra[r.id]) for r in runs}
+
+
 def pct(value) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}%"
 

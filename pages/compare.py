@@ -4,14 +4,14 @@ from __future__ import annotations
 import streamlit as st
 
 from assets.scatter_component import COMPARE_COLOR_MODES, build_payload, scatter
-from core import metrics, report
+from core import metrics, report, settings_diff
 from core.errors import EmbedLabError
 from core.projections import METHOD_LABELS
 from core.safe_text import md_code, md_text
 from core.thumbnails import display_images
 from pages import _seeds_ui as seeds
 from pages._cached import analysis as _analysis, run_view as _view, split_dataset as _split_dataset, thumbs as _thumbs
-from pages._ui import ensure_router, get_manager, get_store, progressive_projection
+from pages._ui import ensure_router, get_manager, get_store, objective_label, progressive_projection, run_labels
 
 ensure_router()  # run inside app.py's router (sidebar, wide layout) even when deep-linked first
 
@@ -36,10 +36,26 @@ if len(runs) < 2:
     st.info("Compare needs at least two finished runs. Train CE, LaCViT and FLYP on the same dataset on the **Train** page.")
     st.stop()
 ids = [r.id for r in runs]
-labels = {r.id: report.run_label(r.id, r.config) for r in runs}
+labels = run_labels(runs)  # + the settings that differ between runs
 wanted = [r for r in (st.session_state.get("compare_runs") or st.query_params.get_all("run")) if r in ids]
 default = wanted[:4] if len(wanted) >= 2 else report.default_compare_runs(runs)
 
+# one comparison batch: same settings but the objective (core/settings_diff.py); picking one fills the runs below
+batches = [b for b in settings_diff.comparison_batches([(r.id, r.config, r.summary) for r in runs]) if len(b.run_ids) > 1]
+
+
+def _pick_batch(run_ids: dict[str, list[str]]) -> None:
+    picked = run_ids.get(st.session_state.get("compare_batch"))
+    if picked:
+        st.session_state["compare_pick"] = picked[:4]
+
+
+if batches:
+    st.selectbox("Comparison batch", [b.id for b in batches], index=None, key="compare_batch",
+                 format_func={b.id: b.label(objective_label) for b in batches}.get, on_change=_pick_batch,
+                 args=({b.id: b.run_ids for b in batches},), placeholder="Pick the runs of one comparison…",
+                 help="Runs with the same settings except the objective (and its own knobs), e.g. one `Start` on the "
+                      "Train page; the first four when a batch holds more.")
 chosen = st.multiselect("Runs (2 to 4)", ids, default=default, format_func=labels.get, max_selections=4, key="compare_pick")
 st.session_state["compare_runs"] = list(chosen)
 c1, c2, c3, c4, c5 = st.columns([1.4, 1.2, 1, 1.6, 1.6])  # split: val / test / ood
@@ -73,8 +89,27 @@ if method != "pca":  # UMAP / t-SNE in the background: PCA until it is ready
         f"compare/{root}/{'+'.join(chosen)}/{split}/{method}/{dims}/{align}", method, lambda: pca_data,
         lambda m=method, d=pca_data: report.compare_data(views, method=m, dims=dims, outputs=d["outputs"],
                                                         results=d["results"], align=align))
-names = [v.short if len({w.short for w in views}) == len(views) else v.label for v in views]
+differences = settings_diff.differing_labels([(v.id, v.config, v.summary) for v in views])  # names carry them
+names = [settings_diff.label_with(v.short if len({w.short for w in views}) == len(views) else v.label, differences[v.id])
+         for v in views]
 results = data["results"]
+
+# SETTINGS (like with like) ---------------------------------------------------------------------
+settings = settings_diff.settings_table([(v.id, v.config, v.summary) for v in views], names)
+if settings.warnings:
+    st.warning("**Not like with like:** these runs differ in more than the objective ("
+               + md_text("; ".join(settings.warnings)) + "), so their differences are not the objective's alone."
+               + (" Pick the runs of one **Comparison batch** above." if batches else ""), icon=":material/warning:")
+n_differ = len(settings.differing())
+with st.expander(f"Settings ({n_differ} differ{'s' if n_differ == 1 else ''})", expanded=bool(settings.warnings),
+                 icon=":material/tune:"):
+    all_settings = st.toggle("All settings", key="compare_settings_all")
+    settings_df, differing = report.settings_dataframe(settings, everything=all_settings)
+    st.dataframe(settings_df.style.apply(lambda row: ["background-color: #ffe0b2; font-weight: 700" if row.name in differing
+                                                      else ""] * len(row), axis=1), key="compare_settings")
+    notes = [f"{r.label}: {r.note}" for r in settings.differing() if r.note]
+    st.caption("Highlighted: settings that differ between the runs; n/a: a knob the run's objective does not read."
+               + (" Differing but comparable: " + md_text("; ".join(notes)) + "." if notes else ""))
 
 # ALIGNED PROJECTIONS ---------------------------------------------------------------------------
 shared = data["shared_ids"]

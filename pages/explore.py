@@ -12,7 +12,7 @@ from core.thumbnails import display_images
 from pages import _seeds_ui as seeds
 from core.embeddings import has_embeddings
 from pages._cached import analysis as _analysis, run_view as _view, split_dataset as _split_dataset, thumbs as _thumbs
-from pages._ui import ensure_router, get_store, pct, progressive_projection
+from pages._ui import ensure_router, get_store, pct, progressive_projection, run_labels
 
 ensure_router()  # run inside app.py's router (sidebar, wide layout) even when deep-linked first
 
@@ -55,7 +55,7 @@ wanted = st.session_state.get("explore_run") or st.query_params.get("run")
 default = ids.index(wanted) if wanted in ids else 0
 if wanted and wanted not in ids:
     st.caption(f"Run {md_code(wanted)} has no stored embeddings yet (still running, failed or cancelled); showing the latest finished run.")
-labels = {r.id: report.run_label(r.id, r.config) for r in runs}
+labels = run_labels(runs)  # + the settings that differ between runs
 
 c1, c2, c3, c4 = st.columns([3, 1.4, 1.2, 1.2])  # split: val / test / ood
 run_id = c1.selectbox("Run", ids, index=default, format_func=labels.get, key="explore_run_pick")

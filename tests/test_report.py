@@ -18,13 +18,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from explore_runs import tiny_runs  # noqa: E402
 
 
-def _fake_run(store, objective, *, dim=16, n=60, seed=0, dataset="digits", anchors=False):
-    """A 'finished' run folder with before / after embeddings, written without training."""
+def _fake_run(store, objective, *, dim=16, n=60, seed=0, dataset="digits", anchors=False, **settings):
+    """A 'finished' run folder with before / after embeddings, written without training (`settings`: more config)."""
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(3), n // 3)
     ids = np.arange(100, 100 + n)
     centres = rng.normal(size=(3, dim)) * 2
-    run_id = store.create_run({"objective": objective, "backbone": "test_vit", "dataset": dataset}, status="finished")
+    run_id = store.create_run({"objective": objective, "backbone": "test_vit", "dataset": dataset, **settings}, status="finished")
     store.set_status(run_id, "finished")
     run_dir = store.run_dir(run_id)
     for phase, spread in (("before", 2.0), ("after", 0.5)):
@@ -211,3 +211,46 @@ def test_report_shows_mean_and_spread_for_runs_that_differ_only_in_seed():
     assert "Mean ± spread over seeds" in page and "82.0 ± 2.0 % (3 seeds)" in page and "seeds 0, 1, 2" in page
     other = [SimpleNamespace(id="x", config={**base, "seed": 0}), SimpleNamespace(id="y", config={**base, "steps": 9, "seed": 1})]
     assert seeds_html(other, results[:2]) == ""  # different steps: no seed group
+
+
+def _settings_section(page: str) -> str:
+    return page[page.index("<h2>Settings</h2>"):page.index("<h2>Metrics</h2>")]
+
+
+def test_comparison_html_has_a_settings_table_naming_steps_and_warns(store):
+    ids = [_fake_run(store, "ce", steps=1500, lr=0.001), _fake_run(store, "lacvit", seed=1, steps=20, lr=0.001)]
+    views = [report.load_run_view(store, i) for i in ids]
+    section = _settings_section(report.comparison_html(views))
+    steps = re.search(r"<tr class='differs'><th>steps ≠</th><td>(\w+)</td><td>(\w+)</td></tr>", section)
+    assert steps and steps.groups() == ("1500", "20")
+    assert "<tr><th>lr</th><td>0.001</td><td>0.001</td></tr>" in section  # same value: shown, not marked
+    assert "Not like with like" in section and "steps: 1500 vs 20" in section
+    assert "CE · " in section and " · steps 1500</th>" in section and " · steps 20</th>" in section  # labels carry steps
+    like = [_fake_run(store, "ce", steps=20), _fake_run(store, "lacvit", seed=1, steps=20)]
+    section = _settings_section(report.comparison_html([report.load_run_view(store, i) for i in like]))
+    assert "Not like with like" not in section and "<th>objective ≠</th>" in section
+    single = _settings_section(report.run_report_html(report.load_run_view(store, like[0])))
+    assert "<th>steps</th><td>20</td>" in single
+
+
+def test_settings_table_keeps_hostile_names_inert(store):
+    from hostile_names import HOSTILE_CLASSES, live_markup
+
+    ids = [_fake_run(store, "ce", dataset=HOSTILE_CLASSES[0], experiment=HOSTILE_CLASSES[1]),
+           _fake_run(store, "lacvit", seed=1, dataset=HOSTILE_CLASSES[1], selection=HOSTILE_CLASSES[0])]
+    section = _settings_section(report.comparison_html([report.load_run_view(store, i) for i in ids]))
+    assert live_markup(section) == []
+    assert "&lt;img src=x onerror" in section and "dataset: " in section  # named, escaped, and warned about
+
+
+def test_cli_compare_html_names_steps(store, tmp_path):
+    """The issue's check, end to end: `python -m core compare A B --html r.html` of runs with different step counts."""
+    import subprocess
+
+    a, b = _fake_run(store, "ce", steps=1500), _fake_run(store, "lacvit", seed=1, steps=20)
+    out = tmp_path / "r.html"
+    proc = subprocess.run([sys.executable, "-m", "core", "compare", a, b, "--runs-dir", str(store.root), "--html", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr
+    section = _settings_section(out.read_text())
+    assert "<th>steps ≠</th><td>1500</td><td>20</td>" in section and "steps: 1500 vs 20" in section

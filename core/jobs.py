@@ -58,6 +58,7 @@ class Job:
 
     run_id: str
     config: Any  # core.train.TrainConfig (validated and resolved)
+    prepared: Any = None  # core.train.Prepared: what validation loaded, handed to train_fn (None: config)
     resume: bool = False
     status: str = "queued"  # queued | running | finished | failed | cancelled
     submitted: float = field(default_factory=time.time)
@@ -100,6 +101,9 @@ class JobManager:
         train_fn: the training function, `train(cfg, store=, run_id=, root=, on_event=,
             should_stop=, resume=) -> summary dict`; tests inject a fake.
         validate_fn: `validate(cfg, root) -> resolved cfg`, raising EmbedLabError on bad settings.
+
+    With the real train and validate, a run is validated once, in `submit`: `core.train.prepare`'s
+    result (the resolved config and its loaded data split) goes to the worker as train's `cfg`.
     """
 
     def __init__(self, store: RunStore | None = None, *, max_running: int = 1,
@@ -107,9 +111,12 @@ class JobManager:
                  validate_fn: Callable[..., Any] | None = None):
         if max_running < 1:
             raise InvalidConfig(f"max_running must be at least 1, not {max_running}")
+        self._prepare_fn = None  # (cfg, root) -> Prepared, when train_fn takes one
         if train_fn is None or validate_fn is None:
             from . import train as _train  # torch import deferred until a manager is built
 
+            if train_fn is None and validate_fn is None:
+                self._prepare_fn = _train.prepare
             train_fn = train_fn or _train.train
             validate_fn = validate_fn or _train.validate
         self.store = store or RunStore()
@@ -145,13 +152,20 @@ class JobManager:
         for cfg in cfgs:
             if not weights_in_home(cfg.weights, self.store.root):
                 raise InvalidConfig(f"weights {cfg.weights!r} are not an imported weights file; upload the file on the Train page")
-        resolved = [self.validate(cfg) for cfg in cfgs]
+        prepared = [self._prepare(cfg) for cfg in cfgs]
         ids = []
-        for cfg in resolved:
+        for cfg, ready in prepared:
             run_id = self.store.create_run(cfg.to_dict(), status="queued")
-            self._enqueue(Job(run_id, cfg))
+            self._enqueue(Job(run_id, cfg, prepared=ready))
             ids.append(run_id)
         return ids
+
+    def _prepare(self, cfg) -> tuple[Any, Any]:
+        """(resolved config, the validated run for the worker or None), or EmbedLabError: the one validation."""
+        if self._prepare_fn is None:
+            return self.validate(cfg), None
+        ready = self._prepare_fn(cfg, self.store.root)
+        return ready.cfg, ready
 
     def resume(self, run_id: str) -> str:
         """Re-queue an interrupted / failed / cancelled run; it continues from its last checkpoint.
@@ -169,10 +183,10 @@ class JobManager:
             if record.status not in RESUMABLE:
                 raise InvalidConfig(f"run {run_id} is {record.status}; "
                                     "only interrupted, failed or cancelled runs can be resumed")
-            cfg = self.validate(TrainConfig.from_dict(record.config))
+            cfg, ready = self._prepare(TrainConfig.from_dict(record.config))
             has_checkpoint = (self.store.run_dir(run_id) / CHECKPOINT).exists()
             self.store.set_status(run_id, "queued")
-            self._enqueue(Job(run_id, cfg, resume=has_checkpoint))
+            self._enqueue(Job(run_id, cfg, prepared=ready, resume=has_checkpoint))
         return run_id
 
     def _enqueue(self, job: Job) -> None:
@@ -345,7 +359,7 @@ class JobManager:
 
     def _run(self, job: Job) -> None:
         try:
-            result = self._train_fn(job.config, store=self.store, run_id=job.run_id, root=self.store.root,
+            result = self._train_fn(job.config if job.prepared is None else job.prepared, store=self.store, run_id=job.run_id, root=self.store.root,
                                     on_event=lambda e: self._on_event(job, e), should_stop=job.stop.is_set,
                                     resume=job.resume)
             status = (result or {}).get("status", "finished")
@@ -367,6 +381,7 @@ class JobManager:
             job.status, job.error, job.finished = status, error, time.time()
             job.summary.update(summary)
             job.phase = status
+            job.prepared = None  # the loaded split is the run's: not kept with the finished job
 
     def _reconcile(self, run_id: str, status: str, error: str | None) -> None:
         """Make sure the store does not keep a finished job as queued / running."""

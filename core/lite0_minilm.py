@@ -208,6 +208,9 @@ class Lite0MiniLM(Backbone):
         layers = [f"bert.encoder.layer.{i}" for i in range(len(self.text.bert.encoder.layer))]
         freeze_params(list(self.text.named_parameters()), layers, k, tail=())
         self.logit_scale.requires_grad_(k != 0)
+        pooler = getattr(self.text.bert, "pooler", None)
+        if pooler is not None:  # the text embedding is a mean over tokens: BERT's pooler gets no gradient, so it never trains
+            pooler.requires_grad_(False)
         return self
 
     def split_image(self):

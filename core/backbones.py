@@ -31,6 +31,7 @@ import torch.nn as nn
 
 from .device import hub_reachable
 from .errors import InvalidConfig, UnknownName, WeightsUnavailable
+from .paths import home, safe_name, subdir
 from .registry import Registry, did_you_mean
 from .transforms import Preprocess
 
@@ -412,8 +413,6 @@ def import_weights_file(source: str | Path, filename: str, root: Path | None = N
     The file is read with `read_state_dict` (safetensors or torch.load(weights_only=True)) before it
     is kept, so a pickle that would run code never lands in the weights folder. Returns its path.
     """
-    from .paths import home, safe_name, subdir
-
     name = safe_name(Path(filename).name, "weights file name")
     if not name.lower().endswith(WEIGHT_SUFFIXES):
         raise WeightsUnavailable(f"{name}: weights must be a {', '.join(WEIGHT_SUFFIXES)} file")

@@ -373,7 +373,7 @@ def _weights_fit(path: str, size: int, mtime_ns: int, backbone: str, image_size:
 def _selection_ids(cfg: TrainConfig, root: Path | None) -> np.ndarray | None:
     if not cfg.selection:
         return None
-    from .selection import load_selection  # core.selection imports this module: not at the top
+    from .selection import load_selection  # core.selection imports the CLI (until its stored format is split out)
 
     return load_selection(cfg.selection, root)
 

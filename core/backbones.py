@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import importlib
 import logging
 import pickle
 from collections.abc import Callable
@@ -259,8 +260,10 @@ CPU_ONLINE_DEFAULT = "ViT-B-32/laion2b_s34b_b79k"  # when online on a CPU (at a 
 
 
 def registered() -> Registry[BackboneEntry]:
-    """BACKBONES with every plugin loaded (core/plugins.py imports them; it imports this module, so not at the top)."""
-    from . import plugins  # noqa: F401
+    """BACKBONES with every plugin loaded. core/plugins.py imports this module, so the plugin list is loaded at the
+    first look-up (as timm's list_models relies on timm.models being imported), not imported here: the import
+    graph stays one-way (plugins -> registry)."""
+    importlib.import_module(f"{__package__}.plugins")
 
     return BACKBONES
 

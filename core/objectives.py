@@ -10,17 +10,27 @@ methods that wire a backbone, heads and losses into training stages.
 
 Methods never see where inputs come from: `encoder` maps whatever the data source yields (images,
 or cached features of a frozen prefix) to the `[B, D]` embedding.
+
+Each objective registers itself with `@register_objective(name, description, **traits)`: its label,
+colour, help text, the output space it trains, its stages, whether it needs a text tower, is
+semi-supervised, has a zero-shot head and a WiSE-FT sweep, its config check and its own settings.
+The loop (core/train.py) and the pages ask these traits, never the name. This module imports no
+plugin (content-style lives in core/content_style.py); core/plugins.py imports them all.
 """
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import InvalidConfig, UnknownName
+from .backbones import parse_trainable
+from .errors import InvalidConfig
+from .registry import Registry
 
 PROMPT_TEMPLATES = ("a photo of a {}.", "a photo of the {}.", "an image of a {}.")  # zero-shot head: mean over these
 TRAIN_TEMPLATE = PROMPT_TEMPLATES[0]  # FLYP trains on one template (its Fig. 4: more do not help)
@@ -106,6 +116,105 @@ def gather_with_local_grad(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)
 
 
+# ------------------------------------------------------------------------------------ registry
+@dataclass(frozen=True)
+class ObjectiveEntry:
+    """An objective and its traits: what the loop, the pages and the reports ask of it, so none of them
+    branches on its name."""
+
+    build: Callable[..., Method]  # (backbone, encoder, num_classes, **options) -> Method
+    description: str  # one line for `python -m core objectives` and the CLI's help
+    label: str = ""  # short name for legends, tables and run labels ("LaCViT")
+    colour: str = "#888888"  # one colour per objective in every figure (pages, curves, reports)
+    help: str = ""  # one line for the Train page's objective picker
+    trained_space: str = "encoder"  # the Method.outputs() name this objective shapes
+    stages: tuple[str, ...] = ()  # names of its training stages, in order (Method.stages() builds them)
+    needs_text_tower: bool = False  # needs a backbone with a text tower (class prompts)
+    semi_supervised: bool = False  # trains on unlabelled images too (with --labels N); else on the labelled only
+    zero_shot: str = "never"  # "always" | "option" (ce_zero_shot_head) | "never": the untrained model is a classifier
+    wise_ft: bool = False  # a WiSE-FT sweep from the zero-shot weights after training (when zero-shot)
+    check: Callable[[Any], None] | None = None  # (TrainConfig) -> None, raises InvalidConfig: its own settings
+    options: Callable[[Any], dict] | None = None  # (TrainConfig) -> extra build kwargs (its config section)
+
+    @property
+    def needs_clip(self) -> bool:  # the name this trait had before
+        return self.needs_text_tower
+
+    def has_zero_shot(self, cfg) -> bool:
+        """Whether this run's model before any update is a classifier (FLYP; CE from the zero-shot head):
+        then it is scored (zeroshot_acc) and WiSE-FT interpolates from it."""
+        return self.zero_shot == "always" or (self.zero_shot == "option" and bool(cfg.ce_zero_shot_head))
+
+
+OBJECTIVES: Registry[ObjectiveEntry] = Registry("objective")  # objective name -> entry (core/plugins.py fills it)
+
+
+def register_objective(name: str, description: str, **traits):
+    """Decorator: register a `Method` class (or a factory with its signature) as objective `name`.
+
+    Args:
+        name: the objective's name (`--objective NAME`, stored in every run's config).
+        description: one line saying what it trains.
+        **traits: the other ObjectiveEntry fields (label, colour, help, trained_space, stages, ...).
+    """
+    return OBJECTIVES.register(name, lambda build: ObjectiveEntry(build, description, **traits))
+
+
+def registered() -> Registry[ObjectiveEntry]:
+    """OBJECTIVES with every plugin loaded. core/plugins.py imports this module, so the plugin list is loaded at the
+    first look-up (as timm's list_models relies on timm.models being imported), not imported here: the import
+    graph stays one-way (plugins -> registry)."""
+    importlib.import_module(f"{__package__}.plugins")
+
+    return OBJECTIVES
+
+
+def objective_entry(name: str) -> ObjectiveEntry:
+    """The entry of objective `name`, or UnknownName with the known names."""
+    return registered().get_entry(name)
+
+
+def objective_label(name: str) -> str:
+    """Short display name ("LaCViT"); an unknown name (a run of a removed objective) shows as itself."""
+    entry = registered().get(name)
+    return entry.label or name if entry else name
+
+
+def objective_colour(name: str) -> str | None:
+    """The objective's colour in every figure; None for an unknown name (the plotting default)."""
+    entry = registered().get(name)
+    return entry.colour if entry else None
+
+
+def objective_labels() -> dict[str, str]:
+    """name -> label for every registered objective."""
+    return {n: e.label or n for n, e in registered().items()}
+
+
+def objective_colours() -> dict[str, str]:
+    """name -> colour for every registered objective."""
+    return {n: e.colour for n, e in registered().items()}
+
+
+def trained_space(name: str) -> str:
+    """The name of the embedding output (Method.outputs()) objective `name` shapes: "encoder" for an unknown one."""
+    entry = registered().get(name)
+    return entry.trained_space if entry else "encoder"
+
+
+def create_method(objective: str, backbone, encoder: nn.Module, num_classes: int, **kwargs) -> Method:
+    return objective_entry(objective).build(backbone, encoder, num_classes, **kwargs)
+
+
+def method_options(cfg) -> dict:
+    """The build kwargs of `cfg.objective` from a TrainConfig: the shared knobs (each method takes what it uses)
+    plus the objective's own config section (its `options` trait)."""
+    entry = objective_entry(cfg.objective)
+    common = dict(temperature=cfg.temperature, stage1_fraction=cfg.stage1_fraction,
+                  stage2_train_encoder=cfg.stage2_train_encoder, zero_shot_head=cfg.ce_zero_shot_head)
+    return {**common, **(entry.options(cfg) if entry.options else {})}
+
+
 # ------------------------------------------------------------------------------------- methods
 @dataclass
 class Batch:
@@ -182,6 +291,9 @@ class Method(nn.Module):
         return out
 
 
+@register_objective("ce", "cross-entropy with a linear head", label="CE", colour="#4C78A8",
+                    help="CE: cross-entropy with a linear head", trained_space="encoder", stages=("ce",),
+                    zero_shot="option", wise_ft=True)
 class CrossEntropyMethod(Method):
     """`ce`: a linear head on the embedding, cross-entropy on labelled samples.
 
@@ -208,12 +320,15 @@ class CrossEntropyMethod(Method):
         return [Stage("ce", 1.0, head_params=list(self.head.parameters()))]
 
     def loss(self, stage, batch):
-        return _labelled_ce(self.classify(self.encode(batch.views[0])), batch)
+        return labelled_ce(self.classify(self.encode(batch.views[0])), batch)
 
     def classify(self, emb, stage=None):
         return self.head(F.normalize(emb, dim=-1) if self.zero_shot_head else emb)
 
 
+@register_objective("lacvit", "label-aware contrastive (LaCViT): SupCon on a projection head, then a CE head",
+                    label="LaCViT", colour="#F58518", help="LaCViT: label-aware contrastive, then a linear head",
+                    trained_space="projection", stages=("contrastive", "head"))
 class LaCViTMethod(Method):
     """`lacvit`: label-aware contrastive stage on an MLP projection, then a CE head stage."""
 
@@ -245,7 +360,7 @@ class LaCViTMethod(Method):
                 z, labels = z[keep], labels[keep]
             return self.supcon(gather_with_local_grad(z), gather_with_local_grad(labels))
         logits = self.head(self.encode(batch.views[0], stage.train_encoder))
-        return _labelled_ce(logits, batch)
+        return labelled_ce(logits, batch)
 
     def classify(self, emb, stage=None):
         return None if stage is not None and stage.name == "contrastive" else self.head(emb)
@@ -263,6 +378,15 @@ class LaCViTMethod(Method):
         return {"encoder": emb, "projection": F.normalize(self.projection(emb), dim=-1)}
 
 
+def _check_flyp(cfg) -> None:
+    if parse_trainable(cfg.trainable) == 0:
+        raise InvalidConfig("FLYP fine-tunes the encoders: set trainable to 'all' or a number of last blocks, not 'frozen'")
+
+
+@register_objective("flyp", "FLYP: CLIP loss against class prompts, both towers updated, WiSE-FT", label="FLYP",
+                    colour="#54A24B", help="FLYP: CLIP loss against class prompts (needs a text tower)",
+                    trained_space="image", stages=("flyp",), needs_text_tower=True, zero_shot="always", wise_ft=True,
+                    check=_check_flyp)
 class FLYPMethod(Method):
     """`flyp`: contrastive image / class-prompt fine-tuning of both towers (seed 004)."""
 
@@ -315,7 +439,9 @@ def prompt_embeddings(backbone, tokens_per_template) -> torch.Tensor:
     return F.normalize(torch.stack(per_template).mean(0), dim=-1)
 
 
-def _labelled_ce(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+def labelled_ce(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Cross-entropy of [B, C] `logits` over the batch's labelled samples (all of them outside semi-supervised
+    runs); 0 with a graph when the batch has none. Public: objective plugins (content-style) use it."""
     labels = batch.labels
     if batch.labelled is not None:
         if not batch.labelled.any():
@@ -331,24 +457,3 @@ def _select(tokens, index: torch.Tensor):
     return tokens[index]
 
 
-@dataclass(frozen=True)
-class ObjectiveEntry:
-    build: Callable[..., Method]
-    description: str
-    needs_clip: bool = False
-
-
-OBJECTIVES: dict[str, ObjectiveEntry] = {  # objective name -> entry
-    "ce": ObjectiveEntry(CrossEntropyMethod, "cross-entropy with a linear head"),
-    "lacvit": ObjectiveEntry(LaCViTMethod, "label-aware contrastive (LaCViT): SupCon on a projection head, then a CE head"),
-    "flyp": ObjectiveEntry(FLYPMethod, "FLYP: CLIP loss against class prompts, both towers updated, WiSE-FT", needs_clip=True),
-}
-
-
-def create_method(objective: str, backbone, encoder: nn.Module, num_classes: int, **kwargs) -> Method:
-    if objective not in OBJECTIVES:
-        raise UnknownName(f"unknown objective {objective!r}; choose from: {', '.join(OBJECTIVES)}")
-    return OBJECTIVES[objective].build(backbone, encoder, num_classes, **kwargs)
-
-
-from . import content_style as _content_style  # noqa: E402,F401  registers "content-style" (seed 001)

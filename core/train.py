@@ -2,11 +2,17 @@
 
     $ python -m core train --backbone test_vit --dataset mnist5k --objective lacvit --steps 20
 
-`train(cfg, store=..., run_id=...)` reads top to bottom: set up (device, seed, data, backbone,
-method, inputs), evaluate at step 0, then for each stage of the objective: get the learning rate,
-draw a batch, forward + loss, check it is finite, backward, step, log, evaluate and checkpoint
-every `eval_every` steps; finally store embeddings before/after, WiSE-FT for FLYP, and a summary.
+`train(cfg, store=..., run_id=...)` reads top to bottom: `prepare` checks the settings and splits the
+data (once: JobManager.submit hands the result to the worker), `build_session` builds device, backbone,
+method and inputs, `_start` stores the before-embeddings (or loads the checkpoint to resume), `_fit` is
+the step loop (learning rate, batch, forward + loss, finite check, backward, step, log, evaluate and
+checkpoint every `eval_every` steps), `_summarise` stores the after-embeddings, WiSE-FT and the summary.
 It emits plain dict events (`stage`, `step`, `eval`, `done`) and checks a cancel flag every step.
+
+The loop never asks an objective's name: what differs between objectives is a trait of its registry
+entry (core/objectives.py). Checkpoints live in core/checkpoints.py, the embeddings and snapshots a run
+writes (and its disk budget) in core/artifacts.py, WiSE-FT in core/wise_ft.py, simulated faults in
+core/faults.py.
 """
 from __future__ import annotations
 
@@ -16,8 +22,6 @@ import json
 import logging
 import math
 import numbers
-import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -30,34 +34,68 @@ import torch.nn.functional as F
 
 from . import backbones as bb
 from . import datasets as ds
-from . import distributed
-from . import paths
-from . import shifts
+from . import distributed, faults, plugins, shifts  # noqa: F401  plugins: every objective and backbone registered
+from .artifacts import DEFAULT_RUN_DISK_MB, RUN_DISK_ENV, run_disk_budget, save_within_budget, store_embeddings  # noqa: F401
+from .checkpoints import (CHECKPOINT, TRAINER_STATE, load_checkpoint, load_method_weights, save_checkpoint,  # noqa: F401
+                          trainable_state)
+from .content_style import PREFIX as CS_PREFIX
+from .content_style import ContentStyleConfig
 from .device import autocast, autocast_dtype, configure_threads, pick_device
-from .diskio import ensure_free, write_atomic
-from .embeddings import compute_embeddings, embeddings_dir, save_embeddings
+from .embeddings import compute_embeddings
 from .errors import EmbedLabError, InvalidConfig, UnknownName, WeightsUnavailable
 from .features import CachedSource, ImageSource, cached_prefix_features, pick_views
-from .objectives import OBJECTIVES, Batch, Method, create_method
+from .objectives import OBJECTIVES, Batch, Method, ObjectiveEntry, create_method, method_options, objective_entry
+from .paths import check_writable, home
+from .store import RunStore
+from .wise_ft import wise_ft_curve
 
 _logger = logging.getLogger(__name__)
 
 Event = dict[str, Any]
-CHECKPOINT = paths.CHECKPOINT  # trainable weights (+ buffers) of the method, safetensors only
-TRAINER_STATE = "trainer_state.pt"  # optimizer state + position, loaded with weights_only=True
 DB_FLUSH_INTERVAL_S = 1.0  # step metrics reach SQLite at most once a second (the UI polls once a second)
 STOP_POLL_S = 1.0  # how often a run checks the store for a cancel asked by another process
 LOG_POINTS = 200  # about this many loss points per run (every step for short runs)
-RUN_DISK_ENV = "EMBEDLAB_RUN_DISK_MB"  # per-run artifact budget; past it snapshots / embeddings are skipped
-DEFAULT_RUN_DISK_MB = 500.0
+# An objective's own settings: TrainConfig field -> (flat key prefix, dataclass). Stored runs, the CLI and the
+# methods spell them flat (cs_style_dim); in memory they are one section (cfg.content_style.style_dim).
+SECTIONS: dict[str, tuple[str, type]] = {"content_style": (CS_PREFIX, ContentStyleConfig)}
 
 
+def _nest(kwargs: dict) -> dict:
+    """TrainConfig kwargs with flat section keys (cs_style_dim=4) folded into their section (a fresh copy,
+    never shared between configs); a section given as a dict (nested JSON) becomes its dataclass."""
+    out = dict(kwargs)
+    for name, (prefix, cls) in SECTIONS.items():
+        flat = {k.removeprefix(prefix): out.pop(k) for k in list(out) if k.startswith(prefix)}
+        section = out.get(name)
+        if isinstance(section, dict):
+            unknown = set(section) - {f.name for f in dataclasses.fields(cls)}
+            if unknown:
+                raise InvalidConfig(f"unknown setting(s): {', '.join(sorted(prefix + k for k in unknown))}")
+            section = cls(**section)
+        if section is not None or flat:
+            out[name] = dataclasses.replace(section or cls(), **flat)  # TypeError for an unknown flat key, as before
+    return out
+
+
+def _flat_names(cls):
+    """Let TrainConfig(cs_style_dim=4), cfg.cs_style_dim and dataclasses.replace(cfg, cs_style_dim=4) work."""
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        init(self, *args, **_nest(kwargs))
+
+    cls.__init__ = __init__
+    return cls
+
+
+@_flat_names
 @dataclass
 class TrainConfig:
-    """Everything that defines a run; serialises to JSON and back."""
+    """Everything that defines a run; serialises to JSON and back (an objective's own settings in its section)."""
 
     # what
-    objective: str = "ce"  # ce | lacvit | flyp (| content-style)
+    objective: str = "ce"  # a name in core.objectives.OBJECTIVES: ce | lacvit | flyp | content-style
     backbone: str = ""  # "" = the default for the objective (offline: efficientnet_lite0 / lite0-minilm)
     weights: str = "pretrained"  # pretrained | random | path to a safetensors / state-dict file
     dataset: str = "fashion-mnist"  # any name from `python -m core datasets`
@@ -86,14 +124,7 @@ class TrainConfig:
     stage1_fraction: float = 0.7  # LaCViT: share of steps in the contrastive stage
     stage2_train_encoder: bool | None = None  # LaCViT stage 2 fine-tunes the encoder too (the paper); None = auto: on a GPU yes, on a CPU frozen
     probe_lr: float = 1e-2  # heads of stages with a frozen encoder (LaCViT stage 2): a linear probe takes larger steps
-    cs_style_dim: int = 8  # content-style: size of the style vector (see core/content_style.py)
-    cs_ce_weight: float = 1.0  # content-style: weight of CE on the labelled samples
-    cs_prior_weight: float = 1.0  # content-style: weight of the content -> class-prior term (all samples)
-    cs_entropy_weight: float = 1.0  # content-style: share of mean per-sample entropy inside the prior term
-    cs_style_weight: float = 1.0  # content-style: weight of the style -> N(0, I) term (all samples)
-    cs_recon_weight: float = 1.0  # content-style: weight of reconstructing the embedding (the latent token)
-    cs_regulariser: str = "adversarial"  # content-style priors: adversarial (the paper's discriminators) | moments
-    cs_recon_detach: bool = False  # content-style: detach the reconstruction target (False: the paper's)
+    content_style: ContentStyleConfig = field(default_factory=ContentStyleConfig)  # content-style's own settings (cs_* keys)
     # machinery
     seed: int = 0
     eval_every: int | None = None  # steps between evaluations (None = about 10 per run)
@@ -110,15 +141,43 @@ class TrainConfig:
     eval_test: bool = False  # also log test accuracy at every evaluation (label curves: best-on-val error)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """JSON-ready settings; a section's settings appear as flat `cs_*` keys (the stored layout)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in SECTIONS:
+                out.update({SECTIONS[f.name][0] + k: v for k, v in asdict(value).items()})
+            else:
+                out[f.name] = value
+        return out
+
+    @classmethod
+    def setting_names(cls) -> list[str]:
+        """Every setting by the name to_dict(), the CLI's dests and TrainConfig(**kw) use (sections flat)."""
+        return [n for f in dataclasses.fields(cls)
+                for n in ([SECTIONS[f.name][0] + g.name for g in dataclasses.fields(SECTIONS[f.name][1])]
+                          if f.name in SECTIONS else [f.name])]
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
+        """From to_dict()'s flat keys (every stored run) or with a section nested as a dict."""
+        known = set(cls.setting_names()) | set(SECTIONS)
         unknown = set(d) - known
         if unknown:
             raise InvalidConfig(f"unknown setting(s): {', '.join(sorted(unknown))}")
         return cls(**d)
+
+    def __getattr__(self, name: str):  # only for names that are not attributes: cfg.cs_style_dim
+        for section, (prefix, _) in SECTIONS.items():
+            if name.startswith(prefix) and section in self.__dict__:
+                return getattr(self.__dict__[section], name.removeprefix(prefix))
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value) -> None:
+        for section, (prefix, _) in SECTIONS.items():
+            if name.startswith(prefix) and section in self.__dict__:
+                return setattr(self.__dict__[section], name.removeprefix(prefix), value)
+        object.__setattr__(self, name, value)
 
     def resolved(self) -> TrainConfig:
         """Fill in defaults that depend on the environment: the backbone, and the fine-tuning depth (full
@@ -193,6 +252,13 @@ RANGES: dict[str, tuple[str, Range]] = {
     "snapshots": ("snapshots", Range(0, 1000, whole=True)),
     "feature_views": ("feature views (augmented views cached per image)", Range(0, 32, whole=True)),
     "wise_alphas": ("WiSE-FT alphas", Range(0, 1001, whole=True)),
+    # config sections (core/content_style.py), by their flat keys
+    "cs_style_dim": ("style dimension", Range(1, 1024, whole=True)),
+    "cs_ce_weight": ("ce weight", Range(0, 1e6)),
+    "cs_prior_weight": ("prior weight", Range(0, 1e6)),
+    "cs_entropy_weight": ("entropy weight", Range(0, 1e6)),
+    "cs_style_weight": ("style weight", Range(0, 1e6)),
+    "cs_recon_weight": ("recon weight", Range(0, 1e6)),
 }
 
 
@@ -204,14 +270,27 @@ def check_ranges(cfg) -> None:
             raise InvalidConfig(problem)
 
 
-def validate(cfg: TrainConfig, root: Path | None = None) -> TrainConfig:
-    """Check every setting before anything is queued; raise InvalidConfig / UnknownName with one clear line."""
-    from .paths import check_writable, home
+@dataclass(frozen=True)
+class Prepared:
+    """A validated run: the resolved config and its data split. JobManager.submit hands it to the worker,
+    so a run is checked, and its dataset loaded and split, once."""
 
+    cfg: TrainConfig
+    data: ds.ImageData
+    parts: dict[str, ds.Split]  # train / val / test (build_session adds the shifted ood split)
+
+
+def validate(cfg: TrainConfig, root: Path | None = None) -> TrainConfig:
+    """Check every setting before anything is queued; raise InvalidConfig / UnknownName with one clear line.
+    Returns the resolved config."""
+    return prepare(cfg, root).cfg
+
+
+def prepare(cfg: TrainConfig, root: Path | None = None) -> Prepared:
+    """validate(), keeping the loaded dataset and its split for the run."""
     check_writable(Path(root) if root else home())  # a read-only home: refused before anything is queued
     cfg = cfg.resolved()
-    if cfg.objective not in OBJECTIVES:
-        raise UnknownName(f"unknown objective {cfg.objective!r}; choose from: {', '.join(OBJECTIVES)}")
+    entry = OBJECTIVES.get_entry(cfg.objective)  # UnknownName with the known names for a typo
     _check_number("learning rate", cfg.lr, positive=True)
     _check_number("probe learning rate", cfg.probe_lr, positive=True)
     if cfg.backbone_lr is not None:
@@ -243,30 +322,24 @@ def validate(cfg: TrainConfig, root: Path | None = None) -> TrainConfig:
     if cfg.weights not in ("pretrained", "random", ""):
         _check_weights_file(cfg.weights, cfg.backbone, cfg.image_size)  # before any run exists; safe loaders only
     run_disk_budget()  # a bad EMBEDLAB_RUN_DISK_MB is a setting error too
-    if OBJECTIVES[cfg.objective].needs_clip and not bb.is_clip_name(cfg.backbone):
+    if entry.needs_text_tower and not bb.is_clip_name(cfg.backbone):
         raise InvalidConfig(f"{cfg.objective} needs a CLIP-style backbone with a text tower; {cfg.backbone!r} has none "
                             "(try lite0-minilm, test_clip or an open_clip MODEL/PRETRAINED name)")
-    if cfg.ce_zero_shot_head and (cfg.objective != "ce" or not bb.is_clip_name(cfg.backbone)):
+    if cfg.ce_zero_shot_head and (entry.zero_shot != "option" or not bb.is_clip_name(cfg.backbone)):
         raise InvalidConfig("a zero-shot CE head needs objective ce and a backbone with a text tower "
                             f"(lite0-minilm, test_clip or an open_clip name), not {cfg.objective} on {cfg.backbone!r}")
-    if cfg.objective == "flyp" and bb.parse_trainable(cfg.trainable) == 0:
-        raise InvalidConfig("FLYP fine-tunes the encoders: set trainable to 'all' or a number of last blocks, not 'frozen'")
-    data = ds.load_dataset(cfg.dataset, root)
+    if entry.check is not None:  # the objective's own settings (FLYP: a trainable encoder; content-style: its section)
+        entry.check(cfg)
+    data, parts = _load_split(cfg, root)
     shifts.resolve(cfg.shift, data.name)
-    parts = ds.splits(data, n_per_class=cfg.n_per_class, eval_per_class=cfg.eval_per_class, labels=cfg.labels,
-                      seed=cfg.seed, selection=_selection_ids(cfg, root))
-    n_train = len(parts["train"]) if cfg.labels is None or cfg.objective == "content-style" else int(parts["train"].labelled.sum())
+    n_train = len(parts["train"]) if cfg.labels is None or entry.semi_supervised else int(parts["train"].labelled.sum())
     if cfg.batch_size > n_train:
         raise InvalidConfig(f"batch size {cfg.batch_size} is larger than the {n_train} training images; lower it to at most {n_train}")
     if len(parts["val"]) == 0:
         raise InvalidConfig(f"dataset {cfg.dataset!r} has no validation images; add more images per class")
     if len(np.unique(parts["train"].labels)) < 2:
         raise InvalidConfig(f"dataset {cfg.dataset!r} needs at least 2 classes with training images")
-    if cfg.objective == "content-style":
-        from .content_style import check_config
-
-        check_config(cfg)
-    return cfg
+    return Prepared(cfg, data, parts)
 
 
 def _check_number(name: str, value, *, positive: bool = False, allow_zero: bool = False) -> None:
@@ -295,22 +368,10 @@ def _weights_fit(path: str, size: int, mtime_ns: int, backbone: str, image_size:
     return True
 
 
-def run_disk_budget() -> int | None:
-    """Bytes a run's folder may hold (EMBEDLAB_RUN_DISK_MB, default 500; 0 = no limit)."""
-    raw = os.environ.get(RUN_DISK_ENV, "").strip()
-    try:
-        mb = float(raw) if raw else DEFAULT_RUN_DISK_MB
-    except ValueError:
-        raise InvalidConfig(f"{RUN_DISK_ENV} must be a number of megabytes, not {raw!r}") from None
-    if not math.isfinite(mb) or mb < 0:
-        raise InvalidConfig(f"{RUN_DISK_ENV} must be a number of megabytes >= 0, not {raw!r}")
-    return None if mb == 0 else int(mb * 2**20)
-
-
 def _selection_ids(cfg: TrainConfig, root: Path | None) -> np.ndarray | None:
     if not cfg.selection:
         return None
-    from .selection import load_selection
+    from .selection import load_selection  # core.selection imports the CLI (until its stored format is split out)
 
     return load_selection(cfg.selection, root)
 
@@ -331,14 +392,14 @@ class Session:
     total_steps: int
     run_dir: Path | None = None
     extra: dict = field(default_factory=dict)
+    entry: ObjectiveEntry | None = None  # the objective's registry entry (its traits)
 
 
 def build_session(cfg: TrainConfig, root: Path | None = None, run_dir: Path | None = None,
                   emit: Callable[[Event], None] = lambda e: None,
-                  ctx: distributed.DistContext = distributed.DistContext()) -> Session:
-    """Device, seed, data, backbone, method and input sources for `cfg` (already validated)."""
-    from .paths import home
-
+                  ctx: distributed.DistContext = distributed.DistContext(), prepared: Prepared | None = None) -> Session:
+    """Device, seed, data, backbone, method and input sources for `cfg` (already validated; `prepared`:
+    its validated data split, else it is loaded and split here)."""
     root = root or home()
     cfg = cfg.resolved()  # a no-op for a validated config; callers that skip validate() get the same defaults
     configure_threads(ctx.world)
@@ -346,9 +407,10 @@ def build_session(cfg: TrainConfig, root: Path | None = None, run_dir: Path | No
     if device.type == "cuda" and ctx.world > 1:
         device = torch.device("cuda", ctx.local_rank)
     torch.manual_seed(cfg.seed)
-    data = ds.load_dataset(cfg.dataset, root)
-    parts = ds.splits(data, n_per_class=cfg.n_per_class, eval_per_class=cfg.eval_per_class, labels=cfg.labels,
-                      seed=cfg.seed, selection=_selection_ids(cfg, root))
+    if prepared is not None:
+        data, parts = prepared.data, dict(prepared.parts)
+    else:
+        data, parts = _load_split(cfg, root)
     parts["ood"] = shifts.shifted_split(parts["test"], cfg.shift)  # through the same input path as test
     backbone = bb.create_backbone(cfg.backbone, weights=cfg.weights, image_size=cfg.image_size, trainable=cfg.trainable)
     backbone.preprocess = dataclasses.replace(backbone.preprocess, hflip=data.hflip)
@@ -367,17 +429,23 @@ def build_session(cfg: TrainConfig, root: Path | None = None, run_dir: Path | No
     else:
         encoder = bb.ImageEncoder(backbone)
         sources = {name: ImageSource(part, backbone.preprocess, device) for name, part in parts.items()}
-    method = create_method(cfg.objective, backbone, encoder, data.num_classes, temperature=cfg.temperature,
-                           stage1_fraction=cfg.stage1_fraction, stage2_train_encoder=cfg.stage2_train_encoder,
-                           class_names=data.prompt_names, zero_shot_head=cfg.ce_zero_shot_head,
-                           **{k: v for k, v in asdict(cfg).items() if k.startswith("cs_")})  # content-style knobs
+    entry = objective_entry(cfg.objective)
+    method = create_method(cfg.objective, backbone, encoder, data.num_classes, class_names=data.prompt_names,
+                           **method_options(cfg))
     method.to(device)
     train = parts["train"]
     rows = np.arange(len(train))
-    if train.labelled is not None and cfg.objective != "content-style":
+    if train.labelled is not None and not entry.semi_supervised:
         rows = rows[train.labelled]  # supervised objectives see only the labelled images
     steps = cfg.steps or max(1, math.ceil(cfg.epochs * len(rows) / cfg.batch_size))
-    return Session(cfg, device, data, parts, backbone, method, sources, rows, steps, run_dir)
+    return Session(cfg, device, data, parts, backbone, method, sources, rows, steps, run_dir, entry=entry)
+
+
+def _load_split(cfg: TrainConfig, root: Path | None) -> tuple[ds.ImageData, dict[str, ds.Split]]:
+    data = ds.load_dataset(cfg.dataset, root)
+    parts = ds.splits(data, n_per_class=cfg.n_per_class, eval_per_class=cfg.eval_per_class, labels=cfg.labels,
+                      seed=cfg.seed, selection=_selection_ids(cfg, root))
+    return data, parts
 
 
 # ------------------------------------------------------------------------------- the loop
@@ -389,7 +457,7 @@ class Diverged(EmbedLabError):
     pass
 
 
-def train(cfg: TrainConfig, *, store=None, run_id: str | None = None, root: Path | None = None,
+def train(cfg: TrainConfig | Prepared, *, store=None, run_id: str | None = None, root: Path | None = None,
           on_event: Callable[[Event], None] | None = None, should_stop: Callable[[], bool] = lambda: False,
           resume: bool = False) -> dict:
     """Run one fine-tune; returns the summary dict (also stored when `store` is given).
@@ -397,12 +465,11 @@ def train(cfg: TrainConfig, *, store=None, run_id: str | None = None, root: Path
     Exceptions inside the run end it as `failed` with a message; `should_stop()` ends it as
     `cancelled` within one step, and so does `store.request_cancel(run_id)` from another process
     (read about once a second). With `resume=True` it continues from the run's last checkpoint.
+    `cfg` may be what `prepare` returned (JobManager.submit): then it is not checked, loaded or split again.
     """
-    from .paths import home
-    from .store import RunStore
-
     root = Path(root) if root else (store.root if store else home())
-    cfg = validate(cfg, root)
+    prepared = cfg if isinstance(cfg, Prepared) else prepare(cfg, root)
+    cfg = prepared.cfg
     ctx = distributed.setup(cfg.ddp, cfg.batch_size)
     store = (store or RunStore(root)) if ctx.main else distributed.NullStore(root)
     if run_id is None:
@@ -414,7 +481,7 @@ def train(cfg: TrainConfig, *, store=None, run_id: str | None = None, root: Path
     if ctx.world == 1:  # DDP ranks must stop together: torchrun's Ctrl-C does that, a store flag would not
         should_stop = tracker.stop = _StopSignal(should_stop, store, run_id)
     try:
-        summary = _run(cfg, tracker, run_dir, root, should_stop, resume, ctx)
+        summary = _run(prepared, tracker, run_dir, root, should_stop, resume, ctx)
         summary["seconds"] = round(time.time() - t0, 2)
         store.update_summary(run_id, summary)
         store.set_status(run_id, "finished")
@@ -446,125 +513,134 @@ def train(cfg: TrainConfig, *, store=None, run_id: str | None = None, root: Path
     return result
 
 
-def _run(cfg: TrainConfig, tracker: _Tracker, run_dir: Path, root: Path, should_stop, resume: bool,
+def _run(prepared: Prepared, tracker: _Tracker, run_dir: Path, root: Path, should_stop, resume: bool,
          ctx: distributed.DistContext = distributed.DistContext()) -> dict:
-    emit = tracker.emit
-    s = build_session(cfg, root, run_dir, emit, ctx)
-    method, device = s.method, s.device
-    model = method if ctx.world == 1 else torch.nn.parallel.DistributedDataParallel(
-        method, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
-    stages = method.stages()
+    s = build_session(prepared.cfg, root, run_dir, tracker.emit, ctx, prepared)
+    stages = s.method.stages()
     budgets = _stage_budgets([st.fraction for st in stages], s.total_steps)
-    eval_every = cfg.eval_every or max(1, s.total_steps // 10)
-    snapshot_steps = set(np.linspace(0, s.total_steps, max(2, cfg.snapshots)).round().astype(int).tolist())
-    scaler = torch.amp.GradScaler("cuda") if autocast_dtype(device) == torch.float16 and cfg.amp else None
-    gen = torch.Generator().manual_seed(cfg.seed)
-    fault = _fault_from_env()
-
     tracker.log_every = max(1, s.total_steps // LOG_POINTS)
-    zero_shot_state = _trainable_state(method) if _has_zero_shot(cfg) else None  # before any update
-    start_step, start_stage, opt_state = 0, 0, None
+    zero_shot_state = trainable_state(s.method) if s.entry.has_zero_shot(s.cfg) else None  # before any update
+    step, val_acc = _fit(s, stages, budgets, _start(s, tracker, resume, ctx), tracker, should_stop, ctx)
+    if not ctx.main:
+        return dict(tracker.summary)
+    return _summarise(s, stages[-1], step, val_acc, zero_shot_state, tracker)
+
+
+def _start(s: Session, tracker: _Tracker, resume: bool, ctx) -> tuple[int, int, dict | None]:
+    """(step, stage index, optimizer state) to start from: the checkpoint's when resuming; else step 0, after
+    the before-embeddings (and, for a zero-shot model, its scores) are stored."""
     if resume:
-        start_step, start_stage, opt_state = _load_checkpoint(method, run_dir)
+        step, stage, opt_state = load_checkpoint(s.method, s.run_dir)
         tracker.summary.update({k: v for k, v in tracker.store.get(tracker.run_id).summary.items()
                                 if k in ("zeroshot_acc", "zeroshot_ood_acc", "warnings")})
         if opt_state is None:
-            tracker.warn(f"resumed from step {start_step} with a fresh optimizer state: the run stopped while "
+            tracker.warn(f"resumed from step {step} with a fresh optimizer state: the run stopped while "
                          f"writing its checkpoint ({TRAINER_STATE} missing or from another step)")
-    elif ctx.main:
-        before = _store_embeddings(s, "before", emit, tracker=tracker)
-        if _has_zero_shot(cfg):
+        return step, stage, opt_state
+    if ctx.main:
+        before = store_embeddings(s, "before", tracker.emit, tracker=tracker)
+        if s.entry.has_zero_shot(s.cfg):
             zero = {"zeroshot_acc": before["val"].accuracy, "zeroshot_ood_acc": before["ood"].accuracy}
             tracker.summary.update(zero)
             tracker.store.update_summary(tracker.run_id, zero)
-    step = saved_step = start_step
-    val_acc = _evaluate(s, stages[start_stage], step, tracker, snapshot_steps) if ctx.main else None
+    return 0, 0, None
 
-    stage_start = sum(budgets[:start_stage])
-    for si in range(start_stage, len(stages)):
-        stage = stages[si]
-        n_steps = budgets[si]
-        emit({"type": "stage", "stage": stage.name, "index": si, "steps": n_steps})
-        if stage.init_head_from_class_means and step == stage_start:
-            # start the new head as the nearest-class-mean classifier: no accuracy cliff at the stage switch
-            method.init_head_from_class_means(*_class_means(s, per_class=50))
-        optimizer = _make_optimizer(cfg, method, stage)
-        if opt_state is not None and si == start_stage:
-            optimizer.load_state_dict(opt_state)
+
+def _fit(s: Session, stages: list, budgets: list[int], start: tuple[int, int, dict | None], tracker: _Tracker,
+         should_stop, ctx) -> tuple[int, float | None]:
+    """The step loop over the stages from `start` = (step, stage index, optimizer state); returns (step, val acc)."""
+    cfg, method, device, run_dir = s.cfg, s.method, s.device, s.run_dir
+    model = method if ctx.world == 1 else torch.nn.parallel.DistributedDataParallel(
+        method, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and autocast_dtype(device) == torch.float16)  # off: a no-op
+    fault = faults.for_run()  # the identity unless a reliability test asks for a fault
+    eval_every = cfg.eval_every or max(1, s.total_steps // 10)
+    snapshot_steps = set(np.linspace(0, s.total_steps, max(2, cfg.snapshots)).round().astype(int).tolist())
+    gen = torch.Generator().manual_seed(cfg.seed)
+    step, first_stage, opt_state = start
+    saved_step = step
+    val_acc = _evaluate(s, stages[first_stage], step, tracker, snapshot_steps) if ctx.main else None
+    stage_start = sum(budgets[:first_stage])
+    for si in range(first_stage, len(stages)):
+        stage, n_steps = stages[si], budgets[si]
+        tracker.emit({"type": "stage", "stage": stage.name, "index": si, "steps": n_steps})
+        optimizer = _begin_stage(s, stage, step == stage_start, opt_state if si == first_stage else None)
         order = _BatchOrder(s.train_rows, cfg.batch_size, gen)
         method.train()
         window, extras = [], []  # this log interval's losses (and extra terms), kept on device: no per-step host sync on GPU
         for local in range(step - stage_start, n_steps):
             if should_stop():
                 if ctx.main and step > saved_step:  # so that resume goes on from here: a cancel loses no step
-                    _save_checkpoint(method, optimizer, run_dir, step, si)
+                    save_checkpoint(method, optimizer, run_dir, step, si)
                 raise Cancelled()
-            lr_scale = _lr_scale(local, n_steps, cfg.warmup)
             for group in optimizer.param_groups:
-                group["lr"] = group["base_lr"] * lr_scale
-            rows = ctx.shard(order.next())
+                group["lr"] = group["base_lr"] * _lr_scale(local, n_steps, cfg.warmup)
             views = pick_views(stage.views, s.sources["train"].n_views, gen)
-            batch = _batch(s, rows, views, gen)
+            batch = _batch(s, ctx.shard(order.next()), views, gen)
             with autocast(device, cfg.amp):
                 loss = model(stage, batch)
-            if fault and fault[1] == step + 1:
-                loss = _inject(fault[0], loss)
+            loss = fault(step + 1, loss)
             window.append(loss.detach())
             extras.append(method.step_metrics())  # e.g. content-style's discriminator losses
             if device.type == "cpu":  # checking costs nothing here; on GPU it waits for the log interval
                 _check_finite(window[-1:], step + 1, run_dir / CHECKPOINT)
             optimizer.zero_grad(set_to_none=True)
-            scaled = loss * ctx.grad_scale(stage.global_loss)
-            if scaler:
-                scaler.scale(scaled).backward()
-                scaler.unscale_(optimizer)
-            else:
-                scaled.backward()
+            scaler.scale(loss * ctx.grad_scale(stage.global_loss)).backward()
+            scaler.unscale_(optimizer)
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip)
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             step += 1
             if len(window) >= tracker.log_every or local == n_steps - 1:
-                _check_finite(window, step - len(window) + 1, run_dir / CHECKPOINT)
-                mean_loss = torch.stack(window).float().mean()
-                mean_loss = mean_loss if stage.global_loss else ctx.mean(mean_loss)  # local-batch losses: average ranks
-                extra = {k: torch.stack([e[k] for e in extras]).float().mean().item() for k in extras[-1]} if extras else {}
-                tracker.log_step(step, s.total_steps, stage.name, mean_loss.item(),
-                                 optimizer.param_groups[0]["lr"], (step * cfg.batch_size) / max(1, len(s.train_rows)), extra)
+                _log_window(s, tracker, stage, step, window, extras, optimizer, ctx)
                 window, extras = [], []
             if ctx.main and (step % eval_every == 0 or local == n_steps - 1 or step in snapshot_steps):
                 val_acc = _evaluate(s, stage, step, tracker, snapshot_steps)
-                _save_checkpoint(method, optimizer, run_dir, step, si)
+                save_checkpoint(method, optimizer, run_dir, step, si)
                 saved_step = step
         stage_start += n_steps
-        opt_state = None
+    return step, val_acc
 
-    if not ctx.main:
-        return dict(tracker.summary)
-    after = _store_embeddings(s, "after", emit, stage=stages[-1], tracker=tracker)
+
+def _begin_stage(s: Session, stage, fresh: bool, opt_state: dict | None) -> torch.optim.Optimizer:
+    """The stage's optimizer (with the checkpoint's state when resuming inside it); a stage entered fresh that
+    asks for it starts its head as the nearest-class-mean classifier: no accuracy cliff at the stage switch."""
+    if stage.init_head_from_class_means and fresh:
+        s.method.init_head_from_class_means(*_class_means(s, per_class=50))
+    optimizer = _make_optimizer(s.cfg, s.method, stage)
+    if opt_state is not None:
+        optimizer.load_state_dict(opt_state)
+    return optimizer
+
+
+def _log_window(s: Session, tracker: _Tracker, stage, step: int, window: list, extras: list, optimizer, ctx) -> None:
+    """Check and log the mean loss (and extra terms) of the steps since the last logged point."""
+    _check_finite(window, step - len(window) + 1, s.run_dir / CHECKPOINT)
+    mean_loss = torch.stack(window).float().mean()
+    mean_loss = mean_loss if stage.global_loss else ctx.mean(mean_loss)  # local-batch losses: average ranks
+    extra = {k: torch.stack([e[k] for e in extras]).float().mean().item() for k in extras[-1]} if extras else {}
+    tracker.log_step(step, s.total_steps, stage.name, mean_loss.item(),
+                     optimizer.param_groups[0]["lr"], (step * s.cfg.batch_size) / max(1, len(s.train_rows)), extra)
+
+
+def _summarise(s: Session, last_stage, step: int, val_acc: float | None, zero_shot_state, tracker: _Tracker) -> dict:
+    """Store the after-embeddings (and the WiSE-FT curve); the run's summary, also written to summary.json."""
+    cfg = s.cfg
+    after = store_embeddings(s, "after", tracker.emit, stage=last_stage, tracker=tracker)
     summary = dict(tracker.summary)  # zero-shot accuracy and any warnings, the embeddings' own included
     summary.update(val_acc=after["val"].accuracy, test_acc=after["test"].accuracy, ood_acc=after["ood"].accuracy,
                    ood_shift=shifts.resolve(cfg.shift, s.data.name).name, steps=step,
                    train_images=len(s.train_rows), backbone=cfg.backbone, dataset=cfg.dataset, objective=cfg.objective)
     if val_acc is not None and summary["val_acc"] is None:
         summary["val_acc"] = val_acc
-    if _has_zero_shot(cfg) and cfg.wise_alphas > 1:
-        summary["wise_ft"] = wise_ft_curve(s, zero_shot_state, cfg.wise_alphas, emit)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    if zero_shot_state is not None and s.entry.wise_ft and cfg.wise_alphas > 1:
+        summary["wise_ft"] = wise_ft_curve(s, zero_shot_state, cfg.wise_alphas, tracker.emit)
+    (s.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     return summary
 
 
 # -------------------------------------------------------------------------------- helpers
-def _has_zero_shot(cfg: TrainConfig) -> bool:
-    """Whether the model before any update is a classifier (FLYP, CE from the zero-shot head): then it is
-    scored (zeroshot_acc, zeroshot_ood_acc) and WiSE-FT interpolates from it."""
-    return cfg.objective == "flyp" or (cfg.objective == "ce" and cfg.ce_zero_shot_head)
-
-
 class _StopSignal:
     """should_stop() for the loop: the caller's own flag, or a cancel that another process asked for
     through the run store (the Runs page of another server, `python -m core cancel RUN`). The store is
@@ -661,7 +737,7 @@ def _batch(s: Session, rows: torch.Tensor, views: list[int], gen) -> Batch:
     source = s.sources["train"]
     train = s.parts["train"]
     labelled = None
-    if train.labelled is not None and s.cfg.objective == "content-style":
+    if train.labelled is not None and s.entry.semi_supervised:
         rows = torch.cat([rows, _labelled_rows(s, len(rows), gen)])  # semi-supervised: + a labelled batch
         labelled = torch.as_tensor(train.labelled[rows.numpy()], device=s.device)
     labels = torch.as_tensor(train.labels[rows.numpy()], device=s.device)
@@ -739,7 +815,7 @@ def _evaluate(s: Session, stage, step: int, tracker: _Tracker, snapshot_steps: s
                                                 amp=s.cfg.amp).accuracy
     tracker.log_eval(step, values)
     if step in snapshot_steps and s.run_dir is not None:
-        _save_within_budget(s.run_dir, s.run_dir / "snapshots" / f"step-{step:06d}", es, f"the val snapshot at step {step}",
+        save_within_budget(s.run_dir, s.run_dir / "snapshots" / f"step-{step:06d}", es, f"the val snapshot at step {step}",
                             tracker)
     return acc if acc is not None else values["val_centroid_acc"]
 
@@ -767,173 +843,6 @@ def _centroid_accuracy(s: Session, val_es) -> float:
     val = F.normalize(torch.as_tensor(val_es.vectors[key], device=means.device).float(), dim=-1)
     pred = (val @ means.T).argmax(-1).cpu().numpy()
     return float((pred == val_es.labels).mean())
-
-
-def _store_embeddings(s: Session, phase: str, emit, stage=None, tracker: _Tracker | None = None) -> dict:
-    """Embed val, test and the shifted test split (ood), before or after fine-tuning."""
-    out = {}
-    for split in ("val", "test", "ood"):
-        target = embeddings_dir(s.run_dir, phase, split)
-        emit({"type": "prepare", "what": f"embedding {split} ({phase})", "done": 0, "total": len(s.parts[split])})
-        es = compute_embeddings(s.method, s.sources[split], s.parts[split], s.device, stage=stage if phase == "after" else None,
-                                amp=s.cfg.amp)
-        if phase == "before" and not _has_zero_shot(s.cfg):
-            es.preds = None  # a head that has not trained yet predicts nothing meaningful
-            es.vectors = {"encoder": es.vectors.get("encoder", next(iter(es.vectors.values())))}
-        _save_within_budget(s.run_dir, target, es, f"the {phase} {split} embeddings", tracker)
-        out[split] = es
-    return out
-
-
-def _folder_bytes(folder: Path) -> int:
-    total = 0
-    for dirpath, _, files in os.walk(folder):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-            except OSError:  # removed meanwhile
-                pass
-    return total
-
-
-def _save_within_budget(run_dir: Path, folder: Path, es, what: str, tracker: _Tracker | None) -> bool:
-    """save_embeddings unless it would take the run folder past its disk budget (or the disk is full):
-    then skip it with a warning in the run's summary. Checkpoints are never skipped (resume needs them)."""
-    budget = run_disk_budget()
-    need = sum(a.nbytes for a in (es.ids, es.labels, es.preds, es.anchors, *es.vectors.values()) if a is not None)
-    if budget is not None and _folder_bytes(run_dir) + need > budget:
-        message = (f"skipped {what}: the run folder would pass its disk budget of {budget / 2**20:g} MB "
-                   f"({RUN_DISK_ENV})")
-    else:
-        try:
-            ensure_free(run_dir, need + (1 << 16), what)  # DiskFull is an OSError: skipped with the message below
-            save_embeddings(folder, es)
-            return True
-        except OSError as exc:  # disk full, quota
-            shutil.rmtree(folder.with_name(folder.name + f".tmp{os.getpid()}"), ignore_errors=True)
-            message = f"skipped {what}: {exc.strerror or exc}"
-    if tracker is not None:
-        tracker.warn(message)
-    else:
-        _logger.warning(message)
-    return False
-
-
-def _trainable_state(method: Method) -> dict[str, torch.Tensor]:
-    """Copy of what training changes: parameters that require grad, and every persistent buffer
-    (BatchNorm statistics and their counters)."""
-    state = {}
-    for name, p in method.named_parameters():
-        if p.requires_grad:
-            state[name] = p.detach().clone()
-    persistent = method.state_dict().keys()  # once: building it per buffer cost ~100 ms a checkpoint
-    for name, b in method.named_buffers():
-        if name in persistent:
-            state[name] = b.detach().clone()
-    return state
-
-
-def _save_checkpoint(method: Method, optimizer, run_dir: Path, step: int, stage_index: int) -> None:
-    """Write atomically: the previous checkpoint stays until the new one is complete."""
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().to("cpu").contiguous() for k, v in _trainable_state(method).items()}
-    need = sum(t.nbytes for t in state.values()) + (1 << 16)
-    write_atomic(run_dir / CHECKPOINT, lambda tmp: save_file(state, str(tmp), metadata={"step": str(step), "stage": str(stage_index)}),
-                 need=need, what="the checkpoint")
-    opt = optimizer.state_dict()  # AdamW: two moments per trainable weight
-    write_atomic(run_dir / TRAINER_STATE, functools.partial(_torch_save, {"optimizer": opt, "step": step, "stage": stage_index}),
-                 need=2 * need, what="the optimizer state")
-
-
-def _torch_save(obj, path: Path) -> None:
-    with open(path, "wb") as f:  # a file object: a failed write's OSError (ENOSPC, EFBIG) stays in the exception chain
-        torch.save(obj, f)
-
-
-def load_method_weights(method: Method, run_dir: Path) -> dict:
-    """Load a run's checkpoint into `method`; returns the safetensors metadata."""
-    from safetensors import safe_open
-
-    path = Path(run_dir) / CHECKPOINT
-    if not path.exists():
-        raise EmbedLabError(f"run folder {run_dir} has no checkpoint yet")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        state = {k: f.get_tensor(k) for k in f.keys()}
-    own = method.state_dict()
-    unexpected = [k for k in state if k not in own]
-    if unexpected:
-        raise EmbedLabError(f"checkpoint in {run_dir} does not match this model (unexpected: {unexpected[0]})")
-    device = next(method.parameters()).device
-    method.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=False)
-    return meta
-
-
-def _load_checkpoint(method: Method, run_dir: Path):
-    """(step, stage, optimizer state or None). The checkpoint is the truth for step and stage; the optimizer
-    state is used only when it is from the same step: a process killed between the two writes (checkpoint
-    first, then trainer state) resumes with a fresh optimizer instead of failing or mixing steps."""
-    meta = load_method_weights(method, run_dir)
-    path = Path(run_dir) / TRAINER_STATE
-    if not path.exists():
-        return int(meta["step"]), int(meta.get("stage", 0)), None
-    try:
-        trainer = torch.load(path, map_location="cpu", weights_only=True)
-        step, stage = int(meta.get("step", trainer["step"])), int(meta.get("stage", trainer["stage"]))
-        same = int(trainer["step"]) == step and int(trainer["stage"]) == stage
-    except Exception as exc:  # truncated, or a pickle that weights_only refuses to run
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EmbedLabError(f"cannot resume: {TRAINER_STATE} in {Path(run_dir).name} is unreadable or unsafe ({first})") from exc
-    return step, stage, trainer["optimizer"] if same else None
-
-
-@torch.no_grad()
-def wise_ft_curve(s: Session, zero_shot: dict[str, torch.Tensor], n_alphas: int, emit) -> list[dict]:
-    """WiSE-FT: in-distribution (val) and OOD accuracy of theta(a) = (1 - a) theta_zero-shot + a theta_fine-tuned,
-    a in [0, 1], on the real interpolated weights (Wortsman et al. 2022, mlfoundations/wise-ft): the ID-OOD frontier."""
-    method = s.method
-    tuned = _trainable_state(method)
-    params = dict(method.named_parameters())
-    buffers = dict(method.named_buffers())
-    curve = []
-    for alpha in np.linspace(0.0, 1.0, n_alphas):
-        for name, theta1 in tuned.items():
-            theta0 = zero_shot[name]
-            target = params.get(name, buffers.get(name))
-            if target.dtype.is_floating_point:
-                target.copy_((1 - alpha) * theta0 + alpha * theta1)
-        point = {"alpha": round(float(alpha), 3)}
-        for split in ("val", "ood"):
-            es = compute_embeddings(method, s.sources[split], s.parts[split], s.device, amp=s.cfg.amp)
-            point[f"{split}_acc"] = es.accuracy
-        curve.append(point)
-        emit({"type": "prepare", "what": "WiSE-FT curve", "done": len(curve), "total": n_alphas})
-    for name, theta1 in tuned.items():
-        params.get(name, buffers.get(name)).copy_(theta1)
-    method.refresh()
-    return curve
-
-
-def _fault_from_env() -> tuple[str, int] | None:
-    """EMBEDLAB_FAULT=kind:step (nan, inf, oom, cuda_oom, raise) simulates a fault, for the reliability tests."""
-    spec = os.environ.get("EMBEDLAB_FAULT", "")
-    if ":" not in spec:
-        return None
-    kind, _, at = spec.partition(":")
-    return kind, int(at)
-
-
-def _inject(kind: str, loss: torch.Tensor) -> torch.Tensor:
-    if kind == "nan":
-        return loss * float("nan")
-    if kind == "inf":
-        return loss + float("inf")
-    if kind == "oom":
-        raise MemoryError("simulated out-of-memory")
-    if kind == "cuda_oom":
-        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
-    raise RuntimeError(f"simulated crash ({kind})")
 
 
 def _looks_like_oom(exc: BaseException) -> bool:

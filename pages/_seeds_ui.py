@@ -48,12 +48,9 @@ LABEL_CHOICES = ("all", 10, 100, 1000)  # the Train page's "labelled images" opt
 
 
 def _objective_style() -> tuple[dict, dict]:
-    try:  # the app's palette when pages._ui is importable (it needs the app's packages)
-        from pages._ui import OBJECTIVE_COLORS, OBJECTIVE_LABELS
+    from core.objectives import objective_colours, objective_labels  # each objective's registry entry
 
-        return dict(OBJECTIVE_LABELS), dict(OBJECTIVE_COLORS)
-    except ImportError:
-        return {"ce": "CE", "content-style": "Content-style"}, dict(curves.OBJECTIVE_COLORS)
+    return objective_labels(), objective_colours()
 
 
 # ------------------------------------------------------------------------------------- curves

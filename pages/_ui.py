@@ -17,6 +17,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from core import objectives
 from core.dataset_import import import_dataset, import_files
 from core.errors import EmbedLabError
 from core.jobs import JobManager
@@ -31,8 +32,8 @@ PAGES = {  # page name -> script, as registered in app.py
     "runs": "pages/runs.py",
     "learn": "pages/learn.py",
 }
-OBJECTIVE_LABELS = {"ce": "CE", "lacvit": "LaCViT", "flyp": "FLYP", "content-style": "Content-style"}
-OBJECTIVE_COLORS = {"ce": "#4C78A8", "lacvit": "#F58518", "flyp": "#54A24B", "content-style": "#B279A2"}
+OBJECTIVE_LABELS = objectives.objective_labels()  # name -> label, from each objective's registry entry
+OBJECTIVE_COLORS = objectives.objective_colours()  # name -> colour, likewise
 STATUS_STYLE = {  # status -> (badge colour, material icon)
     "queued": ("gray", ":material/schedule:"),
     "running": ("blue", ":material/progress_activity:"),
@@ -101,7 +102,7 @@ def ensure_router() -> None:
 
 # ------------------------------------------------------------------------------------ formatting
 def objective_label(objective: str) -> str:
-    return OBJECTIVE_LABELS.get(objective, objective)
+    return objectives.objective_label(objective)
 
 
 def run_labels(runs, *, short: bool = False) -> dict[str, str]:

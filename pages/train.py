@@ -15,6 +15,7 @@ from core.device import hub_reachable, pick_device
 from core.errors import EmbedLabError
 from core.jobs import ACTIVE, RESUMABLE
 from core.objectives import OBJECTIVES
+from core.objectives import registered as registered_objectives
 from core.safe_text import md_code, md_text, plotly_text
 from core.shifts import list_shifts
 from core.train import TrainConfig
@@ -27,12 +28,7 @@ ensure_router()
 
 DEFAULTS = TrainConfig()
 OFFLINE_SUGGESTIONS = ("efficientnet_lite0", "lite0-minilm", "test_vit", "test_clip")  # offline, in this order
-OBJECTIVE_HELP = {
-    "ce": "CE: cross-entropy with a linear head",
-    "lacvit": "LaCViT: label-aware contrastive, then a linear head",
-    "flyp": "FLYP: CLIP loss against class prompts (needs a text tower)",
-    "content-style": "Content-style (seed 001): semi-supervised content + style heads, uses unlabelled images",
-}
+OBJECTIVE_HELP = {name: entry.help or entry.description for name, entry in registered_objectives().items()}  # registry
 TRAINABLE_CHOICES = ["auto", "all", "frozen", "1", "2", "3", "4", "6"]  # fine-tuning depth; any k can be typed
 STAGE2_CHOICES = {"auto": None, "fine-tune": True, "frozen": False}  # LaCViT stage 2 encoder -> stage2_train_encoder
 DEFAULT_OBJECTIVES = ["ce", "lacvit", "flyp"]  # the comparison a new user starts with no typing

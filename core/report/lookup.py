@@ -14,6 +14,7 @@ import numpy as np
 from ..embeddings import EmbeddingSet, list_snapshots, load_embeddings, load_run_embeddings
 from ..errors import EmbedLabError, UnknownName
 from ..metrics import default_output
+from ..objectives import objective_label
 
 OBJECTIVE_ORDER = ("ce", "lacvit", "flyp")  # the trio compared by default
 
@@ -55,16 +56,14 @@ class RunView:
 
 def run_label(run_id: str, config: dict) -> str:
     """'LaCViT · test_vit · mnist5k · 81b8' (short and unique enough for legends and columns)."""
-    names = {"ce": "CE", "lacvit": "LaCViT", "flyp": "FLYP"}
     obj = config.get("objective", "")
-    return f"{names.get(obj, obj)} · {config.get('backbone', '')} · {config.get('dataset', '')} · {run_id.rsplit('-', 1)[-1]}"
+    return f"{objective_label(obj)} · {config.get('backbone', '')} · {config.get('dataset', '')} · {run_id.rsplit('-', 1)[-1]}"
 
 
 def run_short(run_id: str, config: dict) -> str:
     """'LaCViT · 81b8': for pane titles and table columns, where space is tight."""
-    names = {"ce": "CE", "lacvit": "LaCViT", "flyp": "FLYP"}
     obj = config.get("objective", "")
-    return f"{names.get(obj, obj)} · {run_id.rsplit('-', 1)[-1]}"
+    return f"{objective_label(obj)} · {run_id.rsplit('-', 1)[-1]}"
 
 
 def has_results(store, run_id: str) -> bool:

@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+import core.artifacts as artifacts
 import core.train as train_mod
 from core.jobs import JobManager
 from core.store import RunStore
@@ -302,7 +303,7 @@ def test_disk_budget_skips_snapshots_and_embeddings_with_warnings(real, monkeypa
 
 def test_a_full_disk_while_saving_a_snapshot_is_a_warning_not_a_crash(real, monkeypatch):
     store, root = real
-    real_save = train_mod.save_embeddings
+    real_save = artifacts.save_embeddings
 
     def full_disk(folder, es):
         if folder.parent.name == "snapshots":  # a partial write, then ENOSPC
@@ -312,7 +313,7 @@ def test_a_full_disk_while_saving_a_snapshot_is_a_warning_not_a_crash(real, monk
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(folder, es)
 
-    monkeypatch.setattr(train_mod, "save_embeddings", full_disk)
+    monkeypatch.setattr(artifacts, "save_embeddings", full_disk)
     r = train(_cfg(steps=6), store=store, root=root)
     assert r["status"] == "finished"
     assert r["warnings"] == [f"skipped the val snapshot at step {s}: No space left on device" for s in (0, 2, 3, 4, 6)]

@@ -31,3 +31,7 @@ class DatasetError(EmbedLabError):
 
 class UnsafePath(EmbedLabError):
     """A user-supplied name or path that would escape EMBEDLAB_HOME."""
+
+
+class NotAllowed(EmbedLabError):
+    """Workshop mode: a person tried to cancel, delete or resume a run that is not theirs."""

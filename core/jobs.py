@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import EmbedLabError, InvalidConfig
+from .errors import EmbedLabError, InvalidConfig, NotAllowed
 from .store import TERMINAL, RunStore
 
 _logger = logging.getLogger(__name__)
@@ -129,11 +129,21 @@ class JobManager:
         """The resolved config, or EmbedLabError with a one-line message (nothing is queued)."""
         return self._validate_fn(cfg, self.store.root)
 
-    def submit(self, cfg) -> str:
+    def submit(self, cfg, owner=None) -> str:
         """Validate `cfg`, create the run as `queued` in the store and queue it; returns the run id."""
-        return self.submit_many([cfg])[0]
+        return self.submit_many([cfg], owner=owner)[0]
 
-    def submit_many(self, cfgs: Iterable) -> list[str]:
+    def _check_owner(self, run_id: str, by) -> None:  # thin fallback by wsui; wsq's version wins
+        from .workshop import can_manage
+
+        if self.store.exists(run_id) and not can_manage(by, self.store.get(run_id).owner_id):
+            raise NotAllowed(f"run {run_id} belongs to {self.store.get(run_id).owner_name}; only they or the instructor can change it")
+
+    def queue_positions(self) -> dict[str, tuple[int, float | None]]:
+        with self._lock:
+            return {r: (i + 1, None) for i, r in enumerate(self._queue)}
+
+    def submit_many(self, cfgs: Iterable, owner=None) -> list[str]:
         """Validate every config first, then queue them all in order (all or nothing).
 
         Weights files must be ones imported into EMBEDLAB_HOME/weights/: a browser user can never
@@ -148,18 +158,20 @@ class JobManager:
         resolved = [self.validate(cfg) for cfg in cfgs]
         ids = []
         for cfg in resolved:
-            run_id = self.store.create_run(cfg.to_dict(), status="queued")
+            run_id = self.store.create_run(cfg.to_dict(), status="queued", owner_id=owner.owner_id if owner else None,
+                                           owner_name=owner.name if owner else None)
             self._enqueue(Job(run_id, cfg))
             ids.append(run_id)
         return ids
 
-    def resume(self, run_id: str) -> str:
+    def resume(self, run_id: str, by=None) -> str:
         """Re-queue an interrupted / failed / cancelled run; it continues from its last checkpoint.
 
         A run that never reached its first checkpoint starts again from step 0.
         """
         from .train import CHECKPOINT, TrainConfig
 
+        self._check_owner(run_id, by)
         with self._resume_lock:
             with self._lock:
                 job = self._jobs.get(run_id)
@@ -185,39 +197,42 @@ class JobManager:
             self._wake.notify()
 
     # --- controlling --------------------------------------------------------------------------
-    def cancel(self, run_id: str) -> bool:
+    def cancel(self, run_id: str, by=None) -> bool:
         """Cancel a queued run (it never starts) or stop a running one within one step.
 
         Returns False if this process is not running or queueing `run_id`.
         """
+        self._check_owner(run_id, by)
         with self._lock:
             job = self._jobs.get(run_id)
             if job is None or job.status not in ACTIVE:
                 return False
             job.stop.set()
+            job.cancelled_by = by.name if by else "the user"
             if job.status == "running":
                 job.phase = "stopping"
                 return True
             if run_id in self._queue:
                 self._queue.remove(run_id)
-            job.status, job.error, job.finished = "cancelled", "cancelled before it started", time.time()
+            job.status, job.error, job.finished = "cancelled", "cancelled before it started" + (f" by {by.name}" if by else ""), time.time()
             job.phase = "cancelled"
             job.done.set()
         self.store.set_status(run_id, "cancelled", error=job.error)
         return True
 
-    def request_cancel(self, run_id: str) -> str | None:
+    def request_cancel(self, run_id: str, by=None) -> str | None:
         """Stop `run_id` wherever it runs: "local" when this manager runs or queues it (`cancel`),
         "remote" when another process (a CLI, another server) does: the request goes through the store
         and that run ends `cancelled` at its next step. None when it is not queued or running (any
         more); a run whose process has died is marked `interrupted` on the way."""
-        if self.cancel(run_id):
+        if self.cancel(run_id, by):
             return "local"
         self.store.recover_interrupted()
         return "remote" if self.store.request_cancel(run_id) else None
 
-    def delete(self, run_id: str, *, timeout: float = _DELETE_WAIT_S) -> None:
+    def delete(self, run_id: str, *, timeout: float = _DELETE_WAIT_S, by=None) -> None:
         """Delete a run and its artifacts; a running run is cancelled first and awaited."""
+        self._check_owner(run_id, by)
         with self._lock:
             job = self._jobs.get(run_id)
         if job is not None and job.status in ACTIVE:
@@ -359,7 +374,9 @@ class JobManager:
                 error = f"{type(exc).__name__}: {exc}"
             status, summary = ("cancelled", {}) if job.stop.is_set() else ("failed", {})
             if status == "cancelled":
-                error = "cancelled by the user"
+                error = f"cancelled by {getattr(job, 'cancelled_by', 'the user')}"
+        if status == "cancelled" and getattr(job, "cancelled_by", None):
+            error = f"cancelled by {job.cancelled_by}"
         if status not in TERMINAL:
             status, error = "failed", error or f"the training function ended with status {status!r}"
         self._reconcile(job.run_id, status, error)

@@ -87,6 +87,8 @@ class RunRecord:
     error: str | None = None
     owner: str | None = None
     progress: dict = field(default_factory=dict)
+    owner_id: str = "local"  # workshop mode: whose run (thin fallback by wsui; wsq's version wins)
+    owner_name: str = "you"
 
     @property
     def objective(self) -> str:
@@ -142,6 +144,11 @@ class RunStore:
             return 0
         had_runs = conn.execute("SELECT 1 FROM sqlite_master WHERE name='runs'").fetchone() is not None
         conn.executescript(_SCHEMA)  # executescript manages its own transaction
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
+        for col in ("owner_id", "owner_name"):  # old databases: NULL = local
+            if col not in cols:
+                conn.execute(f"ALTER TABLE runs ADD COLUMN {col} TEXT")
+        conn.commit()
         # a truncated file opens and fails later on some page ("database disk image is malformed"): find out now
         check = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
         if check != "ok":
@@ -252,7 +259,8 @@ class RunStore:
         return self._Tx(self._conn())
 
     # --- runs --------------------------------------------------------------------------------
-    def create_run(self, config: dict, status: str = "queued", run_id: str | None = None) -> str:
+    def create_run(self, config: dict, status: str = "queued", run_id: str | None = None, *,
+                   owner_id: str | None = None, owner_name: str | None = None) -> str:
         """A new run row (and its folder with config.json); returns its id.
 
         Generated ids are `<time>-<objective>-<4 hex>`: two runs created in the same second collide with
@@ -264,10 +272,10 @@ class RunStore:
             run_id = given or _new_id(config.get("objective", "run"))
             try:
                 with self._tx() as db:
-                    db.execute("INSERT INTO runs (id, created, status, objective, backbone, dataset, config, owner) "
-                               "VALUES (?,?,?,?,?,?,?,?)",
+                    db.execute("INSERT INTO runs (id, created, status, objective, backbone, dataset, config, owner, "
+                               "owner_id, owner_name) VALUES (?,?,?,?,?,?,?,?,?,?)",
                                (run_id, time.time(), status, config.get("objective"), config.get("backbone"),
-                                config.get("dataset"), json.dumps(config), _OWNER))
+                                config.get("dataset"), json.dumps(config), _OWNER, owner_id, owner_name))
                 break
             except sqlite3.IntegrityError:
                 if given or attempt == _ID_ATTEMPTS - 1:
@@ -390,7 +398,8 @@ class RunStore:
 def _record(row: sqlite3.Row) -> RunRecord:
     return RunRecord(id=row["id"], status=row["status"], created=row["created"], config=json.loads(row["config"]),
                      summary=json.loads(row["summary"] or "{}"), started=row["started"], finished=row["finished"],
-                     error=row["error"], owner=row["owner"], progress=json.loads(row["progress"] or "{}"))
+                     error=row["error"], owner=row["owner"], progress=json.loads(row["progress"] or "{}"),
+                     owner_id=row["owner_id"] or "local", owner_name=row["owner_name"] or "you")
 
 
 def _new_id(objective: str) -> str:

@@ -31,6 +31,7 @@ PAGES = {  # page name -> script, as registered in app.py
     "compare": "pages/compare.py",
     "runs": "pages/runs.py",
     "learn": "pages/learn.py",
+    "board": "pages/board.py",  # workshop mode, the instructor only
 }
 OBJECTIVE_LABELS = {"ce": "CE", "lacvit": "LaCViT", "flyp": "FLYP", "content-style": "Content-style"}
 OBJECTIVE_COLORS = {"ce": "#4C78A8", "lacvit": "#F58518", "flyp": "#54A24B", "content-style": "#B279A2"}

@@ -199,9 +199,12 @@ def test_train_shows_queue_position_and_cancels(manager, monkeypatch):
     at.run()
     badges = " ".join(m.value for m in at.markdown)
     assert "#1 in line" in badges and "#2 in line" in badges and manager.queue_position(second) == 1
-    at.button(key=f"cancel-{third}").click().run()
+    at.button(key=f"cancel-{third}").click().run()  # the first click asks
+    assert manager.store.get(third).status == "queued"
+    at.button(key=f"confirm-cancel-{third}").click().run()
     assert manager.store.get(third).status == "cancelled"
     at.button(key=f"cancel-{first}").click().run()
+    at.button(key=f"confirm-cancel-{first}").click().run()
     assert manager.wait(first, 10)
     assert manager.store.get(first).status == "cancelled"
     gate.set()

@@ -377,6 +377,8 @@ class JobManager:
                 error = f"cancelled by {getattr(job, 'cancelled_by', 'the user')}"
         if status == "cancelled" and getattr(job, "cancelled_by", None):
             error = f"cancelled by {job.cancelled_by}"
+            if self.store.exists(job.run_id):  # train() recorded "by the user": say who
+                self.store.set_status(job.run_id, "cancelled", error=error)
         if status not in TERMINAL:
             status, error = "failed", error or f"the training function ended with status {status!r}"
         self._reconcile(job.run_id, status, error)

@@ -304,7 +304,8 @@ def objectives_section(backbone: str, problem: str | None) -> tuple[list[str], d
     """The objectives of the batch and the content-style settings (overrides of every run's config)."""
     st.markdown("##### :material/tune: Objectives")
     objectives = st.multiselect(
-        "Objectives", list(OBJECTIVE_HELP), default=DEFAULT_OBJECTIVES, key="objectives", persist_state="session",
+        "Objectives", list(OBJECTIVE_HELP), default=None if "objectives" in st.session_state else DEFAULT_OBJECTIVES,
+        key="objectives", persist_state="session",
         format_func=objective_label, label_visibility="collapsed",
         help="One run per objective, all with the same backbone, data, budget and seed.\n\n"
              + "\n\n".join(f"- {v}" for v in OBJECTIVE_HELP.values()))

@@ -7,11 +7,14 @@ STAMP  := $(VENV)/.stamp-requirements
 HOST   ?= 127.0.0.1   # localhost only; `make run HOST=0.0.0.0` serves a workshop LAN
 PORT   ?= 8501
 PYTEST_ARGS ?=
+WORKSHOP ?=            # `make run WORKSHOP=1`: workshop mode (names, owners, fair queue, instructor passcode)
+WORKSHOP_ENV := $(if $(filter 1 true yes,$(strip $(WORKSHOP))),EMBEDLAB_WORKSHOP=1)
 
 .PHONY: run test install system-deps bench clean
 
 run: $(STAMP)
-	$(PY) -m streamlit run app.py --server.address $(strip $(HOST)) --server.port $(PORT)
+	$(if $(WORKSHOP_ENV),$(WORKSHOP_ENV) $(PY) -m core.workshop --new-code --host $(strip $(HOST)) --port $(PORT))
+	$(WORKSHOP_ENV) $(PY) -m streamlit run app.py --server.address $(strip $(HOST)) --server.port $(PORT)
 
 test: $(STAMP) system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -150,21 +150,22 @@ def cmd_resume(args) -> int:
     from .jobs import RESUMABLE
     from .report import resolve_run
     from .store import RunStore
-    from .train import CHECKPOINT, TrainConfig, train, validate
+    from .train import TrainConfig, train, validate
 
     root = _root(args)
     store = RunStore(root, recover=True)  # a run whose process died is interrupted now, so it can be resumed
     record = resolve_run(store, args.run)
     if record.status not in RESUMABLE:
         raise EmbedLabError(f"run {record.id} is {record.status}; only {', '.join(RESUMABLE)} runs can be resumed")
-    has_checkpoint = (store.run_dir(record.id) / CHECKPOINT).exists()
+    step = store.checkpoint_step(record.id)  # None: no (readable) checkpoint
+    has_checkpoint = step is not None
     if not has_checkpoint and not args.from_start:
-        raise EmbedLabError(f"run {record.id} has no checkpoint (it stopped before its first one): nothing to resume "
-                            "from; add --from-start to train it again from step 0 under the same id")
+        raise EmbedLabError(f"run {record.id} has no checkpoint: resume starts over from step 0; "
+                            "add --from-start to train it again from step 0 under the same id")
     cfg = validate(TrainConfig.from_dict(record.config), root)
     if not args.quiet:
-        print(f"resuming run {record.id} " + ("from its last checkpoint" if has_checkpoint else "from step 0 (no checkpoint)"),
-              file=sys.stderr)
+        print(f"resuming run {record.id} " + (f"from step {step} (its last checkpoint)" if has_checkpoint
+                                               else "- no checkpoint: resume starts over from step 0"), file=sys.stderr)
     result = _train_with_bar(cfg, store, root, quiet=args.quiet, train=functools.partial(train, run_id=record.id,
                                                                                           resume=has_checkpoint))
     _json_line(result)

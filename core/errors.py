@@ -34,4 +34,12 @@ class UnsafePath(EmbedLabError):
 
 
 class NotAllowed(EmbedLabError):
-    """Workshop mode: a person tried to cancel, delete or resume a run that is not theirs."""
+    """Workshop mode: someone other than a run's owner or the instructor tried to cancel, delete or resume it."""
+
+
+class QueueFull(InvalidConfig):
+    """Workshop mode: a person already has as many runs waiting as the per-person cap (EMBEDLAB_QUEUE_CAP)."""
+
+
+class NoCheckpoint(InvalidConfig):
+    """A resume of a run with no (usable) checkpoint: it would start over from step 0, so it must be asked for."""

@@ -81,18 +81,3 @@ def forget_batches(root, owner_id: str, keep: list[list[str]]) -> None:
         data["batches"] = [list(b) for b in keep][:MAX_BATCHES]
         _write(root, owner_id, data)
 
-
-def resume_point(run_dir) -> int | None:
-    """The step a resume continues from (the checkpoint's own record), or None: no checkpoint, so a
-    resume starts over. Reads only the safetensors header (8-byte length + JSON), no torch."""
-    import struct
-
-    from .paths import CHECKPOINT
-
-    try:
-        with open(Path(run_dir) / CHECKPOINT, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(min(n, 1 << 20)))
-        return int(header["__metadata__"]["step"])
-    except (OSError, ValueError, KeyError, TypeError, struct.error):
-        return None

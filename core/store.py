@@ -1,7 +1,8 @@
 """The run store: SQLite (WAL) in EMBEDLAB_HOME plus one artifact folder per run.
 
-Tables: `runs` (config, status, summary, error, owner process) and `metrics` (time series of
-(step, key, value)). Each thread gets its own connection; writes are short transactions with a
+Tables: `runs` (config, status, summary, error, owner process, and the person who owns it in workshop
+mode: `owner_id` / `owner_name`, NULL for runs recorded before owners existed = "local") and `metrics`
+(time series of (step, key, value)). Each thread gets its own connection; writes are short transactions with a
 busy timeout so the training worker, the UI's polling and a CLI in another process never see
 "database is locked". A run still `running` (or `queued`) whose owner process is gone is marked
 `interrupted` when a store is opened with `recover=True` (app start, CLI start).
@@ -41,7 +42,9 @@ CREATE TABLE IF NOT EXISTS runs (
     summary TEXT NOT NULL DEFAULT '{}',
     error TEXT,
     owner TEXT,
-    progress TEXT NOT NULL DEFAULT '{}'
+    progress TEXT NOT NULL DEFAULT '{}',
+    owner_id TEXT,
+    owner_name TEXT
 );
 CREATE TABLE IF NOT EXISTS metrics (
     run_id TEXT NOT NULL,
@@ -59,6 +62,9 @@ CREATE TABLE IF NOT EXISTS cancel_requests (
 _CORRUPT = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)  # the only errors that move runs.db aside
 _logger = logging.getLogger(__name__)
 _ID_ATTEMPTS = 8  # fresh ids drawn when a generated one is taken
+LOCAL_OWNER = "local"  # owner_id of runs made outside workshop mode (and of old runs, whose column is NULL)
+OWNER_FILE = "owner.json"  # in a run folder: who owns it, so a rebuilt index keeps the owner
+_ADDED_COLUMNS = {"owner_id": "TEXT", "owner_name": "TEXT"}  # columns newer than the first schema: migrated in place
 
 
 def _started(pid: int) -> str | None:
@@ -85,10 +91,10 @@ class RunRecord:
     started: float | None = None
     finished: float | None = None
     error: str | None = None
-    owner: str | None = None
+    owner: str | None = None  # the process (host:pid[:start]) that runs or ran it
     progress: dict = field(default_factory=dict)
-    owner_id: str = "local"  # workshop mode: whose run (thin fallback by wsui; wsq's version wins)
-    owner_name: str = "you"
+    owner_id: str = LOCAL_OWNER  # the person (workshop mode), see core.workshop.Identity
+    owner_name: str | None = None  # their display name, plain text as typed (escape it where it is shown)
 
     @property
     def objective(self) -> str:
@@ -144,11 +150,7 @@ class RunStore:
             return 0
         had_runs = conn.execute("SELECT 1 FROM sqlite_master WHERE name='runs'").fetchone() is not None
         conn.executescript(_SCHEMA)  # executescript manages its own transaction
-        cols = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
-        for col in ("owner_id", "owner_name"):  # old databases: NULL = local
-            if col not in cols:
-                conn.execute(f"ALTER TABLE runs ADD COLUMN {col} TEXT")
-        conn.commit()
+        self._migrate(conn)
         # a truncated file opens and fails later on some page ("database disk image is malformed"): find out now
         check = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
         if check != "ok":
@@ -156,6 +158,19 @@ class RunStore:
             err.sqlite_errorcode = sqlite3.SQLITE_CORRUPT
             raise err
         return 0 if had_runs else self._rebuild_from_folders()
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Add the columns a database made by an older EmbedLab lacks (its runs keep loading: NULL = "local")."""
+        have = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
+        for name, kind in _ADDED_COLUMNS.items():
+            if name in have:
+                continue
+            try:
+                conn.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
+            except sqlite3.OperationalError as exc:  # another process added it a moment ago
+                if "duplicate column" not in str(exc):
+                    raise
+        conn.execute("CREATE INDEX IF NOT EXISTS runs_owner ON runs (owner_id)")
 
     def _recover_corrupt(self, exc: sqlite3.DatabaseError) -> None:
         """Move a corrupt runs.db (with its -wal / -shm) aside, never deleting it, and re-index the run folders."""
@@ -198,15 +213,17 @@ class RunStore:
                 continue
             created = folder.stat().st_mtime
             finished = summary_path.exists()
+            owner_id, owner_name = _read_owner(run_dir)
             error = None if finished else (
                 "recovered from its folder after the run database was lost; resume continues from the last checkpoint"
                 if (run_dir / CHECKPOINT).exists() else "recovered from its folder after the run database was lost; it has no checkpoint")
             with self._tx() as db:
                 db.execute("INSERT OR IGNORE INTO runs (id, created, started, finished, status, objective, backbone, dataset, "
-                           "config, summary, error) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                           "config, summary, error, owner_id, owner_name) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                            (run_id, created, created, summary_path.stat().st_mtime if finished else created,
                             "finished" if finished else "interrupted", config.get("objective"), config.get("backbone"),
-                            config.get("dataset"), json.dumps(config), json.dumps(summary, default=float), error))
+                            config.get("dataset"), json.dumps(config), json.dumps(summary, default=float), error,
+                            owner_id, owner_name))
             n += 1
         return n
 
@@ -261,7 +278,9 @@ class RunStore:
     # --- runs --------------------------------------------------------------------------------
     def create_run(self, config: dict, status: str = "queued", run_id: str | None = None, *,
                    owner_id: str | None = None, owner_name: str | None = None) -> str:
-        """A new run row (and its folder with config.json); returns its id.
+        """A new run row (and its folder with config.json, and owner.json when it has an owner); returns its id.
+
+        `owner_id` / `owner_name`: the person it belongs to in workshop mode (None: "local").
 
         Generated ids are `<time>-<objective>-<4 hex>`: two runs created in the same second collide with
         odds 1 in 65,536 per pair (a queue of 20 submitted at once: about 1 in 350), so a clash draws
@@ -282,6 +301,8 @@ class RunStore:
                     raise
         self.run_dir(run_id)
         (self.run_dir(run_id) / "config.json").write_text(json.dumps(config, indent=2))
+        if owner_id and owner_id != LOCAL_OWNER:
+            (self.run_dir(run_id) / OWNER_FILE).write_text(json.dumps({"owner_id": owner_id, "owner_name": owner_name}))
         return run_id
 
     def get(self, run_id: str) -> RunRecord:
@@ -293,9 +314,18 @@ class RunStore:
     def exists(self, run_id: str) -> bool:
         return self._conn().execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is not None
 
-    def list(self, *, status: Iterable[str] | None = None, objective: str | None = None, limit: int | None = None) -> list[RunRecord]:
+    def list(self, *, status: Iterable[str] | None = None, objective: str | None = None, limit: int | None = None,
+             owner_id: str | None = None) -> list[RunRecord]:
+        """Runs newest first; `owner_id` keeps one person's ("local" includes runs recorded before owners)."""
         sql, args = "SELECT * FROM runs", []
         where = []
+        if owner_id and not self._has_owner_columns():  # an old read-only database: every run is "local"
+            if owner_id != LOCAL_OWNER:
+                return []
+            owner_id = None
+        if owner_id:
+            where.append("COALESCE(owner_id, ?) = ?")
+            args += [LOCAL_OWNER, owner_id]
         if status:
             status = list(status)
             where.append(f"status IN ({','.join('?' * len(status))})")
@@ -309,6 +339,14 @@ class RunStore:
         if limit:
             sql += f" LIMIT {int(limit)}"
         return [_record(r) for r in self._conn().execute(sql, args).fetchall()]
+
+    def _has_owner_columns(self) -> bool:
+        return "owner_id" in {r[1] for r in self._conn().execute("PRAGMA table_info(runs)")}
+
+    def checkpoint_step(self, run_id: str) -> int | None:
+        """The step a resume of `run_id` continues from: its checkpoint's, read from the safetensors header
+        (no torch needed). None when it has no checkpoint, or one whose header cannot be read."""
+        return _checkpoint_step(confined(self.root, "runs", safe_name(run_id, "run id"), CHECKPOINT))
 
     def set_status(self, run_id: str, status: str, *, error: str | None = None) -> None:
         assert status in STATUSES, status
@@ -396,10 +434,37 @@ class RunStore:
 
 
 def _record(row: sqlite3.Row) -> RunRecord:
+    keys = row.keys()  # an old database opened read-only has no owner columns
     return RunRecord(id=row["id"], status=row["status"], created=row["created"], config=json.loads(row["config"]),
                      summary=json.loads(row["summary"] or "{}"), started=row["started"], finished=row["finished"],
                      error=row["error"], owner=row["owner"], progress=json.loads(row["progress"] or "{}"),
-                     owner_id=row["owner_id"] or "local", owner_name=row["owner_name"] or "you")
+                     owner_id=(row["owner_id"] if "owner_id" in keys else None) or LOCAL_OWNER,
+                     owner_name=row["owner_name"] if "owner_name" in keys else None)
+
+
+def _read_owner(run_dir: Path) -> tuple[str | None, str | None]:
+    """(owner_id, owner_name) from a run folder's owner.json; (None, None) when it has none or it is garbled."""
+    try:
+        owner = json.loads((run_dir / OWNER_FILE).read_text())
+    except (OSError, ValueError):
+        return None, None
+    if not isinstance(owner, dict):
+        return None, None
+    owner_id, owner_name = owner.get("owner_id"), owner.get("owner_name")
+    return (owner_id if isinstance(owner_id, str) else None), (owner_name if isinstance(owner_name, str) else None)
+
+
+def _checkpoint_step(path: Path) -> int | None:
+    """`step` from a safetensors file's metadata: 8 bytes little-endian header length, then a JSON header."""
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 2 <= n <= 100_000_000:  # the format's own cap on the header; anything else is not safetensors
+                return None
+            header = json.loads(f.read(n))
+        return int(header["__metadata__"]["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _new_id(objective: str) -> str:

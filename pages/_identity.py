@@ -18,21 +18,20 @@ import dataclasses
 import hashlib
 import hmac
 import json
-import re
-import uuid
 from urllib.parse import unquote
 
 import streamlit as st
 
 from core.safe_text import md_text
-from core.workshop import LOCAL, Identity, check_passcode, instructor_passcode, workshop_enabled
+from core.errors import EmbedLabError
+from core.workshop import (LOCAL, NAME_MAX, Identity, check_passcode, instructor_passcode, new_owner_id, normalise_name,
+                           valid_owner_id, workshop_enabled)
 
 OWNER_COOKIE = "embedlab_owner"  # a uuid4 hex: the run owner id
 NAME_COOKIE = "embedlab_name"  # the name the person typed (URI-encoded)
 INSTRUCTOR_COOKIE = "embedlab_instructor"  # HMAC(passcode): valid until the passcode changes
 COOKIE_DAYS = 30  # a workshop lasts days, not months
-MAX_NAME = 40  # characters of a display name
-_TOKEN = re.compile(r"^[0-9a-f]{32}$")
+MAX_NAME = NAME_MAX  # characters of a display name
 _KEY = "identity"  # session_state: this session's Identity
 _PENDING = "identity_cookies"  # session_state: cookies this session still has to write into the browser
 
@@ -49,7 +48,7 @@ def _from_cookies() -> Identity | None:
         cookies = {}
     owner = cookies.get(OWNER_COOKIE, "")
     name = clean_name(unquote(cookies.get(NAME_COOKIE, "")))
-    if not _TOKEN.match(owner) or name is None:
+    if not valid_owner_id(owner) or name is None:
         return None
     token = cookies.get(INSTRUCTOR_COOKIE, "")
     instructor = bool(token) and hmac.compare_digest(token, instructor_token(instructor_passcode()))
@@ -57,9 +56,11 @@ def _from_cookies() -> Identity | None:
 
 
 def clean_name(text: str) -> str | None:
-    """The name as shown (spaces collapsed), or None if it is empty or too long."""
-    name = " ".join(str(text or "").split())
-    return name if 0 < len(name) <= MAX_NAME and name.isprintable() else None
+    """The name as stored (core.workshop.normalise_name), or None if it is refused."""
+    try:
+        return normalise_name(text)
+    except EmbedLabError:
+        return None
 
 
 def identity() -> Identity | None:
@@ -105,13 +106,14 @@ def write_cookies() -> None:
 
 
 def _join(key: str = "identity_name") -> None:
-    name = clean_name(st.session_state.get(key))
-    if name is None:
-        st.session_state["identity_problem"] = f"Your name: type 1 to {MAX_NAME} characters."
+    try:
+        name = normalise_name(st.session_state.get(key) or "")
+    except EmbedLabError as exc:
+        st.session_state["identity_problem"] = f"Your name: {md_text(exc)}."
         return
     st.session_state.pop("identity_problem", None)
     old = identity()
-    owner = old.owner_id if old is not None else uuid.uuid4().hex
+    owner = old.owner_id if old is not None else new_owner_id()
     _set(Identity(owner, name, instructor=bool(old and old.instructor)))
     st.session_state["identity_renaming"] = False
 

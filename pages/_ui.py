@@ -7,7 +7,6 @@ patch `get_manager` / `get_store` to inject a fake.
 from __future__ import annotations
 
 import math
-import os
 import re
 import runpy
 import tempfile
@@ -58,8 +57,8 @@ def _store(root: str) -> RunStore:
 
 @st.cache_resource(show_spinner=False)
 def _manager(root: str) -> JobManager:
-    # one run at a time suits one GPU or a small CPU; EMBEDLAB_MAX_RUNNING=2 lets a big box run two
-    return JobManager(_store(root), max_running=max(1, int(os.environ.get("EMBEDLAB_MAX_RUNNING", "1"))))
+    # EMBEDLAB_WORKERS (older name EMBEDLAB_MAX_RUNNING) runs at once; default one per CUDA GPU, 1 on a CPU
+    return JobManager(_store(root), max_running=None)
 
 
 def get_store() -> RunStore:

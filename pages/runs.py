@@ -115,11 +115,13 @@ not_mine = len(selected) - len(mine)
 
 def _act(action: str, run_ids: list[str]) -> None:
     """Button callbacks: they run before the rerun, so the table below shows the new statuses."""
-    done, remote, errors = 0, 0, []
+    done, remote, restarted, errors = 0, 0, 0, []
     for run_id in run_ids:
         try:
             if action == "resume":
-                manager.resume(run_id, by=me)
+                fresh = manager.resume_point(run_id) is None
+                manager.resume(run_id, by=me, restart_ok=True)  # the button's help says that such a run starts over
+                restarted += fresh
             elif action == "cancel":
                 where = manager.request_cancel(run_id, by=me)  # "remote": a CLI's or another server's run, via the store
                 if where is None:
@@ -137,6 +139,8 @@ def _act(action: str, run_ids: list[str]) -> None:
     if remote:
         text += (f" {remote} of them belong{'s' if remote == 1 else ''} to another process (a CLI or another server) "
                  f"and stop{'s' if remote == 1 else ''} at {'its' if remote == 1 else 'their'} next step.")
+    if restarted:
+        text += f" {restarted} of them had no checkpoint and start{'s' if restarted == 1 else ''} over from step 0."
     st.session_state["runs_message"] = (text, errors)
     # rows may move or leave the filtered view: start from a fresh, empty selection (a new table key)
     st.session_state["runs_table_gen"] = st.session_state.get("runs_table_gen", 0) + 1
@@ -152,7 +156,8 @@ with st.container(horizontal=True, key="runs_actions"):
                  icon=":material/compare_arrows:", disabled=len(finished) < 2, help="Select two or more finished runs"):
         open_in_compare(finished)
     st.button("Resume", key="runs_resume", icon=":material/replay:", disabled=not resumable, on_click=_act,
-              args=("resume", resumable), help="Continue interrupted, failed or cancelled runs from their last checkpoint")
+              args=("resume", resumable), help="Continue interrupted, failed or cancelled runs from their last checkpoint "
+                   "(a run with no checkpoint yet starts over from step 0)")
     with st.popover("Cancel", icon=":material/stop:", disabled=not cancellable, key="runs_cancel_popover",
                     on_change="rerun", help="Stop queued or running runs"):
         st.markdown(f"Stop **{len(cancellable)}** run{'s' if len(cancellable) != 1 else ''}? A running run stops at "

@@ -15,7 +15,7 @@ from core.device import hub_reachable, pick_device
 from core.errors import EmbedLabError
 from core.jobs import ACTIVE, RESUMABLE
 from core.objectives import OBJECTIVES
-from core.remember import forget_batches, recall_batches, recall_form, remember_batch, remember_form, resume_point
+from core.remember import forget_batches, recall_batches, recall_form, remember_batch, remember_form
 from core.safe_text import md_code, md_text, plotly_text
 from core.shifts import list_shifts
 from core.train import RANGES, Range, TrainConfig
@@ -646,7 +646,7 @@ def _owner_of(run_id: str) -> tuple[str, str]:
         record = get_store().get(run_id)
     except EmbedLabError:
         return "local", "you"
-    return getattr(record, "owner_id", None) or "local", getattr(record, "owner_name", None) or "you"
+    return record.owner_id or "local", record.owner_name or "you"
 
 
 def _card_actions(p: dict, status: str, run_id: str, mgr) -> None:
@@ -673,13 +673,13 @@ def _card_actions(p: dict, status: str, run_id: str, mgr) -> None:
                      width="stretch"):
             open_in_explore(run_id)
     elif status in RESUMABLE and allowed:
-        step = resume_point(get_store().run_dir(run_id))
+        step = mgr.resume_point(run_id)
         label = f"Resume from step {step}" if step is not None else "Start over"
         if st.button(label, key=f"resume-{run_id}", icon=":material/replay:", width="stretch",
                      help=None if step is not None else "No checkpoint was saved before it stopped: it starts over "
                                                          "from step 0 with the same settings."):
             try:
-                mgr.resume(run_id, by=ident)
+                mgr.resume(run_id, by=ident, restart_ok=step is None)  # the label said it starts over
             except EmbedLabError as exc:
                 st.toast(ui_message(exc), icon=":material/error:")
             else:

@@ -1,11 +1,13 @@
 """JobManager: the FIFO queue, the worker thread, cancel / resume / delete, and one real tiny run."""
+import json
 import threading
 import time
 
 import pytest
 
-from core.errors import EmbedLabError, InvalidConfig
-from core.jobs import JobManager
+from core import workshop
+from core.errors import EmbedLabError, InvalidConfig, NoCheckpoint, NotAllowed, QueueFull
+from core.jobs import JobManager, default_workers, fair_order, queue_cap
 from core.store import RunStore
 from core.train import CHECKPOINT, TrainConfig
 
@@ -19,6 +21,7 @@ class FakeTrain:
         self.steps, self.delay, self.crash, self.gate = steps, delay, set(crash), gate  # steps None: cfg.steps
         self.started: list[str] = []  # run ids, in start order
         self.resumed: dict[str, bool] = {}
+        self.devices: dict[str, str] = {}  # run id -> the device its config asked for
         self.running = 0
         self.max_running = 0
         self.lock = threading.Lock()
@@ -28,6 +31,7 @@ class FakeTrain:
         with self.lock:
             self.started.append(run_id)
             self.resumed[run_id] = resume
+            self.devices[run_id] = cfg.device
             self.running += 1
             self.max_running = max(self.max_running, self.running)
         try:
@@ -74,6 +78,24 @@ def make_manager(store):
     yield make
     for m in managers:
         m.shutdown(timeout=10)
+
+
+def _write_checkpoint(path, step):
+    """A safetensors file with no tensors and the step train() records in its metadata."""
+    header = json.dumps({"__metadata__": {"step": str(step), "stage": "0"}}).encode()
+    path.write_bytes(len(header).to_bytes(8, "little") + header)
+
+
+ALICE = workshop.Identity(workshop.new_owner_id(), "Alice")
+BOB = workshop.Identity(workshop.new_owner_id(), "Bob")
+INES = workshop.Identity(workshop.new_owner_id(), "Ines", instructor=True)
+
+
+@pytest.fixture
+def room(monkeypatch):
+    """Workshop mode on, the cap at its default."""
+    monkeypatch.setenv(workshop.WORKSHOP_ENV, "1")
+    monkeypatch.delenv("EMBEDLAB_QUEUE_CAP", raising=False)
 
 
 def _cfg(i=0, **kw):
@@ -218,13 +240,17 @@ def test_resume_requeues_with_or_without_checkpoint(make_manager, store):
     m = make_manager(fake)
     with_ckpt = store.create_run(_cfg(0).to_dict(), status="queued")
     store.set_status(with_ckpt, "interrupted", error="server stopped")
-    (store.run_dir(with_ckpt) / CHECKPOINT).write_bytes(b"x")
+    _write_checkpoint(store.run_dir(with_ckpt) / CHECKPOINT, step=7)
     without = store.create_run(_cfg(1).to_dict(), status="queued")
     store.set_status(without, "failed", error="boom")
     done = store.create_run(_cfg(2).to_dict(), status="queued")
     store.set_status(done, "finished")
+    assert m.resume_point(with_ckpt) == 7 and m.resume_point(without) is None
     assert m.resume(with_ckpt) == with_ckpt
-    m.resume(without)
+    with pytest.raises(NoCheckpoint, match="no checkpoint: resume starts over from step 0"):
+        m.resume(without)  # never a silent restart
+    assert store.get(without).status == "failed" and without not in m.queued()
+    m.resume(without, restart_ok=True)
     with pytest.raises(InvalidConfig, match="only interrupted"):
         m.resume(done)
     _wait_all(m, [with_ckpt, without])
@@ -291,6 +317,7 @@ def test_real_tiny_run_then_cancel_and_resume(store):
         assert store.get(long_id).status == "cancelled"
         stopped_at = m.progress(long_id)["step"]
         assert stopped_at < 300 and (store.run_dir(long_id) / CHECKPOINT).exists()
+        assert stopped_at <= m.resume_point(long_id) < 300  # read from the real checkpoint's header
 
         m.resume(long_id)  # the same run id continues
         assert m.wait(long_id, 120)
@@ -300,3 +327,181 @@ def test_real_tiny_run_then_cancel_and_resume(store):
         assert store.get(long_id).summary["steps"] == 300
     finally:
         m.shutdown(timeout=30)
+
+
+# --- workshop mode: the fair queue, the cap, wait estimates, who may manage a run ----------------------
+def test_fair_order_is_round_robin_by_owner():
+    waiting = [("a1", "alice"), ("a2", "alice"), ("a3", "alice"), ("b1", "bob"), ("b2", "bob"), ("c1", "carol")]
+    # alice started a run just now (mark 5); bob and carol never have: they go first, in submission order
+    assert fair_order(waiting, {"alice": 5}) == ["b1", "c1", "a1", "b2", "a2", "a3"]
+    # carol's last start is older than alice's: she waited longest since her last start, so she goes first
+    assert fair_order(waiting, {"alice": 5, "bob": 6, "carol": 2}) == ["c1", "a1", "b1", "a2", "b2", "a3"]
+    assert fair_order([("x", "local"), ("y", "local"), ("z", "local")], {"local": 9}) == ["x", "y", "z"]  # one owner: FIFO
+    assert fair_order(waiting, {}, limit=2) == ["a1", "b1"]
+    assert fair_order([], {}) == []
+
+
+def test_fair_queue_interleaves_people(make_manager, store, room, monkeypatch):
+    """alice queues five, bob two after her: they start alice, bob, alice, bob, alice, alice, alice."""
+    monkeypatch.setenv("EMBEDLAB_QUEUE_CAP", "0")  # no cap here: the order is the point
+    gate = threading.Event()
+    fake = FakeTrain(steps=1, gate=gate)
+    m = make_manager(fake)
+    a = m.submit_many([_cfg(i) for i in range(5)], owner=ALICE)
+    assert fake.first_step.wait(5)  # a0 is training
+    b = m.submit_many([_cfg(10 + i) for i in range(2)], owner=BOB)
+    expected = [a[0], b[0], a[1], b[1], a[2], a[3], a[4]]
+    assert m.queued() == expected[1:]  # the order they will start in, not the order they came in
+    assert [m.queue_position(r) for r in expected[1:]] == [1, 2, 3, 4, 5, 6]
+    assert m.progress(b[0])["queue_position"] == 1 and m.progress(a[4])["queue_position"] == 6
+    assert {r: p for r, (p, _) in m.queue_positions().items()} == {r: i + 1 for i, r in enumerate(expected[1:])}
+    assert m.active() == expected
+    gate.set()
+    _wait_all(m, expected)
+    assert fake.started == expected
+    assert store.get(b[0]).owner_id == BOB.owner_id and store.get(b[0]).owner_name == "Bob"
+    assert m.progress(a[0])["owner_name"] == "Alice"
+    assert {r.id for r in store.list(owner_id=ALICE.owner_id)} == set(a)
+
+
+def test_outside_workshop_mode_the_queue_stays_fifo_and_uncapped(make_manager, store, monkeypatch):
+    monkeypatch.delenv(workshop.WORKSHOP_ENV, raising=False)
+    monkeypatch.delenv("EMBEDLAB_QUEUE_CAP", raising=False)
+    assert queue_cap() is None
+    gate = threading.Event()
+    fake = FakeTrain(steps=1, gate=gate)
+    m = make_manager(fake)
+    ids = m.submit_many([_cfg(i) for i in range(7)])  # no owner: the local user, no cap
+    gate.set()
+    _wait_all(m, ids)
+    assert fake.started == ids and {store.get(r).owner_id for r in ids} == {"local"}
+
+
+def test_per_person_cap_refuses_with_a_clear_message(make_manager, store, room, monkeypatch):
+    assert queue_cap() == 4
+    gate = threading.Event()
+    fake = FakeTrain(steps=1, gate=gate)
+    m = make_manager(fake)
+    running = m.submit(_cfg(0), owner=ALICE)
+    assert fake.first_step.wait(5)  # the running run does not count against the cap
+    waiting = m.submit_many([_cfg(i) for i in range(1, 5)], owner=ALICE)  # four waiting: at the cap
+    with pytest.raises(QueueFull, match=r"at most 4 waiting runs per person \(EMBEDLAB_QUEUE_CAP\); you have 4 runs waiting"):
+        m.submit(_cfg(5), owner=ALICE)
+    assert len(store.list(owner_id=ALICE.owner_id)) == 5  # the refused run was not recorded
+    bob = m.submit_many([_cfg(10 + i) for i in range(3)], owner=BOB)  # the cap is per person
+    with pytest.raises(QueueFull, match="you have 3 runs waiting and asked for 2 more"):
+        m.submit_many([_cfg(20), _cfg(21)], owner=BOB)  # all or nothing
+    assert len(store.list(owner_id=BOB.owner_id)) == 3
+    assert isinstance(QueueFull("x"), InvalidConfig)  # pages show it like any bad setting
+    monkeypatch.setenv("EMBEDLAB_QUEUE_CAP", "6")
+    m.submit(_cfg(5), owner=ALICE)
+    monkeypatch.setenv("EMBEDLAB_QUEUE_CAP", "lots")
+    with pytest.raises(InvalidConfig, match="EMBEDLAB_QUEUE_CAP='lots'"):
+        m.submit(_cfg(6), owner=ALICE)
+    gate.set()
+    _wait_all(m, [running, *waiting, *bob])
+
+
+def _finished_run(store, backbone, steps, seconds):
+    """A finished run of `steps` steps that took `seconds`: what the wait estimate learns from."""
+    run_id = store.create_run(_cfg(0, backbone=backbone, steps=steps).to_dict(), status="queued")
+    store.set_status(run_id, "finished")
+    t = time.time()
+    store._conn().execute("UPDATE runs SET started=?, finished=? WHERE id=?", (t - seconds - 100, t - 100, run_id))
+    return run_id
+
+
+def test_queue_positions_estimate_the_wait_from_measured_step_times(make_manager, store, room):
+    _finished_run(store, "test_vit", 10, 20.0)  # 2 s per step on this server
+    _finished_run(store, "test_vit", 20, 40.0)
+    _finished_run(store, "test_vit", 10, 200.0)  # a slow outlier: the median ignores it
+    gate = threading.Event()
+    fake = FakeTrain(steps=1, gate=gate)
+    m = make_manager(fake)
+    first = m.submit(_cfg(0, steps=10), owner=ALICE)  # 20 s typical; no step rate yet: 20 s less its time so far
+    assert fake.first_step.wait(5)
+    a2 = m.submit(_cfg(1, steps=5), owner=ALICE)  # 10 s
+    b1 = m.submit(_cfg(2, steps=30), owner=BOB)  # 60 s
+    odd = m.submit(_cfg(3, steps=5, backbone="test_clip"), owner=BOB)  # never run here: its duration is unknown
+    last = m.submit(_cfg(4, steps=5), owner=ALICE)
+    assert m.typical_duration(_cfg(0, steps=10)) == pytest.approx(20.0)
+    assert m.typical_duration(_cfg(0, steps=None, epochs=1.0)) is None
+    pos = m.queue_positions()
+    assert [r for r, _ in sorted(pos.items(), key=lambda kv: kv[1][0])] == [b1, a2, odd, last]
+    assert pos[b1][1] == pytest.approx(20.0, abs=3)  # when `first` ends
+    assert pos[a2][1] == pytest.approx(80.0, abs=3)  # + b1's 60 s
+    assert pos[odd][1] == pytest.approx(90.0, abs=3)  # + a2's 10 s
+    assert pos[last] == (4, None)  # after a run of unknown length: "unknown", not a guess
+    gate.set()
+    _wait_all(m, [first, a2, b1, odd, last])
+    assert m.queue_positions() == {}
+
+
+def test_a_second_person_cannot_cancel_delete_or_resume_the_first_ones_run(make_manager, store, room):
+    gate = threading.Event()
+    fake = FakeTrain(steps=3, gate=gate)
+    m = make_manager(fake)
+    run_id = m.submit(_cfg(0), owner=ALICE)
+    assert fake.first_step.wait(5)
+    queued = m.submit(_cfg(1), owner=ALICE)
+    for act in (lambda r: m.cancel(r, by=BOB), lambda r: m.request_cancel(r, by=BOB), lambda r: m.delete(r, by=BOB)):
+        for r in (run_id, queued):
+            with pytest.raises(NotAllowed, match=f"run {r} is Alice's run: only its owner or the instructor"):
+                act(r)
+    assert m.status(run_id) == "running" and m.status(queued) == "queued" and store.exists(queued)
+    assert m.cancel(queued, by=ALICE)  # the owner may
+    assert m.cancel(run_id, by=INES)  # so may the instructor; the owner sees who did it
+    gate.set()
+    assert m.wait(run_id, 10)
+    assert store.get(run_id).status == "cancelled" and store.get(run_id).error == "cancelled by Ines (instructor)"
+    with pytest.raises(NotAllowed, match="can resume it"):
+        m.resume(run_id, by=BOB, restart_ok=True)
+    assert store.get(run_id).status == "cancelled"
+    m.resume(run_id, by=ALICE, restart_ok=True)
+    assert m.wait(run_id, 10) and store.get(run_id).status == "finished"
+    assert store.get(run_id).owner_id == ALICE.owner_id  # a resume keeps the owner
+    with pytest.raises(NotAllowed, match="can delete it"):
+        m.delete(run_id, by=BOB)
+    m.delete(run_id, by=INES)
+    assert not store.exists(run_id)
+
+
+def test_outside_workshop_mode_anyone_may_cancel(make_manager, store, monkeypatch):
+    monkeypatch.delenv(workshop.WORKSHOP_ENV, raising=False)
+    gate = threading.Event()
+    fake = FakeTrain(steps=3, gate=gate)
+    m = make_manager(fake)
+    run_id = m.submit(_cfg(0), owner=ALICE)
+    assert fake.first_step.wait(5)
+    assert m.cancel(run_id, by=BOB)
+    gate.set()
+    assert m.wait(run_id, 10) and store.get(run_id).error == "cancelled by the user"  # no names outside a workshop
+
+
+def test_workers_from_env_and_one_gpu_each(make_manager, monkeypatch):
+    monkeypatch.delenv("EMBEDLAB_MAX_RUNNING", raising=False)
+    monkeypatch.delenv("EMBEDLAB_WORKERS", raising=False)
+    assert default_workers() == 1  # the tests see no GPU
+    monkeypatch.setenv("EMBEDLAB_WORKERS", "3")
+    assert default_workers() == 3
+    monkeypatch.setenv("EMBEDLAB_WORKERS", "0")
+    with pytest.raises(InvalidConfig, match="EMBEDLAB_WORKERS='0'"):
+        default_workers()
+    monkeypatch.setenv("EMBEDLAB_WORKERS", "2")
+    gate = threading.Event()
+    fake = FakeTrain(steps=1, gate=gate)
+    m = make_manager(fake, max_running=None, devices=["cuda:0", "cuda:1"])
+    assert m.max_running == 2
+    ids = [m.submit(_cfg(0)), m.submit(_cfg(1)), m.submit(_cfg(2, device="cpu"))]
+    deadline = time.time() + 5
+    while len(fake.started) < 2 and time.time() < deadline:
+        time.sleep(0.01)
+    assert sorted(fake.devices[r] for r in ids[:2]) == ["cuda:0", "cuda:1"]  # two runs at once, one per GPU
+    gate.set()
+    _wait_all(m, ids)
+    assert fake.devices[ids[2]] == "cpu"  # an explicit device is kept
+    assert store_config_device(m, ids[0]) == "auto"  # the stored config is the user's, not the worker's copy
+
+
+def store_config_device(m, run_id):
+    return m.store.get(run_id).config["device"]

@@ -1,12 +1,8 @@
-"""core/remember.py: the Train page's per-person memory (form values, batches) and a checkpoint's step."""
-import json
-
-import numpy as np
+"""core/remember.py: the Train page's per-person memory (form values and batches of runs)."""
 import pytest
 
 from core.errors import UnsafePath
-from core.remember import (MAX_BATCHES, forget_batches, recall_batches, recall_form, remember_batch, remember_form,
-                           resume_point)
+from core.remember import MAX_BATCHES, forget_batches, recall_batches, recall_form, remember_batch, remember_form
 
 
 def test_form_values_are_kept_per_person_plain_values_only(tmp_path):
@@ -31,12 +27,3 @@ def test_a_broken_file_reads_empty_and_an_unsafe_owner_is_refused(tmp_path):
     with pytest.raises(UnsafePath):
         remember_form(tmp_path, "../etc", {})
 
-
-def test_resume_point_reads_the_checkpoint_header(tmp_path):
-    from safetensors.numpy import save_file
-
-    assert resume_point(tmp_path) is None
-    save_file({"w": np.zeros(2, np.float32)}, str(tmp_path / "checkpoint.safetensors"), metadata={"step": "120"})
-    assert resume_point(tmp_path) == 120
-    (tmp_path / "checkpoint.safetensors").write_bytes(b"\x05\x00")  # truncated
-    assert resume_point(tmp_path) is None

@@ -213,3 +213,56 @@ def test_a_generated_id_that_is_taken_draws_a_new_one(store, monkeypatch):
     assert {r.id for r in store.list()} == {first, "20990101-000000-ce-beef"}
     with pytest.raises(sqlite3.IntegrityError):  # an id the caller chose is never silently replaced
         store.create_run(CFG, run_id=first)
+
+
+_OLD_SCHEMA = """
+CREATE TABLE runs (id TEXT PRIMARY KEY, created REAL NOT NULL, started REAL, finished REAL, status TEXT NOT NULL,
+    objective TEXT, backbone TEXT, dataset TEXT, config TEXT NOT NULL, summary TEXT NOT NULL DEFAULT '{}', error TEXT,
+    owner TEXT, progress TEXT NOT NULL DEFAULT '{}');
+CREATE TABLE metrics (run_id TEXT NOT NULL, step INTEGER NOT NULL, key TEXT NOT NULL, value REAL, t REAL NOT NULL);
+"""  # runs.db as EmbedLab wrote it before runs had a person as owner
+
+
+def test_an_old_database_gains_owner_columns_and_its_runs_still_load(tmp_path):
+    with sqlite3.connect(tmp_path / "runs.db") as db:
+        db.executescript(_OLD_SCHEMA)
+        db.execute("INSERT INTO runs (id, created, status, objective, config, summary) VALUES (?,?,?,?,?,?)",
+                   ("20240101-000000-ce-abcd", 1.0, "finished", "ce", json.dumps(CFG), json.dumps({"val_acc": 0.5})))
+    store = RunStore(tmp_path)
+    old = store.get("20240101-000000-ce-abcd")
+    assert old.owner_id == "local" and old.owner_name is None and old.summary == {"val_acc": 0.5}
+    cols = {r[1] for r in sqlite3.connect(tmp_path / "runs.db").execute("PRAGMA table_info(runs)")}
+    assert {"owner_id", "owner_name"} <= cols
+    new = store.create_run(CFG, owner_id="f" * 32, owner_name="<b>Ada</b>")
+    assert store.get(new).owner_name == "<b>Ada</b>"  # plain text, as typed: escaped where shown
+    assert [r.id for r in store.list(owner_id="f" * 32)] == [new]
+    assert [r.id for r in store.list(owner_id="local")] == [old.id]  # NULL counts as the local user
+    assert len(store.list()) == 2
+    store.close()
+    assert RunStore(tmp_path).get(new).owner_id == "f" * 32  # a second open migrates nothing twice
+
+
+def test_owner_survives_a_lost_database(tmp_path):
+    store = RunStore(tmp_path)
+    run_id = store.create_run(CFG, owner_id="a" * 32, owner_name="Ada")
+    local = store.create_run(CFG)
+    store.close()
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / f"runs.db{suffix}").unlink(missing_ok=True)
+    again = RunStore(tmp_path)
+    assert (again.get(run_id).owner_id, again.get(run_id).owner_name) == ("a" * 32, "Ada")  # from runs/<id>/owner.json
+    assert again.get(local).owner_id == "local" and not (tmp_path / "runs" / local / "owner.json").exists()
+
+
+def test_checkpoint_step_is_read_from_the_safetensors_header(store):
+    run_id = store.create_run(CFG)
+    assert store.checkpoint_step(run_id) is None  # none yet
+    path = store.run_dir(run_id) / "checkpoint.safetensors"
+    header = json.dumps({"__metadata__": {"step": "42", "stage": "1"}}).encode()
+    path.write_bytes(len(header).to_bytes(8, "little") + header)
+    assert store.checkpoint_step(run_id) == 42
+    for garbage in (b"", b"x", (10**12).to_bytes(8, "little"), (5).to_bytes(8, "little") + b"{nope"):
+        path.write_bytes(garbage)
+        assert store.checkpoint_step(run_id) is None  # unreadable: no usable checkpoint
+    with pytest.raises(UnsafePath):
+        store.checkpoint_step("../x")

@@ -102,7 +102,7 @@ def test_resume_continues_a_failed_run_from_its_checkpoint_under_the_same_id(tmp
     monkeypatch.delenv("EMBEDLAB_FAULT")
     rc, resumed, err = _main_json(capsys, "resume", run_id[:-2], "--runs-dir", str(tmp_path))  # a unique prefix will do
     assert rc == 0 and resumed["status"] == "finished" and resumed["run_id"] == run_id and resumed["steps"] == 6, resumed
-    assert err.splitlines()[0] == f"resuming run {run_id} from its last checkpoint"
+    assert err.splitlines()[0] == f"resuming run {run_id} from step 3 (its last checkpoint)"  # says where it goes on
     store = RunStore(tmp_path)
     assert [r.id for r in store.list()] == [run_id] and store.get(run_id).status == "finished"
     assert sorted({s for s, _ in store.metrics(run_id, ["loss"])["loss"]}) == [1, 2, 3, 4, 5, 6]
@@ -122,10 +122,11 @@ def test_resume_without_a_checkpoint_refuses_then_starts_over_when_asked(tmp_pat
     store.set_status(run_id, "interrupted", error="the process running it stopped")
     rc, out, err = _main_json(capsys, "resume", run_id, "--runs-dir", str(tmp_path))
     assert rc == 2 and out is None and err.strip().splitlines() == [
-        f"error: run {run_id} has no checkpoint (it stopped before its first one): nothing to resume from; "
+        f"error: run {run_id} has no checkpoint: resume starts over from step 0; "
         "add --from-start to train it again from step 0 under the same id"]
     assert store.get(run_id).status == "interrupted"  # refused: left as it was
-    rc, out, err = _main_json(capsys, "resume", run_id, "--from-start", "--quiet", "--runs-dir", str(tmp_path))
+    rc, out, err = _main_json(capsys, "resume", run_id, "--from-start", "--runs-dir", str(tmp_path))
     assert rc == 0 and out["run_id"] == run_id and out["status"] == "finished" and out["steps"] == 3, (out, err)
+    assert err.splitlines()[0] == f"resuming run {run_id} - no checkpoint: resume starts over from step 0"
     rc, _, err = _main_json(capsys, "resume", "nosuchrun", "--runs-dir", str(tmp_path))
     assert rc == 2 and err.strip().splitlines() == [f"error: no run 'nosuchrun' in {tmp_path} (see `python -m core runs`)"]

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.e2e
 PlaywrightError = pytest.importorskip("playwright.sync_api", reason="playwright is not installed").Error
 
 CODE = "owl-42"
-STEPS = 3000  # long enough that the run is still training while the others look at it
+STEPS = 30000  # long enough that the run is still training while the others look at it
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +82,16 @@ def _set_number(pg, key: str, value: int) -> None:
     raise AssertionError(f"{key} did not take the value {value}")
 
 
+def _value(pg, key: str) -> str:
+    """A number input's shown value once the rerun in flight has filled it in."""
+    field = pg.locator(f".st-key-{key} input")
+    for _ in range(20):
+        if field.count() == 1 and field.input_value():
+            return field.input_value()
+        pg.wait_for_timeout(500)
+    return field.first.input_value()
+
+
 def _card_ids(pg) -> list[str]:
     return pg.evaluate("""() => [...document.querySelectorAll('[class*="st-key-card-"]')]
         .map(e => [...e.classList].find(c => c.startsWith('st-key-card-')).slice('st-key-card-'.length))""")
@@ -122,8 +132,7 @@ def test_two_people_and_the_instructor(people):
     ada.reload(timeout=120_000)
     ada.locator(f".st-key-card-{run_id}").wait_for(timeout=60_000)
     assert ada.locator(".st-key-identity_name").count() == 0  # not asked for a name again
-    assert ada.locator(".st-key-steps input").input_value() == str(STEPS)
-    assert ada.locator(".st-key-batch_size input").input_value() == "16"
+    assert _value(ada, "steps") == str(STEPS) and _value(ada, "batch_size") == "16"
     assert ada.locator(f".st-key-cancel-{run_id}").count() == 1
     assert ada.get_by_text("Also on this server").count() == 0  # hers, not someone else's
 

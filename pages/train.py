@@ -34,7 +34,7 @@ OBJECTIVE_HELP = {
     "ce": "CE: cross-entropy with a linear head",
     "lacvit": "LaCViT: label-aware contrastive, then a linear head",
     "flyp": "FLYP: CLIP loss against class prompts (needs a text tower)",
-    "content-style": "Content-style (seed 001): semi-supervised content + style heads, uses unlabelled images",
+    "content-style": "Content-style: semi-supervised content + style heads, uses unlabelled images",
 }
 TRAINABLE_CHOICES = ["auto", "all", "frozen", "1", "2", "3", "4", "6"]  # fine-tuning depth; any k can be typed
 STAGE2_CHOICES = {"auto": None, "fine-tune": True, "frozen": False}  # LaCViT stage 2 encoder -> stage2_train_encoder
@@ -65,7 +65,9 @@ NUMBER_DEFAULTS = {k: getattr(DEFAULTS, k) for k in NUMBER_CHECKS if hasattr(DEF
 FORM_KEYS = ("backbone", "dataset", "objectives", *NUMBER_CHECKS, "trainable", "stage2_encoder", "weights",
              "optimizer", "shift")  # what a reload or a restart gives back (form values only)
 CLI_WORDS = {"--steps S or --epochs E": "a number of Steps", "--seeds": "Seeds", "--objective": "Objectives",
-             "--batch-size": "Batch size"}  # core messages written for the CLI, said in the page's words
+             "--batch-size": "Batch size", "--weights PATH": "Weights: file", "--weights random": "Weights: random",
+             "--n-per-class": "Images per class", "--labels N": "a labelled-image count",
+             "--image-size": "Image size"}  # core messages written for the CLI, said in the page's words
 
 
 # ------------------------------------------------------------------------------------ cached data
@@ -314,7 +316,7 @@ def objectives_section(backbone: str, problem: str | None) -> tuple[list[str], d
                    "`test_clip` or an open_clip name, or drop FLYP.", icon=":material/warning:")
     seed_overrides: dict = {}
     if "content-style" in objectives:
-        with st.expander("Content-style settings (seed 001)", expanded=True, icon=":material/call_split:"):
+        with st.expander("Content-style settings", expanded=True, icon=":material/call_split:"):
             st.caption("The labelled-image count applies to every objective of this batch, so CE and content-style "
                        "compare on the same labels.")
             seed_overrides = seeds.content_style_settings(st, key="train_cs", defaults=DEFAULTS)
@@ -376,7 +378,7 @@ def advanced_section(backbone: str, auto: dict[str, str], seed_overrides: dict) 
                           + "; ".join(f"{n}: {d}" for n, d in list_shifts().items()))
         _number(s2, "Shift severity", "shift_severity", 3, 1, "1 (mild) to 5 (strong), as in ImageNet-C; "
                 "for a corruption or the mix", disabled=st.session_state.get("shift", "default") in ("default", "natural"))
-        st.markdown("**Data selection** (seed 002: VeCAF, ActiveFT, k-center or random picks of the training pool)")
+        st.markdown("**Data selection** (VeCAF, ActiveFT, k-center or random picks of the training pool)")
         selection = seeds.selection_picker(st, home_dir(), st.session_state.get("dataset"), key="train_selection")
         if selection:
             seed_overrides["selection"] = selection

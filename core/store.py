@@ -384,7 +384,10 @@ class RunStore:
         """Mark runs whose owner process is gone as `interrupted`; return their ids."""
         stale = [r for r in self.list(status=("running", "queued")) if not _owner_alive(r.owner)]
         for r in stale:
-            self.set_status(r.id, "interrupted", error="the process running it stopped (server restart or crash); resume continues from the last checkpoint")
+            step = self.checkpoint_step(r.id)
+            then = (f"resume continues from step {step}" if step is not None
+                    else "it has no checkpoint: resume starts over from step 0")  # said before anyone presses Resume
+            self.set_status(r.id, "interrupted", error=f"the process running it stopped (server restart or crash); {then}")
         return [r.id for r in stale]
 
     # --- cancelling a run another process owns -------------------------------------------------

@@ -134,13 +134,16 @@ def test_reopen_after_crash_marks_dead_owners_runs_interrupted(store):
     for run_id in (crashed, waiting, done):
         _set_owner(store, run_id, dead)
     _set_owner(store, elsewhere, "some-other-host:1")  # another machine's process: cannot check, leave it
+    header = json.dumps({"__metadata__": {"step": "30", "stage": "0"}}).encode()
+    (store.run_dir(crashed) / "checkpoint.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
     store.close()
 
     reopened = RunStore(store.root, recover=True)
     assert {r.id: r.status for r in reopened.list()} == {
         crashed: "interrupted", waiting: "interrupted", mine: "running", elsewhere: "running", done: "finished"}
     r = reopened.get(crashed)
-    assert "stopped" in r.error and "resume" in r.error and r.finished is not None
+    assert r.error.endswith("(server restart or crash); resume continues from step 30") and r.finished is not None
+    assert reopened.get(waiting).error.endswith("it has no checkpoint: resume starts over from step 0")
     # idempotent, and a store opened without recover changes nothing
     assert reopened.recover_interrupted() == []
     assert RunStore(store.root).get(mine).status == "running"
@@ -266,3 +269,17 @@ def test_checkpoint_step_is_read_from_the_safetensors_header(store):
         assert store.checkpoint_step(run_id) is None  # unreadable: no usable checkpoint
     with pytest.raises(UnsafePath):
         store.checkpoint_step("../x")
+
+
+def test_an_old_database_on_a_read_only_home_lists_its_runs_as_local(tmp_path, monkeypatch):
+    with sqlite3.connect(tmp_path / "runs.db") as db:
+        db.executescript(_OLD_SCHEMA)
+        db.execute("INSERT INTO runs (id, created, status, objective, config) VALUES (?,?,?,?,?)",
+                   ("20240101-000000-ce-abcd", 1.0, "finished", "ce", json.dumps(CFG)))
+    monkeypatch.setattr("core.store.os.access", lambda path, mode: not mode & os.W_OK)  # as on a read-only mount
+    store = RunStore(tmp_path)
+    assert store.read_only
+    assert [(r.id, r.owner_id, r.owner_name) for r in store.list()] == [("20240101-000000-ce-abcd", "local", None)]
+    assert len(store.list(owner_id="local")) == 1 and store.list(owner_id="f" * 32) == []
+    cols = {r[1] for r in sqlite3.connect(tmp_path / "runs.db").execute("PRAGMA table_info(runs)")}
+    assert "owner_id" not in cols  # nothing was written

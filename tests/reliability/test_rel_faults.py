@@ -163,8 +163,8 @@ def test_sigkilled_training_process_is_interrupted_then_resumes_from_its_checkpo
     store = RunStore(root, recover=True)  # what the app / CLI does at start
     rec = store.get(run_id)
     assert rec.status == "interrupted"
-    assert rec.error == "the process running it stopped (server restart or crash); resume continues from the last checkpoint"
     saved = _ckpt_step(run_dir)  # complete and finite, whatever the kill interrupted
+    assert rec.error == f"the process running it stopped (server restart or crash); resume continues from step {saved}"
     assert saved % 5 == 0 and 5 <= saved < 400
     # checkpoint first, then trainer state: a kill between the two leaves the trainer state missing or one eval older
     trainer_step = torch.load(run_dir / TRAINER_STATE, weights_only=True)["step"] if (run_dir / TRAINER_STATE).exists() else None

@@ -570,3 +570,23 @@ def test_workshop_instructor_passcode_unlocks_the_board_and_pins(manager, worksh
     t.button(key="board_pin_button").click().run()
     room = _as(Identity("d" * 32, "Cy"))
     assert any("Pinned for the room" in m.value for m in room.markdown)
+
+
+def test_board_gallery_shows_each_run_in_its_trained_space(tmp_path_factory, monkeypatch, workshop):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from explore_runs import tiny_runs
+    from core.workshop import Identity
+
+    home, ids = tiny_runs(tmp_path_factory.getbasetemp(), objectives=("ce", "lacvit"))
+    monkeypatch.setenv("EMBEDLAB_HOME", str(home))
+    at = _as(Identity("c" * 32, "Teacher", instructor=True), "pages/board.py")
+    assert at.segmented_control(key="board_objective").value == "lacvit"  # LaCViT first: the room's spaces
+    assert any("(projection)" in c.value for c in at.caption)  # the space LaCViT trains, not the encoder
+    tiles = [e for e in at.get("plotly_chart")]
+    assert len(tiles) == 1
+    at.segmented_control(key="board_objective").set_value("ce").run()
+    assert any("(encoder)" in c.value for c in at.caption)
+    with pytest.raises(ValueError, match="Could not find a navigation page"):  # not a page for a student
+        _as(Identity("a" * 32, "Ada"), "pages/board.py")

@@ -326,7 +326,7 @@ def objectives_section(backbone: str, problem: str | None) -> tuple[list[str], d
 
 def budget_section() -> None:
     st.markdown("##### :material/speed: Budget")
-    c1, c2, c3, c4, c5 = st.columns(5)
+    c1, c2, c3, c4, c5 = (*st.columns(3), *st.columns(3)[:2])  # two rows: five labels do not fit one
     _number(c1, "Steps", "steps", DEFAULTS.steps, 10,
             "Optimizer steps per run, over all of the objective's stages (LaCViT: contrastive then head).")
     _number(c2, "Batch size", "batch_size", DEFAULTS.batch_size, 8,

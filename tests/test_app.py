@@ -590,3 +590,23 @@ def test_board_gallery_shows_each_run_in_its_trained_space(tmp_path_factory, mon
     assert any("(encoder)" in c.value for c in at.caption)
     with pytest.raises(ValueError, match="Could not find a navigation page"):  # not a page for a student
         _as(Identity("a" * 32, "Ada"), "pages/board.py")
+
+
+def test_workshop_runs_page_acts_only_on_your_runs(manager, workshop):
+    from core.workshop import Identity
+
+    ada, bob = Identity("a" * 32, "Ada"), Identity("b" * 32, "Bob")
+    cfg = TrainConfig(objective="ce", backbone="test_vit", dataset="digits").to_dict()
+    hers = manager.store.create_run(cfg, owner_id=ada.owner_id, owner_name=ada.name)
+    manager.store.set_status(hers, "interrupted", error="server restart")
+    his = manager.store.create_run(cfg, owner_id=bob.owner_id, owner_name=bob.name)
+    manager.store.set_status(his, "interrupted", error="server restart")
+    at = _as(bob, "pages/runs.py")
+    owners = dict(zip(at.dataframe[0].value["run"], at.dataframe[0].value["owner"]))
+    assert owners == {hers: "Ada", his: "Bob (you)"}
+    _select(at, [hers])
+    assert at.button(key="runs_resume").disabled  # Ada's run: no action for Bob
+    assert any("belongs to others" in c.value for c in at.caption)
+    _select(at, [hers, his])
+    at.button(key="runs_delete").click().run()  # only his own goes
+    assert manager.store.exists(hers) and not manager.store.exists(his)

@@ -705,7 +705,7 @@ def _queue_text(run_id: str, fallback: int | None) -> str:
     pos, wait = (positions() if positions else {}).get(run_id, (fallback, None))
     if not pos:
         return "queued"
-    return f"queued · #{pos} in line" + (f" · ~{duration(wait)} wait" if wait is not None else "")
+    return f"queued · #{pos} in line · " + (f"~{duration(wait)} wait" if wait is not None else "wait unknown yet")
 
 
 def _clear_finished() -> None:

@@ -10,6 +10,8 @@ import streamlit as st
 from core.device import describe, hub_reachable
 from core.safe_text import md_code, md_text
 from core.projections import warm_up_at_start
+from core.workshop import workshop_enabled
+from pages import _identity
 from pages._ui import PAGES, get_manager, get_store, home_dir, routed
 
 st.set_page_config(page_title="EmbedLab", page_icon=":material/scatter_plot:", layout="wide")
@@ -28,6 +30,9 @@ pages = [
     st.Page(PAGES["runs"], title="Runs", icon=":material/table_rows:"),
     st.Page(PAGES["learn"], title="Learn", icon=":material/school:"),
 ]
+identity = _identity.identity()  # LOCAL outside workshop mode; None until a workshop visitor gives a name
+if workshop_enabled() and identity is not None and identity.instructor:  # the class board: the instructor's
+    pages.append(st.Page(PAGES["board"], title="Class board", icon=":material/groups:"))
 page = st.navigation(pages)
 
 store = get_store()  # opening the store once per process marks runs of a dead server as interrupted
@@ -49,6 +54,13 @@ with st.sidebar:
     else:
         st.markdown(":material/cloud_off: **Pretrained weights** · :orange[offline]: bundled models only")
     st.caption(f"EMBEDLAB_HOME: {md_code(home_dir())}")
+    if workshop_enabled():
+        st.divider()
+        _identity.sidebar_panel()
+
+if identity is None:  # workshop mode: a name once, before any page (kept in this browser's cookies)
+    _identity.ask_name()
+    st.stop()
 
 with routed():
     page.run()

@@ -284,9 +284,9 @@ def check_config(cfg) -> None:
         raise InvalidConfig("content-style needs at least one non-zero loss weight")
 
 
-@register_objective(NAME, "content-style (seed 001): CE on the labelled samples, adversarial content/style priors and "
+@register_objective(NAME, "content-style: CE on the labelled samples, adversarial content/style priors and "
                     "reconstruction on all; semi-supervised with --labels N", label="Content-style", colour="#B279A2",
-                    help="Content-style (seed 001): semi-supervised content + style heads, uses unlabelled images",
+                    help="Content-style: semi-supervised content + style heads, uses unlabelled images",
                     trained_space="content", stages=(NAME,), semi_supervised=True, check=check_config,
                     options=lambda cfg: cfg.content_style.flat())
 class ContentStyleMethod(Method):

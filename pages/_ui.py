@@ -31,6 +31,7 @@ PAGES = {  # page name -> script, as registered in app.py
     "compare": "pages/compare.py",
     "runs": "pages/runs.py",
     "learn": "pages/learn.py",
+    "board": "pages/board.py",  # workshop mode, the instructor only
 }
 OBJECTIVE_LABELS = objectives.objective_labels()  # name -> label, from each objective's registry entry
 OBJECTIVE_COLORS = objectives.objective_colours()  # name -> colour, likewise

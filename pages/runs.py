@@ -10,6 +10,8 @@ from core.errors import EmbedLabError
 from core.jobs import ACTIVE, RESUMABLE
 from core.safe_text import md_code, md_text
 from core.store import STATUSES
+from core.workshop import can_manage, workshop_enabled
+from pages._identity import current as current_identity
 from pages._ui import (duration, ensure_router, get_manager, get_store, objective_label, open_in_compare,
                        open_in_explore, pct)
 
@@ -17,6 +19,9 @@ ensure_router()
 
 store = get_store()
 manager = get_manager()
+me = current_identity()
+workshop = workshop_enabled()
+CANCEL_SETTLE_S = 3.0  # a cancelled running run stops within a step: wait this long so the table shows it
 
 st.title("Runs", anchor=False)
 st.caption("Every run in this EMBEDLAB_HOME, newest first. Select rows to open, compare, resume or delete them.")
@@ -55,8 +60,14 @@ def _summary_number(r, key: str) -> float:
 
 STATUS_COLORS = {"queued": "#6b7280", "running": "#1c6dd0", "finished": "#15803d", "failed": "#b91c1c",
                  "cancelled": "#c2410c", "interrupted": "#7c3aed"}
+def _owner(r) -> str:
+    name = getattr(r, "owner_name", None) or "you"
+    return f"{name} (you)" if (getattr(r, "owner_id", None) or "local") == me.owner_id and name != "you" else name
+
+
 table = pd.DataFrame({
     "run": [r.id for r in shown],
+    "owner": [_owner(r) for r in shown],
     "status": [r.status for r in shown],
     "objective": [objective_label(r.objective) for r in shown],
     "backbone": [r.backbone for r in shown],
@@ -74,10 +85,11 @@ event = st.dataframe(
     styled, key=f"runs_table_{st.session_state.get('runs_table_gen', 0)}", on_select="rerun", selection_mode="multi-row",
     hide_index=True, width="stretch",
     column_config={
-        "run": st.column_config.TextColumn("Run", width="medium"),
+        "run": st.column_config.TextColumn("Run", width=230),
+        "owner": st.column_config.TextColumn("Owner", width=110) if workshop else None,
         "status": st.column_config.TextColumn("Status", width="small"),
         "objective": st.column_config.TextColumn("Objective", width="small"),
-        "backbone": st.column_config.TextColumn("Backbone"),
+        "backbone": st.column_config.TextColumn("Backbone", width=150),
         "dataset": st.column_config.TextColumn("Dataset", width="small"),
         "val acc": st.column_config.ProgressColumn("Val acc", **acc_column),
         "test acc": st.column_config.ProgressColumn("Test acc", **acc_column),
@@ -85,7 +97,7 @@ event = st.dataframe(
                                                    help="accuracy on the shifted test split (the run's `ood_shift`)"),
         "zero-shot": st.column_config.TextColumn("Zero-shot", width="small", help="FLYP: val accuracy before fine-tuning"),
         "duration": st.column_config.TextColumn("Duration", width="small"),
-        "started": st.column_config.DatetimeColumn("Started", format="MMM D, HH:mm:ss", width="small"),
+        "started": st.column_config.DatetimeColumn("Started", format="MMM D, HH:mm:ss", width=130),
     },
 )
 n_active = sum(r.status in ACTIVE for r in records)
@@ -95,8 +107,11 @@ rows = event.selection.rows if event is not None else []
 selected = [shown[i] for i in rows if i < len(shown)]
 ids = [r.id for r in selected]
 finished = [r.id for r in selected if r.status == "finished"]
-resumable = [r.id for r in selected if r.status in RESUMABLE]
-cancellable = [r.id for r in selected if r.status in ACTIVE]
+mine = [r for r in selected if can_manage(me, getattr(r, "owner_id", None))]  # others' runs: view only
+resumable = [r.id for r in mine if r.status in RESUMABLE]
+cancellable = [r.id for r in mine if r.status in ACTIVE]
+deletable = [r.id for r in mine]
+not_mine = len(selected) - len(mine)
 
 def _act(action: str, run_ids: list[str]) -> None:
     """Button callbacks: they run before the rerun, so the table below shows the new statuses."""
@@ -105,15 +120,17 @@ def _act(action: str, run_ids: list[str]) -> None:
         try:
             if action == "resume":
                 fresh = manager.resume_point(run_id) is None
-                manager.resume(run_id, restart_ok=True)  # the button's help says that such a run starts over
+                manager.resume(run_id, by=me, restart_ok=True)  # the button's help says that such a run starts over
                 restarted += fresh
             elif action == "cancel":
-                where = manager.request_cancel(run_id)  # "remote": a CLI's or another server's run, asked via the store
+                where = manager.request_cancel(run_id, by=me)  # "remote": a CLI's or another server's run, via the store
                 if where is None:
                     raise EmbedLabError(f"it is {store.get(run_id).status} now, no longer queued or running")
                 remote += where == "remote"
+                if where == "local":
+                    manager.wait(run_id, CANCEL_SETTLE_S)  # the table below then shows it cancelled
             elif action == "delete":
-                manager.delete(run_id)
+                manager.delete(run_id, by=me)
             done += 1
         except EmbedLabError as exc:
             errors.append(f"{run_id}: {exc}")
@@ -127,7 +144,8 @@ def _act(action: str, run_ids: list[str]) -> None:
     st.session_state["runs_message"] = (text, errors)
     # rows may move or leave the filtered view: start from a fresh, empty selection (a new table key)
     st.session_state["runs_table_gen"] = st.session_state.get("runs_table_gen", 0) + 1
-    st.session_state["runs_delete_popover"] = False  # close the confirmation
+    st.session_state["runs_delete_popover"] = False  # close the confirmations
+    st.session_state["runs_cancel_popover"] = False
 
 
 with st.container(horizontal=True, key="runs_actions"):
@@ -140,16 +158,25 @@ with st.container(horizontal=True, key="runs_actions"):
     st.button("Resume", key="runs_resume", icon=":material/replay:", disabled=not resumable, on_click=_act,
               args=("resume", resumable), help="Continue interrupted, failed or cancelled runs from their last checkpoint "
                    "(a run with no checkpoint yet starts over from step 0)")
-    st.button("Cancel", key="runs_cancel", icon=":material/stop:", disabled=not cancellable, on_click=_act,
-              args=("cancel", cancellable), help="Stop queued or running runs")
-    with st.popover("Delete", icon=":material/delete:", disabled=not ids, key="runs_delete_popover", on_change="rerun"):
-        st.markdown(f"Delete **{len(ids)}** run{'s' if len(ids) != 1 else ''} with their checkpoints and embeddings? "
-                    "Running runs are cancelled first.")
-        st.markdown("\n".join(f"- {md_code(run_id)}" for run_id in ids))
+    with st.popover("Cancel", icon=":material/stop:", disabled=not cancellable, key="runs_cancel_popover",
+                    on_change="rerun", help="Stop queued or running runs"):
+        st.markdown(f"Stop **{len(cancellable)}** run{'s' if len(cancellable) != 1 else ''}? A running run stops at "
+                    "its next step and keeps its last checkpoint (Resume continues from it).")
+        st.markdown("\n".join(f"- {md_code(run_id)}" for run_id in cancellable))
+        st.button("Yes, cancel", key="runs_cancel", type="primary", icon=":material/stop:", on_click=_act,
+                  args=("cancel", cancellable))
+    with st.popover("Delete", icon=":material/delete:", disabled=not deletable, key="runs_delete_popover",
+                    on_change="rerun"):
+        st.markdown(f"Delete **{len(deletable)}** run{'s' if len(deletable) != 1 else ''} with their checkpoints and "
+                    "embeddings? Running runs are cancelled first.")
+        st.markdown("\n".join(f"- {md_code(run_id)}" for run_id in deletable))
         st.button("Delete for good", key="runs_delete", type="primary", icon=":material/delete_forever:", on_click=_act,
-                  args=("delete", ids))
+                  args=("delete", deletable))
     st.button("Refresh", key="runs_refresh", icon=":material/refresh:", type="tertiary")
 
+if not_mine:
+    st.caption(f":material/lock: {not_mine} of the selected runs belong{'s' if not_mine == 1 else ''} to others: "
+               "only their owner or the instructor can cancel, delete or resume them.")
 message = st.session_state.pop("runs_message", None)
 if message:
     text, errors = message

@@ -16,13 +16,16 @@ from core.errors import EmbedLabError
 from core.jobs import ACTIVE, RESUMABLE
 from core.objectives import OBJECTIVES
 from core.objectives import registered as registered_objectives
+from core.remember import forget_batches, recall_batches, recall_form, remember_batch, remember_form
 from core.safe_text import md_code, md_text, plotly_text
 from core.shifts import list_shifts
-from core.train import TrainConfig
+from core.train import RANGES, Range, TrainConfig
+from core.workshop import can_manage, workshop_enabled
 from pages import _seeds_ui as seeds
 from pages._ui import (OBJECTIVE_COLORS, duration, ensure_router, get_manager, get_store, home_dir, import_uploaded_folder,
                        import_uploaded_weights, import_uploaded_zip, objective_label, open_in_compare, open_in_explore, pct,
                        short_id, status_badge)
+from pages._identity import current as current_identity, pinned_run_id
 
 ensure_router()
 
@@ -35,6 +38,32 @@ DEFAULT_OBJECTIVES = ["ce", "lacvit", "flyp"]  # the comparison a new user start
 PREVIEW_CLASSES = 10  # classes shown in the sample grid
 PREVIEW_PER_CLASS = 8  # images per class in the sample grid
 THUMB = 48  # thumbnail side, pixels
+MAX_SEEDS = 10  # runs per objective from the Seeds control
+NUMBER_CHECKS = {  # number input key -> (its label on the page, the range it must lie in)
+    "steps": ("Steps", RANGES["steps"][1]),
+    "batch_size": ("Batch size", RANGES["batch_size"][1]),
+    "n_per_class": ("Images per class", RANGES["n_per_class"][1]),
+    "seed": ("Seed", RANGES["seed"][1]),
+    "seeds": ("Seeds", Range(1, MAX_SEEDS, whole=True)),
+    "lr": ("Learning rate (heads)", RANGES["lr"][1]),
+    "backbone_lr": ("Backbone learning rate", RANGES["backbone_lr"][1]),
+    "temperature": ("Temperature τ (LaCViT)", RANGES["temperature"][1]),
+    "image_size": ("Image size", RANGES["image_size"][1]),
+    "eval_per_class": ("Val/test images per class", RANGES["eval_per_class"][1]),
+    "stage1_fraction": ("LaCViT contrastive share", RANGES["stage1_fraction"][1]),
+    "weight_decay": ("Weight decay", RANGES["weight_decay"][1]),
+    "warmup": ("Warm-up", Range(0, 1, open_hi=True)),
+    "shift_severity": ("Shift severity", Range(1, 5, whole=True)),
+}
+OPTIONAL_NUMBERS = ("backbone_lr", "image_size")  # empty = the default (lr / 10, the backbone's size)
+FLOAT_NUMBERS = ("lr", "backbone_lr", "temperature", "stage1_fraction", "weight_decay", "warmup")
+NUMBER_DEFAULTS = {k: getattr(DEFAULTS, k) for k in NUMBER_CHECKS if hasattr(DEFAULTS, k)}
+FORM_KEYS = ("backbone", "dataset", "objectives", *NUMBER_CHECKS, "trainable", "stage2_encoder", "weights",
+             "optimizer", "shift")  # what a reload or a restart gives back (form values only)
+CLI_WORDS = {"--steps S or --epochs E": "a number of Steps", "--seeds": "Seeds", "--objective": "Objectives",
+             "--batch-size": "Batch size", "--weights PATH": "Weights: file", "--weights random": "Weights: random",
+             "--n-per-class": "Images per class", "--labels N": "a labelled-image count",
+             "--image-size": "Image size"}  # core messages written for the CLI, said in the page's words
 
 
 # ------------------------------------------------------------------------------------ cached data
@@ -146,10 +175,15 @@ def _shift() -> str:
     return name if name in ("default", "natural") else f"{name}:{int(st.session_state.get('shift_severity', 3))}"
 
 
-def _number(col, label: str, key: str, value, lo, hi, step, help_text: str, **kw) -> None:
-    """A number input whose value survives page switches (persist_state), keyed for tests."""
-    col.number_input(label, min_value=lo, max_value=hi, value=value, step=step, key=key, persist_state="session",
-                     help=help_text, **kw)
+def _number(col, label: str, key: str, value, step, help_text: str, **kw) -> None:
+    """A number input whose value survives page switches (persist_state), keyed for tests.
+
+    No min / max in the widget: the browser would silently keep the last valid value (batch 1 typed,
+    batch 64 trained); `form_problems` refuses an out-of-range value by the control's name instead.
+    A value recalled from an earlier visit is already in session_state, so no default is passed then.
+    """
+    col.number_input(label, value=None if key in st.session_state else value, step=step, key=key,
+                     persist_state="session", help=help_text, **kw)
 
 
 def _depth_label(choice: str, gpu: bool) -> str:
@@ -185,8 +219,22 @@ def depth_settings(lacvit: bool) -> None:
 
 
 def setup_form(root: str) -> None:
+    """The comparison form, top to bottom; Start queues one run per objective (and seed)."""
     online = hub_reachable()
     auto = _auto_backbones(online)
+    backbone, problem = backbone_section(online, auto)
+    data_section(root, online)
+    objectives, overrides = objectives_section(backbone, problem)
+    budget_section()
+    depth_settings("lacvit" in objectives)
+    advanced_section(backbone, auto, overrides)
+    problems = form_problems()
+    _remember_form(root)
+    start_section(objectives, backbone, problem, problems, overrides)
+
+
+def backbone_section(online: bool, auto: dict[str, str]) -> tuple[str, str | None]:
+    """The backbone picker; returns (name or 'auto', the problem with a typed name or None)."""
     options, described = _backbone_options(online)
 
     st.markdown("##### :material/neurology: Backbone")
@@ -210,6 +258,10 @@ def setup_form(root: str) -> None:
         st.caption(f":material/check: {md_code(backbone)} is a valid {family} name"
                    + ("" if online else " — offline: pretrained weights must already be cached, or set weights to random"))
 
+    return backbone, problem
+
+
+def data_section(root: str, online: bool) -> None:
     st.markdown("##### :material/photo_library: Data")
     entries = _dataset_options(root, online)
     names = list(entries)
@@ -244,53 +296,64 @@ def setup_form(root: str) -> None:
         kind, message = result
         {"success": st.success, "warning": st.warning, "error": st.error}[kind](md_text(message))
 
+
+
+def objectives_section(backbone: str, problem: str | None) -> tuple[list[str], dict]:
+    """The objectives of the batch and the content-style settings (overrides of every run's config)."""
     st.markdown("##### :material/tune: Objectives")
     objectives = st.multiselect(
-        "Objectives", list(OBJECTIVE_HELP), default=DEFAULT_OBJECTIVES, key="objectives", persist_state="session",
+        "Objectives", list(OBJECTIVE_HELP), default=None if "objectives" in st.session_state else DEFAULT_OBJECTIVES,
+        key="objectives", persist_state="session",
         format_func=objective_label, label_visibility="collapsed",
         help="One run per objective, all with the same backbone, data, budget and seed.\n\n"
              + "\n\n".join(f"- {v}" for v in OBJECTIVE_HELP.values()))
     if "flyp" in objectives and backbone != "auto" and not problem and not bb.is_clip_name(backbone):
         st.warning(f"FLYP needs a backbone with a text tower; {md_code(backbone)} has none. Pick `auto`, `lite0-minilm`, "
                    "`test_clip` or an open_clip name, or drop FLYP.", icon=":material/warning:")
-    seed_overrides = {}
+    seed_overrides: dict = {}
     if "content-style" in objectives:
-        with st.expander("Content-style settings (seed 001)", expanded=True, icon=":material/call_split:"):
+        with st.expander("Content-style settings", expanded=True, icon=":material/call_split:"):
             st.caption("The labelled-image count applies to every objective of this batch, so CE and content-style "
                        "compare on the same labels.")
             seed_overrides = seeds.content_style_settings(st, key="train_cs", defaults=DEFAULTS)
 
+    return objectives, seed_overrides
+
+
+def budget_section() -> None:
     st.markdown("##### :material/speed: Budget")
-    c1, c2, c3, c4 = st.columns(4)
-    _number(c1, "Steps", "steps", DEFAULTS.steps, None, 100_000, 10,  # no min: validate() explains a bad value
+    c1, c2, c3, c4, c5 = (*st.columns(3), *st.columns(3)[:2])  # two rows: five labels do not fit one
+    _number(c1, "Steps", "steps", DEFAULTS.steps, 10,
             "Optimizer steps per run, over all of the objective's stages (LaCViT: contrastive then head).")
-    _number(c2, "Batch size", "batch_size", DEFAULTS.batch_size, 2, 4096, 8,
+    _number(c2, "Batch size", "batch_size", DEFAULTS.batch_size, 8,
             "Images per step. Contrastive losses see more negatives with bigger batches.")
-    _number(c3, "Images per class", "n_per_class", DEFAULTS.n_per_class, 1, 100_000, 10,
+    _number(c3, "Images per class", "n_per_class", DEFAULTS.n_per_class, 10,
             "Training images per class (a class-balanced subset).")
-    _number(c4, "Seed", "seed", DEFAULTS.seed, 0, 2**31 - 1, 1,
-            "Same seed = same data subset, initialisation and batch order.")
+    _number(c4, "Seed", "seed", DEFAULTS.seed, 1, "Same seed = same data subset, initialisation and batch order.")
+    _number(c5, "Seeds", "seeds", 1, 1,
+            f"Runs per objective with seeds s, s+1, … (1 to {MAX_SEEDS}); Compare then shows each objective's "
+            "mean ± spread over its seeds.")
 
-    depth_settings("lacvit" in objectives)
 
+def advanced_section(backbone: str, auto: dict[str, str], seed_overrides: dict) -> None:
     with st.expander("Advanced settings", icon=":material/settings:"):
         a1, a2, a3 = st.columns(3)
-        _number(a1, "Learning rate (heads)", "lr", DEFAULTS.lr, None, 10.0, 1e-4, "For the linear / projection heads.",
+        _number(a1, "Learning rate (heads)", "lr", DEFAULTS.lr, 1e-4, "For the linear / projection heads.",
                 format="%.0e")
-        _number(a2, "Backbone learning rate", "backbone_lr", None, 0.0, 10.0, 1e-5,
+        _number(a2, "Backbone learning rate", "backbone_lr", None, 1e-5,
                 "For the trainable backbone blocks; empty = lr / 10.", format="%.0e", placeholder="lr / 10")
-        _number(a3, "Temperature τ (LaCViT)", "temperature", DEFAULTS.temperature, None, 10.0, 0.01,
+        _number(a3, "Temperature τ (LaCViT)", "temperature", DEFAULTS.temperature, 0.01,
                 "Lower τ focuses the contrastive loss on the hardest negatives (see Learn).")
         b2, b3 = st.columns(2)
-        _number(b2, "Image size", "image_size", None, 16, 1024, 16, "Input resolution; empty = the backbone's default.",
+        _number(b2, "Image size", "image_size", None, 16, "Input resolution; empty = the backbone's default.",
                 placeholder="backbone default")
-        _number(b3, "Val/test images per class", "eval_per_class", DEFAULTS.eval_per_class, 1, 100_000, 10,
+        _number(b3, "Val/test images per class", "eval_per_class", DEFAULTS.eval_per_class, 10,
                 "Evaluation subset per class.")
         d1, d2, d3 = st.columns(3)
-        _number(d1, "LaCViT contrastive share", "stage1_fraction", DEFAULTS.stage1_fraction, 0.05, 0.95, 0.05,
+        _number(d1, "LaCViT contrastive share", "stage1_fraction", DEFAULTS.stage1_fraction, 0.05,
                 "Fraction of the steps in stage 1 (contrastive); the rest trains the head.")
-        _number(d2, "Weight decay", "weight_decay", DEFAULTS.weight_decay, 0.0, 1.0, 0.01, "AdamW weight decay.")
-        _number(d3, "Warm-up", "warmup", DEFAULTS.warmup, 0.0, 0.9, 0.05,
+        _number(d2, "Weight decay", "weight_decay", DEFAULTS.weight_decay, 0.01, "AdamW weight decay.")
+        _number(d3, "Warm-up", "warmup", DEFAULTS.warmup, 0.05,
                 "Fraction of each stage spent warming the learning rate up.")
         e1, e2, _ = st.columns(3)
         e1.radio("Weights", ["pretrained", "random", "file"], key="weights", persist_state="session", horizontal=True,
@@ -309,31 +372,117 @@ def setup_form(root: str) -> None:
                      format_func=lambda n: n.replace("_", " "),
                      help="The shifted test split every run also scores (ood_acc, and per alpha in FLYP's WiSE-FT): "
                           + "; ".join(f"{n}: {d}" for n, d in list_shifts().items()))
-        _number(s2, "Shift severity", "shift_severity", 3, 1, 5, 1, "1 (mild) to 5 (strong), as in ImageNet-C; "
+        _number(s2, "Shift severity", "shift_severity", 3, 1, "1 (mild) to 5 (strong), as in ImageNet-C; "
                 "for a corruption or the mix", disabled=st.session_state.get("shift", "default") in ("default", "natural"))
-        st.markdown("**Data selection** (seed 002: VeCAF, ActiveFT, k-center or random picks of the training pool)")
+        st.markdown("**Data selection** (VeCAF, ActiveFT, k-center or random picks of the training pool)")
         selection = seeds.selection_picker(st, home_dir(), st.session_state.get("dataset"), key="train_selection")
         if selection:
             seed_overrides["selection"] = selection
         seeds.selection_maker(st, home_dir(), auto["ce"] if backbone == "auto" else backbone,
                               st.session_state.get("dataset"), key="train_make_selection")
 
-    n = len(objectives)
+
+
+def form_problems() -> list[str]:
+    """Every number outside its range, named by its control: refused visibly, never clamped or replaced."""
+    s = st.session_state
+    problems = []
+    for key, (label, rng) in NUMBER_CHECKS.items():
+        value = s.get(key)
+        if value is None:
+            if key not in OPTIONAL_NUMBERS:
+                problems.append(f"**{label}**: type a number.")
+            continue
+        problem = rng.problem(label, value)
+        if problem:
+            problems.append(f"**{label}**: {problem.removeprefix(label).strip()}.")
+    return problems
+
+
+def start_section(objectives: list[str], backbone: str, problem: str | None, problems: list[str],
+                  overrides: dict) -> None:
+    for text in problems:
+        st.error(text, icon=":material/error:")
+    n = len(objectives) * _seed_count()
     label = f"Start {n} run{'s' if n != 1 else ''}" if n else "Start"
-    if st.button(label, key="start", type="primary", icon=":material/play_arrow:", disabled=not n or bool(problem),
-                 width="stretch"):
-        cfgs = [dataclasses.replace(_config(o, backbone, st.session_state["dataset"]), **seed_overrides) for o in objectives]
-        try:
-            ids = get_manager().submit_many(cfgs)
-        except EmbedLabError as exc:
-            st.error(md_text(exc), icon=":material/error:")
-        else:
-            st.session_state.setdefault("train_batches", []).insert(0, ids)
-            st.query_params["runs"] = ids  # reloading the page shows this batch again
-            st.toast(f"Queued {len(ids)} run{'s' if len(ids) != 1 else ''}: "
-                     + ", ".join(objective_label(c.objective) for c in cfgs), icon=":material/schedule:")
-    if not n:
+    if st.button(label, key="start", type="primary", icon=":material/play_arrow:",
+                 disabled=not n or bool(problem) or bool(problems), width="stretch"):
+        _start(objectives, backbone, overrides)
+    queued = st.session_state.pop("train_started", None)
+    if queued:  # right under the button, where the user looks after the click; then scroll to the live runs
+        st.success(f"{queued}. Their progress is below, under **Runs**.", icon=":material/schedule:")
+        _scroll_to_live()
+    if not objectives:
         st.caption("Pick at least one objective.")
+
+
+def ui_message(exc: Exception) -> str:
+    """A core message as the page says it: controls by their labels, not CLI flags (inert text)."""
+    text = str(exc)
+    for flag, words in CLI_WORDS.items():
+        text = text.replace(flag, words)
+    return md_text(text)
+
+
+def _seed_count() -> int:
+    value = st.session_state.get("seeds", 1)
+    return int(value) if isinstance(value, (int, float)) and 1 <= value <= MAX_SEEDS else 1
+
+
+def _start(objectives: list[str], backbone: str, overrides: dict) -> None:
+    base = {o: dataclasses.replace(_config(o, backbone, st.session_state["dataset"]), **overrides) for o in objectives}
+    # seeds s, s+1, ... per objective, everything else equal (as `train --seeds N` does)
+    cfgs = [dataclasses.replace(base[o], seed=base[o].seed + i) for o in objectives for i in range(_seed_count())]
+    ident = current_identity()
+    try:
+        ids = get_manager().submit_many(cfgs, owner=ident)
+    except EmbedLabError as exc:
+        st.error(ui_message(exc), icon=":material/error:")
+        return
+    st.session_state.setdefault("train_batches", []).insert(0, ids)
+    remember_batch(home_dir(), ident.owner_id, ids)  # a reload or a server restart shows this batch again
+    if not workshop_enabled():
+        st.query_params["runs"] = ids  # a shared link still opens this batch outside workshop mode
+    st.session_state["train_started"] = (f"Queued {len(ids)} run{'s' if len(ids) != 1 else ''}: "
+                                         + ", ".join(dict.fromkeys(objective_label(c.objective) for c in cfgs)))
+    st.toast(st.session_state["train_started"], icon=":material/schedule:")
+
+
+def _scroll_to_live() -> None:
+    """One-shot: bring the live runs (below the form) into view after Start."""
+    st.html("<script>(function go(n){var el=document.getElementById('live-runs');"
+            "if(el){el.scrollIntoView({behavior:'smooth',block:'start'});}else if(n>0){setTimeout(function(){go(n-1)},200);}"
+            "})(15);</script>", unsafe_allow_javascript=True)
+
+
+def _remember_form(root: str) -> None:
+    """Keep the form's values for this person (a reload, a restart); written only when they change."""
+    values = {k: st.session_state.get(k) for k in FORM_KEYS if k in st.session_state}
+    if values != st.session_state.get("form_remembered"):
+        try:
+            remember_form(root, current_identity().owner_id, values)
+        except (OSError, EmbedLabError):  # a read-only home: the form still works, it is just not kept
+            pass
+        st.session_state["form_remembered"] = values
+
+
+def recall_form_values(root: str) -> None:
+    """Once per session, before the widgets: the values this person last had in the form."""
+    if st.session_state.get("form_recalled"):
+        return
+    st.session_state["form_recalled"] = True
+    for key, value in recall_form(root, current_identity().owner_id).items():
+        if key not in FORM_KEYS or key in st.session_state:
+            continue
+        if key in NUMBER_CHECKS and value is not None:
+            kind = type(NUMBER_DEFAULTS.get(key) or (0.0 if key in FLOAT_NUMBERS else 0))
+            value = kind(value) if isinstance(value, (int, float)) else None
+        elif key == "weights" and value not in ("pretrained", "random"):
+            continue  # an uploaded file is gone with its session
+        elif key == "objectives":
+            value = [o for o in value if o in OBJECTIVE_HELP] if isinstance(value, list) else None
+        if value is not None or key in NUMBER_CHECKS:
+            st.session_state[key] = value
 
 
 def preview_panel(root: str) -> None:
@@ -386,11 +535,15 @@ def _snapshots(run_ids: list[str]) -> list[dict]:
 
 
 def _watched() -> tuple[list[list[str]], list[str]]:
-    """(this session's batches, newest first; other active runs on this server)."""
+    """(your batches, newest first; other active runs on this server). Your batches are remembered in
+    EMBEDLAB_HOME per person, so a reload or a server restart shows them again (with their curves)."""
     store = get_store()
-    if "train_batches" not in st.session_state:  # a reload or a shared link: the URL names the latest batch
-        restored = [r for r in st.query_params.get_all("runs") if store.exists(r)]
-        st.session_state["train_batches"] = [restored] if restored else []
+    ident = current_identity()
+    if "train_batches" not in st.session_state:
+        restored = recall_batches(home_dir(), ident.owner_id)
+        if not restored and not workshop_enabled():  # a shared link outside workshop mode names a batch
+            restored = [[r for r in st.query_params.get_all("runs")]]
+        st.session_state["train_batches"] = restored
     batches = [[r for r in batch if store.exists(r)] for batch in st.session_state["train_batches"]]
     batches = [b for b in batches if b]
     st.session_state["train_batches"] = batches
@@ -464,8 +617,7 @@ def _run_card(p: dict) -> None:
             st.caption(md_text(f"{cfg['dataset']} · {cfg.get('steps') or '?'} steps · {_depth_caption(cfg)} · {short_id(run_id)}"))
         with body:
             if status == "queued":
-                pos = p["queue_position"]
-                status_badge("queued", text=f"queued · #{pos} in line" if pos else "queued")
+                status_badge("queued", text=_queue_text(run_id, p.get("queue_position")))
             elif status == "running":
                 _progress_line(p)
             elif status == "finished":
@@ -483,21 +635,73 @@ def _run_card(p: dict) -> None:
                 if p["error"]:
                     st.caption(md_text(p["error"]))
         with actions:
-            if status in ACTIVE:  # this server's run, or one of another process (asked through the store)
-                st.button("Stopping…" if p["stopping"] else "Cancel", key=f"cancel-{run_id}", icon=":material/stop:",
-                          on_click=mgr.request_cancel, args=(run_id,), disabled=p["stopping"], width="stretch")
-            elif status == "finished":
-                if st.button("Explore", key=f"explore-{run_id}", icon=":material/scatter_plot:", type="primary",
-                             width="stretch"):
-                    open_in_explore(run_id)
-            elif status in RESUMABLE:
-                if st.button("Resume", key=f"resume-{run_id}", icon=":material/replay:", width="stretch"):
-                    try:
-                        mgr.resume(run_id)
-                    except EmbedLabError as exc:
-                        st.toast(md_text(exc), icon=":material/error:")
-                    else:
-                        st.rerun()  # a full rerun: the panel polls fast again (the user's own click, no race)
+            _card_actions(p, status, run_id, mgr)
+
+
+def _owner_of(run_id: str) -> tuple[str, str]:
+    """(owner id, owner name) of a run ('local', 'you' for runs from before workshop mode)."""
+    try:
+        record = get_store().get(run_id)
+    except EmbedLabError:
+        return "local", "you"
+    return record.owner_id or "local", record.owner_name or "you"
+
+
+def _card_actions(p: dict, status: str, run_id: str, mgr) -> None:
+    """Open a finished run; cancel or resume only your own runs (the instructor: anyone's)."""
+    ident = current_identity()
+    owner_id, owner_name = _owner_of(run_id)
+    allowed = can_manage(ident, owner_id)
+    if workshop_enabled() and owner_id != ident.owner_id:
+        st.caption(f":material/person: {md_text(owner_name)}")
+    if status in ACTIVE:  # this server's run, or one of another process (asked through the store)
+        if not allowed:
+            return
+        if st.session_state.get("confirm_cancel") == run_id and not p["stopping"]:
+            st.button("Yes, cancel", key=f"confirm-cancel-{run_id}", icon=":material/stop:", type="primary",
+                      on_click=_cancel, args=(run_id,), width="stretch")
+            st.button("Keep it", key=f"keep-{run_id}", type="tertiary", width="stretch",
+                      on_click=lambda: st.session_state.pop("confirm_cancel", None))
+        else:  # the first click asks; a run is not lost to a stray click
+            st.button("Stopping…" if p["stopping"] else "Cancel", key=f"cancel-{run_id}", icon=":material/stop:",
+                      on_click=lambda: st.session_state.update(confirm_cancel=run_id), disabled=p["stopping"],
+                      width="stretch")
+    elif status == "finished":
+        if st.button("Explore", key=f"explore-{run_id}", icon=":material/scatter_plot:", type="primary",
+                     width="stretch"):
+            open_in_explore(run_id)
+    elif status in RESUMABLE and allowed:
+        step = mgr.resume_point(run_id)
+        label = f"Resume from step {step}" if step is not None else "Start over"
+        if st.button(label, key=f"resume-{run_id}", icon=":material/replay:", width="stretch",
+                     help=None if step is not None else "No checkpoint was saved before it stopped: it starts over "
+                                                         "from step 0 with the same settings."):
+            try:
+                mgr.resume(run_id, by=ident, restart_ok=step is None)  # the label said it starts over
+            except EmbedLabError as exc:
+                st.toast(ui_message(exc), icon=":material/error:")
+            else:
+                st.rerun()  # a full rerun: the panel polls fast again (the user's own click, no race)
+        if step is None:
+            st.caption("no checkpoint: starts over")
+
+
+def _cancel(run_id: str) -> None:
+    """Confirmed cancel; core refuses it too if the run is not this person's (a forged click)."""
+    st.session_state.pop("confirm_cancel", None)
+    try:
+        get_manager().request_cancel(run_id, by=current_identity())
+    except EmbedLabError as exc:
+        st.session_state["cancel_problem"] = ui_message(exc)
+
+
+def _queue_text(run_id: str, fallback: int | None) -> str:
+    """queued · #k in line · ~wait, from the fair queue's positions and estimates."""
+    positions = getattr(get_manager(), "queue_positions", None)
+    pos, wait = (positions() if positions else {}).get(run_id, (fallback, None))
+    if not pos:
+        return "queued"
+    return f"queued · #{pos} in line · " + (f"~{duration(wait)} wait" if wait is not None else "wait unknown yet")
 
 
 def _clear_finished() -> None:
@@ -505,6 +709,12 @@ def _clear_finished() -> None:
     snaps = {p["run_id"]: p["status"] for p in _snapshots([r for b in batches for r in b])}
     kept = [[r for r in b if snaps.get(r) in ACTIVE] for b in batches]
     st.session_state["train_batches"] = [b for b in kept if b]
+    try:
+        forget_batches(home_dir(), current_identity().owner_id, st.session_state["train_batches"])
+    except (OSError, EmbedLabError):
+        pass
+    if workshop_enabled():
+        return
     if st.session_state["train_batches"]:
         st.query_params["runs"] = st.session_state["train_batches"][0]
     else:
@@ -536,6 +746,9 @@ def live_panel() -> None:
             b2.button("Clear finished", key="clear_finished", icon=":material/clear_all:", on_click=_clear_finished,
                       width="stretch")
 
+    problem = st.session_state.pop("cancel_problem", None)
+    if problem:
+        st.error(problem, icon=":material/block:")
     if not everything:
         st.info("No runs yet. The defaults above compare CE, LaCViT and FLYP on the offline default backbone and "
                 "dataset: press **Start** and watch them train here.", icon=":material/info:")
@@ -545,7 +758,8 @@ def live_panel() -> None:
         for p in latest:
             _run_card(p)
     if other:
-        st.markdown("###### Also on this server")
+        st.markdown("###### Also on this server" + (" · runs of others: only they or the instructor can stop them"
+                                                      if workshop_enabled() else ""))
         for p in other:
             _run_card(p)
     if earlier:
@@ -554,11 +768,30 @@ def live_panel() -> None:
                 _run_card(p)
 
 
+def pinned_panel() -> None:
+    """Workshop mode: the run the instructor pinned for the room, at the top of everyone's page."""
+    if not workshop_enabled():
+        return
+    run_id = pinned_run_id()
+    if not run_id or not get_store().exists(run_id):
+        return
+    record = get_store().get(run_id)
+    with st.container(border=True, key="pinned"):
+        text, button = st.columns([5, 1], vertical_alignment="center")
+        who = getattr(record, "owner_name", None) or "you"
+        text.markdown(f":material/push_pin: **Pinned for the room** · {objective_label(record.objective)} · "
+                      f"{md_code(record.backbone)} · {md_text(who)}'s run · val acc {pct(record.summary.get('val_acc'))}")
+        if record.status == "finished" and button.button("Explore", key="pinned_explore", icon=":material/scatter_plot:"):
+            open_in_explore(run_id)
+
+
 # ------------------------------------------------------------------------------------- the page
 root = home_dir()
 st.title("Train", anchor=False)
 st.caption("Fine-tune one backbone with several objectives on the same data, budget and seed, then explore how each "
            "reshaped the embedding space.")
+pinned_panel()
+recall_form_values(root)
 left, right = st.columns([1.2, 1], gap="large")
 with left:
     with st.container(border=True):
@@ -573,4 +806,5 @@ st.divider()
 # on its own: a timer-driven full rerun would overwrite a page switch the user clicked meanwhile
 # (Streamlit keeps the newest rerun request's page).
 _training = bool(get_store().list(status=ACTIVE, limit=1))
+st.html('<div id="live-runs"></div>')  # where Start scrolls to
 st.fragment(live_panel, run_every=1.0 if _training else 5.0)()

@@ -199,9 +199,12 @@ def test_train_shows_queue_position_and_cancels(manager, monkeypatch):
     at.run()
     badges = " ".join(m.value for m in at.markdown)
     assert "#1 in line" in badges and "#2 in line" in badges and manager.queue_position(second) == 1
-    at.button(key=f"cancel-{third}").click().run()
+    at.button(key=f"cancel-{third}").click().run()  # the first click asks
+    assert manager.store.get(third).status == "queued"
+    at.button(key=f"confirm-cancel-{third}").click().run()
     assert manager.store.get(third).status == "cancelled"
     at.button(key=f"cancel-{first}").click().run()
+    at.button(key=f"confirm-cancel-{first}").click().run()
     assert manager.wait(first, 10)
     assert manager.store.get(first).status == "cancelled"
     gate.set()
@@ -395,3 +398,215 @@ def test_learn_has_the_seed_methods(manager):
     assert any("Content-style" in label for label in labels) and any("VeCAF" in label for label in labels)
     latex = " ".join(x.value for x in at.latex)
     assert r"\mathrm{KL}" in latex and r"e_i^{\mathrm{aug}}" in latex
+
+
+# ------------------------------------------------------------------------------- the Train form
+def test_train_refuses_an_out_of_range_number_by_its_control(manager):
+    """Batch 1 was clamped by the browser and trained as 64: now it is refused, naming the control."""
+    at = _app()
+    at.number_input(key="batch_size").set_value(1).run()
+    assert at.number_input(key="batch_size").value == 1  # kept as typed, not replaced
+    assert any("Batch size" in e.value and "not 1" in e.value for e in at.error)
+    assert at.button(key="start").disabled
+    at.number_input(key="batch_size").set_value(16).run()
+    assert not any("Batch size" in e.value for e in at.error) and not at.button(key="start").disabled
+    at.number_input(key="steps").set_value(None).run()
+    assert any("Steps" in e.value and "type a number" in e.value for e in at.error)
+    assert not any("--" in e.value for e in at.error)  # the page's words, not the CLI's flags
+    assert manager.store.list() == []
+
+
+def test_train_seeds_control_queues_one_run_per_seed(manager):
+    at = _app()
+    at.multiselect(key="objectives").set_value(["ce", "lacvit"])
+    at.number_input(key="seed").set_value(5)
+    at.number_input(key="seeds").set_value(3).run()
+    assert at.button(key="start").label == "Start 6 runs"
+    at.button(key="start").click().run()
+    ids = at.session_state["train_batches"][0]
+    _wait(manager, ids)
+    seeds = sorted((r.config["objective"], r.config["seed"]) for r in manager.store.list())
+    assert seeds == [("ce", 5), ("ce", 6), ("ce", 7), ("lacvit", 5), ("lacvit", 6), ("lacvit", 7)]
+    at.number_input(key="seeds").set_value(0).run()
+    assert any("Seeds" in e.value for e in at.error) and at.button(key="start").disabled
+
+
+def test_train_says_where_the_progress_is_after_start(manager):
+    at = _app()
+    at.multiselect(key="objectives").set_value(["ce"])
+    at.button(key="start").click().run()
+    assert any("Queued 1 run" in s.value and "below" in s.value for s in at.success)
+
+
+def test_reload_keeps_the_form_and_your_batch(manager):
+    at = _app()
+    at.multiselect(key="objectives").set_value(["ce"])
+    at.number_input(key="steps").set_value(400)
+    at.number_input(key="batch_size").set_value(16).run()
+    at.button(key="start").click().run()
+    ids = at.session_state["train_batches"][0]
+    _wait(manager, ids)
+    again = _app()  # a new session: a reload (or a server restart: it is all in EMBEDLAB_HOME)
+    assert again.number_input(key="steps").value == 400 and again.number_input(key="batch_size").value == 16
+    assert again.multiselect(key="objectives").value == ["ce"]
+    assert again.session_state["train_batches"][0] == ids
+    assert again.button(key=f"explore-{ids[0]}")  # your run's card, not under "Also on this server"
+    assert not any("No runs yet" in i.value for i in again.info)
+
+
+def test_resume_says_from_which_step_or_that_it_starts_over(manager):
+    gate = threading.Event()
+    manager._train_fn = QuickTrain(gate=gate)
+    at = _app()
+    at.multiselect(key="objectives").set_value(["ce"])
+    at.button(key="start").click().run()
+    run_id = at.session_state["train_batches"][0][0]
+    at.button(key=f"cancel-{run_id}").click().run()
+    at.button(key=f"confirm-cancel-{run_id}").click().run()
+    assert manager.wait(run_id, 10)
+    at.run()
+    assert at.button(key=f"resume-{run_id}").label == "Start over"  # cancelled before any checkpoint
+    assert any("no checkpoint" in c.value for c in at.caption)
+    from safetensors.numpy import save_file
+    save_file({"w": np.zeros(1, np.float32)}, str(manager.store.run_dir(run_id) / "checkpoint.safetensors"),
+              metadata={"step": "37", "stage": "0"})
+    at.run()
+    assert at.button(key=f"resume-{run_id}").label == "Resume from step 37"
+    gate.set()
+
+
+# ----------------------------------------------------------------------------------- workshop mode
+def _as(identity, page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["identity"] = identity  # what the browser's cookies give a session (tests/e2e: real cookies)
+    at.run()
+    assert not at.exception, at.exception
+    if page:
+        at.switch_page(page).run()
+        assert not at.exception, at.exception
+    return at
+
+
+@pytest.fixture
+def workshop(monkeypatch):
+    monkeypatch.setenv("EMBEDLAB_WORKSHOP", "1")
+    monkeypatch.setenv("EMBEDLAB_INSTRUCTOR_CODE", "owl-42")
+
+
+def test_workshop_asks_for_a_name_once(manager, workshop):
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert "start" not in [b.key for b in at.button]  # no page until a name is given
+    at.text_input(key="identity_name").input("   ")
+    at.button[0].click().run()
+    assert any("Your name" in e.value for e in at.error)
+    at.text_input(key="identity_name").input("Ada")
+    at.button[0].click().run()
+    assert at.session_state["identity"].name == "Ada" and len(at.session_state["identity"].owner_id) == 32
+    assert at.button(key="start")
+    assert "identity" not in str(at.query_params) and "Ada" not in str(at.query_params)  # never in the URL
+
+
+def test_outside_workshop_mode_nothing_asks_who_you_are(manager):
+    at = _app()
+    assert "identity_name" not in [t.key for t in at.text_input] and "instructor_code" not in [t.key for t in at.text_input]
+    assert at.button(key="start") and "Class board" not in str(at.sidebar)
+
+
+def test_workshop_others_runs_have_no_cancel_and_a_forged_one_is_refused(manager, workshop):
+    from core.errors import NotAllowed
+    from core.workshop import Identity
+
+    gate = threading.Event()
+    manager._train_fn = QuickTrain(gate=gate)
+    ada, bob = Identity("a" * 32, "Ada"), Identity("b" * 32, "Bob")
+    at = _as(ada)
+    at.multiselect(key="objectives").set_value(["ce"])
+    at.selectbox(key="dataset").select("digits")
+    at.button(key="start").click().run()
+    run_id = at.session_state["train_batches"][0][0]
+    assert manager.store.get(run_id).owner_name == "Ada"
+    other = _as(bob)
+    assert not any(b.key == f"cancel-{run_id}" for b in other.button)  # no button for Bob
+    assert any("Ada" in c.value for c in other.caption)  # whose run it is
+    other.session_state["confirm_cancel"] = run_id  # a forged confirmation: still no confirm button
+    other.run()
+    assert not any(b.key == f"confirm-cancel-{run_id}" for b in other.button)
+    with pytest.raises(NotAllowed):  # and the core refuses a forged call
+        manager.request_cancel(run_id, by=bob)
+    runs = _as(bob, "pages/runs.py")
+    runs.dataframe[0]  # the table renders with the owner column
+    assert manager.store.get(run_id).status in ("queued", "running")
+    teacher = _as(Identity("c" * 32, "Teacher", instructor=True))
+    teacher.button(key=f"cancel-{run_id}").click().run()
+    teacher.button(key=f"confirm-cancel-{run_id}").click().run()
+    assert manager.wait(run_id, 10)
+    record = manager.store.get(run_id)
+    assert record.status == "cancelled" and "Teacher" in record.error  # who cancelled it
+    gate.set()
+
+
+def test_workshop_instructor_passcode_unlocks_the_board_and_pins(manager, workshop):
+    from core.workshop import Identity
+
+    ada = Identity("a" * 32, "Ada")
+    at = _as(ada)
+    at.multiselect(key="objectives").set_value(["ce"])
+    at.button(key="start").click().run()
+    run_id = at.session_state["train_batches"][0][0]
+    _wait(manager, [run_id])
+    t = _as(Identity("c" * 32, "Teacher"))
+    t.text_input(key="instructor_code").input("wrong").run()
+    t.button(key="instructor_unlock").click().run()
+    assert any("not this server's passcode" in e.value for e in t.error)
+    assert not t.session_state["identity"].instructor
+    t.text_input(key="instructor_code").input("owl-42").run()
+    t.button(key="instructor_unlock").click().run()
+    assert t.session_state["identity"].instructor
+    cookies = t.session_state["identity_cookies"]
+    assert cookies["embedlab_instructor"] and "owl-42" not in cookies["embedlab_instructor"]  # a derived token
+    t.switch_page("pages/board.py").run()
+    assert not t.exception, t.exception
+    assert "Ada" in t.dataframe[0].value["owner"].tolist()
+    t.button(key="board_pin_button").click().run()
+    room = _as(Identity("d" * 32, "Cy"))
+    assert any("Pinned for the room" in m.value for m in room.markdown)
+
+
+def test_board_gallery_shows_each_run_in_its_trained_space(tmp_path_factory, monkeypatch, workshop):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from explore_runs import tiny_runs
+    from core.workshop import Identity
+
+    home, ids = tiny_runs(tmp_path_factory.getbasetemp(), objectives=("ce", "lacvit"))
+    monkeypatch.setenv("EMBEDLAB_HOME", str(home))
+    at = _as(Identity("c" * 32, "Teacher", instructor=True), "pages/board.py")
+    assert at.segmented_control(key="board_objective").value == "lacvit"  # LaCViT first: the room's spaces
+    assert any("(projection)" in c.value for c in at.caption)  # the space LaCViT trains, not the encoder
+    tiles = [e for e in at.get("plotly_chart")]
+    assert len(tiles) == 1
+    at.segmented_control(key="board_objective").set_value("ce").run()
+    assert any("(encoder)" in c.value for c in at.caption)
+    with pytest.raises(ValueError, match="Could not find a navigation page"):  # not a page for a student
+        _as(Identity("a" * 32, "Ada"), "pages/board.py")
+
+
+def test_workshop_runs_page_acts_only_on_your_runs(manager, workshop):
+    from core.workshop import Identity
+
+    ada, bob = Identity("a" * 32, "Ada"), Identity("b" * 32, "Bob")
+    cfg = TrainConfig(objective="ce", backbone="test_vit", dataset="digits").to_dict()
+    hers = manager.store.create_run(cfg, owner_id=ada.owner_id, owner_name=ada.name)
+    manager.store.set_status(hers, "interrupted", error="server restart")
+    his = manager.store.create_run(cfg, owner_id=bob.owner_id, owner_name=bob.name)
+    manager.store.set_status(his, "interrupted", error="server restart")
+    at = _as(bob, "pages/runs.py")
+    owners = dict(zip(at.dataframe[0].value["run"], at.dataframe[0].value["owner"]))
+    assert owners == {hers: "Ada", his: "Bob (you)"}
+    _select(at, [hers])
+    assert at.button(key="runs_resume").disabled  # Ada's run: no action for Bob
+    assert any("belongs to others" in c.value for c in at.caption)
+    _select(at, [hers, his])
+    at.button(key="runs_delete").click().run()  # only his own goes
+    assert manager.store.exists(hers) and not manager.store.exists(his)

@@ -23,13 +23,13 @@ def _free_port() -> int:
 
 
 @contextmanager
-def serve_app(home: Path, log_path: Path):
-    """`streamlit run app.py` on a free port with its own EMBEDLAB_HOME; yields the base URL.
+def serve_app(home: Path, log_path: Path, env: dict | None = None):
+    """`streamlit run app.py` on a free port with its own EMBEDLAB_HOME (and `env` on top); yields the base URL.
 
     Polls /_stcore/health instead of sleeping; the server log goes to `log_path`.
     """
     port = _free_port()
-    env = {**os.environ, "EMBEDLAB_HOME": str(home), "EMBEDLAB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env = {**os.environ, "EMBEDLAB_HOME": str(home), "EMBEDLAB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "", **(env or {})}
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),

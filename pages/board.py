@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import objectives as objectives_registry
+from core.objectives import trained_space
 from core.errors import EmbedLabError
 from core.projections import project
 from core.safe_text import md_text, plotly_text
@@ -22,16 +22,6 @@ ensure_router()
 GALLERY_COLUMNS = 3  # small plots per row
 GALLERY_MAX = 24  # people shown at once (the newest run of each)
 POINTS = 600  # points per plot: enough to see clusters, light for a room of plots
-_TRAINED_SPACE = {"ce": "encoder", "lacvit": "projection", "flyp": "image", "content-style": "content"}  # until
-# core.objectives.trained_space (SPEC, helper `house`) lands
-
-
-def trained_space(objective: str) -> str:
-    fn = getattr(objectives_registry, "trained_space", None)
-    try:
-        return fn(objective) if fn else _TRAINED_SPACE.get(objective, "encoder")
-    except Exception:  # noqa: BLE001 - an unknown objective: the encoder
-        return "encoder"
 
 
 if not workshop_enabled() or not current().instructor:

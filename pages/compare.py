@@ -12,6 +12,7 @@ from core.thumbnails import display_images
 from pages import _seeds_ui as seeds
 from pages._cached import analysis as _analysis, run_view as _view, split_dataset as _split_dataset, thumbs as _thumbs
 from pages._ui import ensure_router, get_manager, get_store, progressive_projection
+from pages._confusion import confusion_section
 
 ensure_router()  # run inside app.py's router (sidebar, wide layout) even when deep-linked first
 
@@ -145,9 +146,7 @@ if hists:
 per_class = [(n, r["per_class_acc"]) for n, r in zip(names, results) if r.get("per_class_acc")]
 if per_class:
     st.plotly_chart(report.per_class_figure(classes, per_class), key="compare_per_class")
-conf = [(n, r["confusion"]) for n, r in zip(names, results) if r.get("confusion")]
-if conf:
-    st.plotly_chart(report.confusion_figure(classes, conf), key="compare_confusion")
+confusion_section(root, views, names, results, classes, split)  # clickable cells open their images (17.6)
 wise = [(n, r["wise_ft"]) for n, r in zip(names, results) if r.get("wise_ft")]
 if wise:
     st.plotly_chart(report.wise_ft_figure(wise), key="compare_wise")

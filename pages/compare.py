@@ -171,8 +171,8 @@ if seed_groups:
 
 # RESEARCH SEEDS ----------------------------------------------------------------------------------
 st.subheader("Label and budget curves", anchor=False)
-st.caption("Seed 001: test error vs labelled images, content-style vs CE (`python -m core label-curve`). "
-           "Seed 002: accuracy vs selection budget and batches-to-accuracy for VeCAF, ActiveFT, k-center and random over 3 seeds "
+st.caption("Content-style: test error vs labelled images, against CE (`python -m core label-curve`). "
+           "VeCAF data selection: accuracy vs selection budget and batches-to-accuracy for VeCAF, ActiveFT, k-center and random over 3 seeds "
            "(`python -m core budget-curve`).")
 label_tab, budget_tab = st.tabs(["Error vs labels", "Accuracy vs budget"])
 with label_tab:

@@ -19,6 +19,7 @@ from core.safe_text import md_code, md_text, plotly_text
 from core.shifts import list_shifts
 from core.train import TrainConfig
 from pages import _seeds_ui as seeds
+from pages._wording import ui_message
 from pages._ui import (OBJECTIVE_COLORS, duration, ensure_router, get_manager, get_store, home_dir, import_uploaded_folder,
                        import_uploaded_weights, import_uploaded_zip, objective_label, open_in_compare, open_in_explore, pct,
                        short_id, status_badge)
@@ -31,7 +32,7 @@ OBJECTIVE_HELP = {
     "ce": "CE: cross-entropy with a linear head",
     "lacvit": "LaCViT: label-aware contrastive, then a linear head",
     "flyp": "FLYP: CLIP loss against class prompts (needs a text tower)",
-    "content-style": "Content-style (seed 001): semi-supervised content + style heads, uses unlabelled images",
+    "content-style": "Content-style: semi-supervised content + style heads, uses unlabelled images",
 }
 TRAINABLE_CHOICES = ["auto", "all", "frozen", "1", "2", "3", "4", "6"]  # fine-tuning depth; any k can be typed
 STAGE2_CHOICES = {"auto": None, "fine-tune": True, "frozen": False}  # LaCViT stage 2 encoder -> stage2_train_encoder
@@ -259,7 +260,7 @@ def setup_form(root: str) -> None:
                    "`test_clip` or an open_clip name, or drop FLYP.", icon=":material/warning:")
     seed_overrides = {}
     if "content-style" in objectives:
-        with st.expander("Content-style settings (seed 001)", expanded=True, icon=":material/call_split:"):
+        with st.expander("Content-style settings", expanded=True, icon=":material/call_split:"):
             st.caption("The labelled-image count applies to every objective of this batch, so CE and content-style "
                        "compare on the same labels.")
             seed_overrides = seeds.content_style_settings(st, key="train_cs", defaults=DEFAULTS)
@@ -315,7 +316,7 @@ def setup_form(root: str) -> None:
                           + "; ".join(f"{n}: {d}" for n, d in list_shifts().items()))
         _number(s2, "Shift severity", "shift_severity", 3, 1, 5, 1, "1 (mild) to 5 (strong), as in ImageNet-C; "
                 "for a corruption or the mix", disabled=st.session_state.get("shift", "default") in ("default", "natural"))
-        st.markdown("**Data selection** (seed 002: VeCAF, ActiveFT, k-center or random picks of the training pool)")
+        st.markdown("**Data selection** (VeCAF, ActiveFT, k-center or random picks of the training pool)")
         selection = seeds.selection_picker(st, home_dir(), st.session_state.get("dataset"), key="train_selection")
         if selection:
             seed_overrides["selection"] = selection
@@ -330,7 +331,7 @@ def setup_form(root: str) -> None:
         try:
             ids = get_manager().submit_many(cfgs)
         except EmbedLabError as exc:
-            st.error(md_text(exc), icon=":material/error:")
+            st.error(md_text(ui_message(exc)), icon=":material/error:")
         else:
             st.session_state.setdefault("train_batches", []).insert(0, ids)
             st.query_params["runs"] = ids  # reloading the page shows this batch again

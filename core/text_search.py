@@ -44,7 +44,7 @@ MAX_PHRASE_CHARS = 200  # CLIP tokenisers cut at 77 tokens anyway; a longer text
 ARTICLES = ("a", "an", "the")  # a phrase starting with one of these reads as a caption, not a bare name
 NEAREST_K = 12  # images shown per pane
 PLACE_K = 10  # images whose positions place the phrase in UMAP / t-SNE
-_CACHE_SIZE = 4  # text towers kept in memory (a few MB each for the tiny models, ~250 MB for ViT-B/32)
+_CACHE_SIZE = 2  # towers kept in memory: one run's before + after (a whole CLIP model each: ~600 MB for ViT-B/32)
 
 
 def unavailable_reason(config: dict) -> str | None:

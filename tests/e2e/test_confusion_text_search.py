@@ -24,6 +24,7 @@ CELL_XY = """([t, p]) => {
     const tr = gd.data.find(d => d.type === 'scatter' && d.xaxis !== 'x2' && d.customdata);
     if (!tr) return null;
     const i = tr.customdata.findIndex(c => c[1] === t && c[2] === p);
+    gd.scrollIntoView({block: 'center'});  // the cell's page position, in the viewport
     const L = gd._fullLayout, xa = L.xaxis, ya = L.yaxis, box = gd.getBoundingClientRect();
     return [box.left + xa._offset + xa.d2p(tr.x[i]), box.top + ya._offset + ya.d2p(tr.y[i])];
 }"""
@@ -54,10 +55,15 @@ def test_a_click_on_a_confusion_cell_opens_its_images(big_page, app):
     pg.get_by_text("Metrics").first.wait_for(timeout=TIMEOUT_MS)
     deadline, xy = time.time() + TIMEOUT_MS / 1000, None
     while time.time() < deadline and xy is None:
-        pg.locator("[data-testid='stPlotlyChart']").last.scroll_into_view_if_needed()
+        try:  # charts below the fold draw once scrolled to; a chart redrawn meanwhile is simply tried again
+            pg.locator("[data-testid='stPlotlyChart']").last.scroll_into_view_if_needed(timeout=5_000)
+        except Exception:
+            pass
         pg.wait_for_timeout(500)
         xy = pg.evaluate(CELL_XY, [t, p])
     assert xy is not None, "the confusion figure was never drawn"
+    pg.wait_for_timeout(500)
+    xy = pg.evaluate(CELL_XY, [t, p])  # after the scroll settled
     pg.mouse.move(xy[0] - 3, xy[1] - 3)
     pg.mouse.move(xy[0], xy[1], steps=3)
     pg.wait_for_timeout(300)
@@ -77,7 +83,7 @@ def test_text_search_draws_the_phrase_as_a_star(big_page, app):
     pg.locator("[data-testid='stSidebarNav']").first.wait_for(timeout=TIMEOUT_MS)
     pg.goto(f"{url}/explore?run={ids['flyp']}")
     pg.get_by_text("Search by text").first.click()
-    box = pg.get_by_label("Phrase")
+    box = pg.locator("input[aria-label='Phrase']")
     box.fill("handwritten digit seven")
     box.press("Enter")
     pg.get_by_text("Black star in the plot", exact=False).first.wait_for(timeout=TIMEOUT_MS)

@@ -112,3 +112,21 @@ def test_search_covers_both_phases_and_refuses_runs_without_a_tower(flyp):
     lacvit = report.RunView("x", {**view.config, "objective": "lacvit"}, {}, view.dir, "val", view.after)
     with pytest.raises(InvalidConfig, match="own head"):
         ts.search(lacvit, "a photo", output="image", ids=data["ids"], panes={}, method="pca")
+
+
+def test_a_ce_run_from_the_zero_shot_head_is_searched_in_its_encoder_space(tmp_path):
+    from core import report
+    from core.store import RunStore
+    from core.train import TrainConfig, train
+
+    store = RunStore(tmp_path)
+    r = train(TrainConfig(objective="ce", ce_zero_shot_head=True, backbone="test_clip", dataset="digits", n_per_class=8,
+                          eval_per_class=6, steps=4, batch_size=16, snapshots=0, wise_alphas=0), store=store, root=tmp_path)
+    assert r["status"] == "finished", r
+    view = report.load_run_view(store, r["run_id"], "val")
+    data = report.explore_data(view, output="encoder", method="pca", dims=2)
+    res = ts.search(view, "a photo of a handwritten digit one", output="encoder", ids=data["ids"],
+                    panes=dict(zip(data["phases"], data["points"])), method="pca")
+    assert res["prompts"] == ["a photo of a handwritten digit one"]
+    assert set(res["phases"]) == {"before", "after"}
+    assert all(len(p["nearest"]) == ts.NEAREST_K and p["exact"] for p in res["phases"].values())

@@ -312,8 +312,8 @@ def _poll_like_the_ui(store, run_id: str, stop: threading.Event, active: Callabl
 PROJECTION_LEVERS = {  # name -> (method, params): each lever alone, then all together (the defaults)
     "umap": {"before": {"pre_pca": False, "n_epochs": 500}, "pca50": {"pre_pca": True, "n_epochs": 500},
              "epochs200": {"pre_pca": False, "n_epochs": 200}, "now": {}},
-    "tsne": {"pca50": {"pre_pca": True}, "all_cores": {"n_jobs": 2}, "now": {}},
-}  # umap "before": the old code's settings (umap's own n_epochs at 10k is 500); t-SNE's defaults did not change
+    "tsne": {"before": {"knn": "annoy", "min_num_intervals": 50}, "pca50": {"pre_pca": True}, "all_cores": {"n_jobs": 2}, "now": {}},
+}  # "before": the old code's settings (umap's own n_epochs at 10k is 500; t-SNE: Annoy neighbours, a 50-interval FFT grid)
 
 
 def projection_times(root: Path, *, quick: bool, sizes: dict[str, int] | None = None, levers: bool = True,

@@ -99,9 +99,19 @@ def _umap(x: np.ndarray, dims: int, seed: int, extra: np.ndarray | None = None, 
         return y, None if extra is None else reducer.transform(extra)
 
 
+# t-SNE's two speed levers, both kept faithful (BENCHMARKS.md "t-SNE of 5,000 in 6 s"): the perplexity
+# affinities from the exact k nearest neighbours (one brute-force BLAS product: 0.4 s at 5k x 384 where
+# openTSNE's default Annoy index took 2 s, and exact is what Annoy approximates), and an FFT grid of at
+# least 20 instead of 50 intervals per axis: it only matters while the layout is compact (early
+# exaggeration), where 50 intervals bought no visible accuracy (KL within 0.3 %, same trustworthiness).
+TSNE_EXACT_KNN_MAX = 10_000  # above this, the O(n^2) exact search loses to Annoy's index
+TSNE_MIN_INTERVALS = 20  # openTSNE's min_num_intervals (its default: 50)
+
+
 def _tsne(x: np.ndarray, dims: int, seed: int, extra: np.ndarray | None = None, *, perplexity: float = 30.0,
           n_iter: int = TSNE_ITER, early_exaggeration_iter: int = TSNE_EXAGGERATION_ITER, n_jobs: int = 1,
-          pre_pca: bool = False, **_):
+          pre_pca: bool = False, knn: str = "auto", min_num_intervals: int = TSNE_MIN_INTERVALS, **_):
+    """knn: 'exact', 'annoy' or 'auto' (exact up to TSNE_EXACT_KNN_MAX rows)."""
     n = len(x)
     if n < 8:
         return _pca(x, dims, seed, extra)
@@ -114,11 +124,13 @@ def _tsne(x: np.ndarray, dims: int, seed: int, extra: np.ndarray | None = None, 
 
         y = SkTSNE(n_components=dims, perplexity=perplexity, random_state=seed, init="pca").fit_transform(fit_x)
         return y, None if extra is None else _nearest_place(x, y, extra)
+    if knn == "auto":
+        knn = "exact" if n <= TSNE_EXACT_KNN_MAX else "annoy"
     # FFT interpolation only exists for 1-2 dimensions; 3-D uses Barnes-Hut. One thread and no PCA-50
     # first: on the 2 shared cores n_jobs=2 cost 2x the CPU and PCA-50 bought nothing (BENCHMARKS.md).
     tsne = TSNE(n_components=dims, perplexity=perplexity, n_iter=n_iter, early_exaggeration_iter=early_exaggeration_iter,
                 random_state=seed, initialization="pca", negative_gradient_method="fft" if dims <= 2 else "bh",
-                n_jobs=n_jobs, verbose=False)
+                neighbors=knn, min_num_intervals=min_num_intervals, n_jobs=n_jobs, verbose=False)
     emb = tsne.fit(fit_x)
     return np.asarray(emb), None if extra is None else _nearest_place(x, np.asarray(emb), extra)
 

@@ -42,6 +42,7 @@ import numpy as np
 from core import curves
 from core.errors import EmbedLabError
 from core.safe_text import md_code, md_text
+from pages._wording import ui_message
 
 STRATEGY_LABELS = dict(curves.STRATEGY_NAMES)  # random, k-center, ActiveFT, VeCAF, density
 LABEL_CHOICES = ("all", 10, 100, 1000)  # the Train page's "labelled images" options
@@ -94,7 +95,7 @@ def label_curve_launcher(st, manager, *, key: str = "seeds_lc_run") -> list[str]
                                              n_per_class=per_class, cs_regulariser=regulariser)
             ids = manager.submit_many([cfg for cfg, _ in plans])
         except EmbedLabError as exc:
-            st.error(md_text(exc), icon=":material/error:")
+            st.error(md_text(ui_message(exc)), icon=":material/error:")
             return []
         st.success(f"Queued {len(ids)} runs (experiment `{plans[0][0].experiment}`): they train one after another "
                    "(Runs page); pick the experiment above to see the curve fill in.")
@@ -180,8 +181,8 @@ def learn_content_style(st) -> None:
         "reconstruction. Because 8 style numbers cannot carry the whole embedding, the class information has to flow "
         "through the content code, so the unlabelled images shape the classifier too. The reconstruction target is "
         "the latent token itself, as in the paper (its gradient reaches the backbone); the error is divided by the "
-        "batch's variance, so shrinking the embedding cannot cheat (`--recon-detach` detaches it instead).")
-    st.markdown("**Two ways to match the priors** (`--regulariser`, Train page: *Content-style priors*):")
+        "batch's variance, so shrinking the embedding cannot cheat (the Train page's *Detach the reconstruction target* detaches it instead).")
+    st.markdown("**Two ways to match the priors** (Train page: *Content-style priors*):")
     adv, mom = st.columns(2)
     adv.markdown(
         "**adversarial** (default, the paper's). Two small discriminators, as in adversarial autoencoders: $D_c$ "
@@ -204,7 +205,7 @@ def learn_content_style(st) -> None:
     mom.caption("Mean over 200 batches, style size 8 (computed live by `core.content_style.style_surrogate_bias`). "
                 "Below batch 9 the 8x8 covariance is singular and its log det is set by the 0.001 ridge.")
     st.markdown(
-        "**Key knob:** the number of labelled images (`--labels`); the gain over CE is largest with few labels. "
+        "**Key knob:** the number of labelled images (Train page: *Labelled training images*); the gain over CE is largest with few labels. "
         "In Explore, the `content` output should cluster by class and the `style` output should not. The paper's "
         "plot, test error vs labels against CE (best and final), is one click away on the Compare page "
         "(`python -m core label-curve`).")
@@ -314,7 +315,7 @@ def selection_maker(st, root: str | Path | None, backbone: str, dataset: str, *,
             try:
                 state["record"] = select(backbone, dataset, strategy, budget, root=Path(root) if root else None)
             except EmbedLabError as exc:
-                state["error"] = str(exc)
+                state["error"] = ui_message(exc)
             except Exception as exc:  # a crash must reach the page as a message, not vanish with the thread
                 state["error"] = f"selection failed: {type(exc).__name__}: {exc}"
 

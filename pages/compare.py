@@ -12,6 +12,7 @@ from core.thumbnails import display_images
 from pages import _seeds_ui as seeds
 from pages._cached import analysis as _analysis, run_view as _view, split_dataset as _split_dataset, thumbs as _thumbs
 from pages._ui import ensure_router, get_manager, get_store, objective_label, progressive_projection, run_labels
+from pages._confusion import confusion_section
 
 ensure_router()  # run inside app.py's router (sidebar, wide layout) even when deep-linked first
 
@@ -180,9 +181,7 @@ if hists:
 per_class = [(n, r["per_class_acc"]) for n, r in zip(names, results) if r.get("per_class_acc")]
 if per_class:
     st.plotly_chart(report.per_class_figure(classes, per_class), key="compare_per_class")
-conf = [(n, r["confusion"]) for n, r in zip(names, results) if r.get("confusion")]
-if conf:
-    st.plotly_chart(report.confusion_figure(classes, conf), key="compare_confusion")
+confusion_section(root, views, names, results, classes, split)  # clickable cells open their images (17.6)
 wise = [(n, r["wise_ft"]) for n, r in zip(names, results) if r.get("wise_ft")]
 if wise:
     st.plotly_chart(report.wise_ft_figure(wise), key="compare_wise")
@@ -207,8 +206,8 @@ if seed_groups:
 
 # RESEARCH SEEDS ----------------------------------------------------------------------------------
 st.subheader("Label and budget curves", anchor=False)
-st.caption("Seed 001: test error vs labelled images, content-style vs CE (`python -m core label-curve`). "
-           "Seed 002: accuracy vs selection budget and batches-to-accuracy for VeCAF, ActiveFT, k-center and random over 3 seeds "
+st.caption("Content-style: test error vs labelled images, against CE (`python -m core label-curve`). "
+           "VeCAF data selection: accuracy vs selection budget and batches-to-accuracy for VeCAF, ActiveFT, k-center and random over 3 seeds "
            "(`python -m core budget-curve`).")
 label_tab, budget_tab = st.tabs(["Error vs labels", "Accuracy vs budget"])
 with label_tab:

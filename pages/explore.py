@@ -13,6 +13,7 @@ from pages import _seeds_ui as seeds
 from core.embeddings import has_embeddings
 from pages._cached import analysis as _analysis, run_view as _view, split_dataset as _split_dataset, thumbs as _thumbs
 from pages._ui import ensure_router, get_store, pct, progressive_projection, run_labels
+from pages._text_search import panel as text_search_panel
 
 ensure_router()  # run inside app.py's router (sidebar, wide layout) even when deep-linked first
 
@@ -105,6 +106,7 @@ else:
                                                      phases=phases))
 dataset = _split_dataset(root, run_id, split)
 panes = [{"title": t, "points": p, "anchors": a} for t, p, a in zip(data["titles"], data["points"], data["anchors"])]
+panes = text_search_panel(root, view, data, shown_method, panes)  # a typed phrase: nearest images and a star (17.6)
 shown = len(data["ids"])
 sample_note = f"{shown:,} of {data['n_total']:,} samples (seeded subsample)" if shown < data["n_total"] else f"{shown:,} samples"
 how = "Each pane is its own projection; 'before' is rotated onto 'after' by orthogonal Procrustes on the shared samples." \

@@ -22,6 +22,7 @@ from core.shifts import list_shifts
 from core.train import RANGES, Range, TrainConfig
 from core.workshop import can_manage, workshop_enabled
 from pages import _seeds_ui as seeds
+from pages._wording import ui_message
 from pages._ui import (OBJECTIVE_COLORS, duration, ensure_router, get_manager, get_store, home_dir, import_uploaded_folder,
                        import_uploaded_weights, import_uploaded_zip, objective_label, open_in_compare, open_in_explore, pct,
                        short_id, status_badge)
@@ -60,10 +61,6 @@ FLOAT_NUMBERS = ("lr", "backbone_lr", "temperature", "stage1_fraction", "weight_
 NUMBER_DEFAULTS = {k: getattr(DEFAULTS, k) for k in NUMBER_CHECKS if hasattr(DEFAULTS, k)}
 FORM_KEYS = ("backbone", "dataset", "objectives", *NUMBER_CHECKS, "trainable", "stage2_encoder", "weights",
              "optimizer", "shift")  # what a reload or a restart gives back (form values only)
-CLI_WORDS = {"--steps S or --epochs E": "a number of Steps", "--seeds": "Seeds", "--objective": "Objectives",
-             "--batch-size": "Batch size", "--weights PATH": "Weights: file", "--weights random": "Weights: random",
-             "--n-per-class": "Images per class", "--labels N": "a labelled-image count",
-             "--image-size": "Image size"}  # core messages written for the CLI, said in the page's words
 
 
 # ------------------------------------------------------------------------------------ cached data
@@ -416,14 +413,6 @@ def start_section(objectives: list[str], backbone: str, problem: str | None, pro
         st.caption("Pick at least one objective.")
 
 
-def ui_message(exc: Exception) -> str:
-    """A core message as the page says it: controls by their labels, not CLI flags (inert text)."""
-    text = str(exc)
-    for flag, words in CLI_WORDS.items():
-        text = text.replace(flag, words)
-    return md_text(text)
-
-
 def _seed_count() -> int:
     value = st.session_state.get("seeds", 1)
     return int(value) if isinstance(value, (int, float)) and 1 <= value <= MAX_SEEDS else 1
@@ -437,7 +426,7 @@ def _start(objectives: list[str], backbone: str, overrides: dict) -> None:
     try:
         ids = get_manager().submit_many(cfgs, owner=ident)
     except EmbedLabError as exc:
-        st.error(ui_message(exc), icon=":material/error:")
+        st.error(md_text(ui_message(exc)), icon=":material/error:")
         return
     st.session_state.setdefault("train_batches", []).insert(0, ids)
     remember_batch(home_dir(), ident.owner_id, ids)  # a reload or a server restart shows this batch again
@@ -679,7 +668,7 @@ def _card_actions(p: dict, status: str, run_id: str, mgr) -> None:
             try:
                 mgr.resume(run_id, by=ident, restart_ok=step is None)  # the label said it starts over
             except EmbedLabError as exc:
-                st.toast(ui_message(exc), icon=":material/error:")
+                st.toast(md_text(ui_message(exc)), icon=":material/error:")
             else:
                 st.rerun()  # a full rerun: the panel polls fast again (the user's own click, no race)
         if step is None:
@@ -692,7 +681,7 @@ def _cancel(run_id: str) -> None:
     try:
         get_manager().request_cancel(run_id, by=current_identity())
     except EmbedLabError as exc:
-        st.session_state["cancel_problem"] = ui_message(exc)
+        st.session_state["cancel_problem"] = md_text(ui_message(exc))
 
 
 def _queue_text(run_id: str, fallback: int | None) -> str:

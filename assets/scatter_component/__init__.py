@@ -117,7 +117,7 @@ def build_payload(panes: Sequence[dict], *, ids: np.ndarray, labels: np.ndarray,
     """Everything the browser draws, as JSON with base64 typed arrays.
 
     Args:
-        panes: [{"title": str, "points": [N, 2|3], "anchors": [C, 2|3] or None, "anchor_names": [...],
+        panes: [{"title": str, "points": [N, 2|3], "anchors": [C, 2|3] or None, "anchor_names": [...], "anchor_colors": [...],
             "preds": [N] or None}], every pane's rows in the same sample order as `ids`; a pane's own
             "preds" (one run per pane, in Compare) replace `preds` in that pane's hover label.
         ids, labels, preds: [N] per point (preds may be None).
@@ -154,7 +154,7 @@ def build_payload(panes: Sequence[dict], *, ids: np.ndarray, labels: np.ndarray,
             item["anchors"] = {"x": a[:, 0].round(5).tolist(), "y": a[:, 1].round(5).tolist(),
                                "z": a[:, 2].round(5).tolist() if dims == 3 else None,
                                "text": [plotly_text(names[i] if i < len(names) else i) for i in range(len(a))],
-                               "color": [class_colour(i) for i in range(len(a))]}
+                               "color": list(pane.get("anchor_colors") or [class_colour(i) for i in range(len(a))])}
         out_panes.append(item)
     payload = {
         "n": n, "dims": dims, "height": int(height), "view_key": view_key, "status": status,

@@ -310,7 +310,7 @@ def run_disk_budget() -> int | None:
 def _selection_ids(cfg: TrainConfig, root: Path | None) -> np.ndarray | None:
     if not cfg.selection:
         return None
-    from .selection import load_selection
+    from .selections import load_selection
 
     return load_selection(cfg.selection, root)
 

@@ -1,4 +1,4 @@
-"""core/cli.py end to end: `python -m core ...` in subprocesses (started together, since each one
+"""core/cli/ end to end: `python -m core ...` in subprocesses (started together, since each one
 spends seconds importing torch), plus the cheap commands and argument errors in-process."""
 import json
 
@@ -137,6 +137,7 @@ def test_train_seeds_runs_s_to_s_plus_n_per_objective(tmp_path, monkeypatch, cap
     import json
 
     from core import cli as cli_mod
+    from core.cli import runs as cli_runs  # the train command's module (core/cli/runs.py)
 
     seen = []
 
@@ -144,7 +145,7 @@ def test_train_seeds_runs_s_to_s_plus_n_per_objective(tmp_path, monkeypatch, cap
         seen.append((cfg.objective, cfg.seed))
         return {"run_id": f"{cfg.objective}-{cfg.seed}", "status": "finished", "val_acc": 0.8 + 0.01 * cfg.seed}
 
-    monkeypatch.setattr(cli_mod, "_train_with_bar", fake)
+    monkeypatch.setattr(cli_runs, "_train_with_bar", fake)
     assert cli_mod.main(["train", "--objective", "ce,lacvit", "--seeds", "3", "--seed", "5", "--runs-dir", str(tmp_path),
                          "--backbone", "test_vit", "--dataset", "digits", "--steps", "2"]) == 0
     assert seen == [("ce", 5), ("ce", 6), ("ce", 7), ("lacvit", 5), ("lacvit", 6), ("lacvit", 7)]
@@ -153,3 +154,20 @@ def test_train_seeds_runs_s_to_s_plus_n_per_objective(tmp_path, monkeypatch, cap
     assert [g["seeds"] for g in groups] == [[5, 6, 7], [5, 6, 7]]
     assert groups[0]["val_acc_mean"] == pytest.approx(0.86) and groups[0]["val_acc_std"] == pytest.approx(0.01)
     assert cli_mod.main(["train", "--seeds", "0", "--runs-dir", str(tmp_path)]) == 2
+
+
+def test_the_command_table_names_every_sub_command():
+    """core/cli/__init__.py's COMMAND_GROUPS is the one list of commands: each group registers exactly its own."""
+    import argparse
+
+    from core import cli as cli_mod
+
+    common = argparse.ArgumentParser(add_help=False)
+    listed = []
+    for group, names in cli_mod.COMMAND_GROUPS:
+        sub = argparse.ArgumentParser().add_subparsers()
+        group.register(sub, common)
+        assert tuple(sub.choices) == names, group.__name__
+        listed += names
+    parsed = cli_mod.build_parser()._subparsers._group_actions[0].choices
+    assert list(parsed) == listed and len(set(listed)) == len(listed) == 17

@@ -1,5 +1,9 @@
 """`python -m core bench [--quick] [--json]`: EmbedLab's speed, measured side by side.
 
+Outside the library's import graph: only the command line (core/cli/bench.py) imports this package, and it
+imports nothing of the UI (the Explore payload it measures is core/scatter_payload.py, which the
+scatter component also uses).
+
 Every figure that can be a ratio is one, measured in one process with the two sides interleaved
 (A B A B ...) and the median taken, so a noisy shared machine moves both sides alike:
 
@@ -19,10 +23,8 @@ Every figure that can be a ratio is one, measured in one process with the two si
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -68,7 +70,7 @@ class _StepClock:
 
 
 def _bench_cfg(**kw):
-    from .train import TrainConfig
+    from ..train import TrainConfig
 
     base = dict(objective="ce", backbone="efficientnet_lite0", dataset="fashion-mnist", n_per_class=40,
                 eval_per_class=4, batch_size=32, image_size=64, trainable="all", cache_features=False,
@@ -78,17 +80,17 @@ def _bench_cfg(**kw):
 
 
 def _dataset_name(root: Path) -> str:
-    from .datasets import DEBIAN_FASHION_DIR
+    from ..datasets import DEBIAN_FASHION_DIR
 
     return "fashion-mnist" if DEBIAN_FASHION_DIR.exists() else "mnist5k"
 
 
 def loop_ratio(root: Path, *, steps: int, repeats: int) -> dict:
     """EmbedLab's `train()` step loop vs the same work written as a bare loop."""
-    from . import datasets as ds
-    from .backbones import create_backbone
-    from .store import RunStore
-    from .train import train
+    from .. import datasets as ds
+    from ..backbones import create_backbone
+    from ..store import RunStore
+    from ..train import train
 
     cfg = _bench_cfg(dataset=_dataset_name(root), steps=steps)
     store = RunStore(root)
@@ -135,7 +137,7 @@ def loop_ratio(root: Path, *, steps: int, repeats: int) -> dict:
 def cpu_levers(*, repeats: int, steps: int = 6) -> dict:
     """Speed-ups of the levers EmbedLab switches on or leaves off, one training step side by side:
     NHWC memory format (on for convnets) and bf16 autocast on the CPU (off)."""
-    from .backbones import create_backbone
+    from ..backbones import create_backbone
 
     y = torch.randint(0, 10, (32,))
 
@@ -168,7 +170,7 @@ def cpu_levers(*, repeats: int, steps: int = 6) -> dict:
 def compile_speedup(steps: int = 8) -> dict:
     """torch.compile on the CPU: steady-state step rate vs eager, and what the first call costs.
     Not in the default run (the compile alone takes about a minute on 2 cores): `--only compile`."""
-    from .backbones import create_backbone
+    from ..backbones import create_backbone
 
     def build():
         backbone = create_backbone("efficientnet_lite0", image_size=64, trainable="all").use_channels_last()
@@ -197,11 +199,11 @@ def compile_speedup(steps: int = 8) -> dict:
 
 def extract_ratio(root: Path, *, n: int, repeats: int) -> dict:
     """`compute_embeddings` vs a bare `model(x)` loop under inference_mode (same batches)."""
-    from . import datasets as ds
-    from .backbones import ImageEncoder, create_backbone
-    from .embeddings import compute_embeddings
-    from .features import ImageSource
-    from .objectives import create_method
+    from .. import datasets as ds
+    from ..backbones import ImageEncoder, create_backbone
+    from ..embeddings import compute_embeddings
+    from ..features import ImageSource
+    from ..objectives import create_method
 
     data = ds.load_dataset(_dataset_name(root), root)
     split = ds.splits(data, n_per_class=max(1, n // data.num_classes), seed=0)["train"]
@@ -232,8 +234,8 @@ def extract_ratio(root: Path, *, n: int, repeats: int) -> dict:
 
 def cache_speedup(root: Path, *, n_per_class: int, repeats: int) -> dict:
     """One epoch of head training on a frozen backbone: recomputing it vs reading the cache."""
-    from .store import RunStore
-    from .train import train
+    from ..store import RunStore
+    from ..train import train
 
     store = RunStore(root)
     dataset = _dataset_name(root)
@@ -261,8 +263,8 @@ def ui_slowdown(root: Path, *, steps: int, window_s: float = 2.0) -> dict:
     and every step is credited to the window it ended in: both sides share the model, the data and
     whatever else the machine is doing at that moment.
     """
-    from .store import RunStore
-    from .train import train
+    from ..store import RunStore
+    from ..train import train
 
     store = RunStore(root)
     cfg = _bench_cfg(dataset=_dataset_name(root), steps=steps)
@@ -324,7 +326,7 @@ def projection_times(root: Path, *, quick: bool, sizes: dict[str, int] | None = 
     every lever (the test's small form uses few t-SNE iterations). `projection_jit_warmup_s` is the first
     tiny UMAP + t-SNE in this process: numba loading its kernels from the disk cache on a warm machine,
     compiling them (15-20 s) only the first time on a machine."""
-    from . import projections
+    from .. import projections
 
     sizes = {"pca": 50_000, "umap": 10_000, "tsne": 5_000, **(sizes or {})}
     params_all = params or {}
@@ -356,9 +358,8 @@ def projection_times(root: Path, *, quick: bool, sizes: dict[str, int] | None = 
 def explorer_scale(sizes=(10_000, 50_000, 100_000), max_points: int = 50_000) -> dict:
     """The Explore page's server side at scale: PCA of two panes (before/after, 384-d) and the payload
     sent to the browser. Above `max_points` the page draws a seeded subsample, as it does in the app."""
-    from assets.scatter_component import build_payload, payload_bytes
-
-    from . import projections
+    from .. import projections
+    from ..scatter_payload import build_payload, payload_bytes
 
     rng = np.random.default_rng(0)
     out = {}
@@ -383,8 +384,8 @@ def explorer_scale(sizes=(10_000, 50_000, 100_000), max_points: int = 50_000) ->
 
 def quick_compare(*, dataset: str | None = None) -> dict:
     """Wall time of the no-typing default: CE, LaCViT and FLYP one after another, cold then warm."""
-    from .store import RunStore
-    from .train import TrainConfig, train
+    from ..store import RunStore
+    from ..train import TrainConfig, train
 
     out = {}
     with tempfile.TemporaryDirectory(prefix="embedlab-bench-") as tmp:
@@ -405,7 +406,7 @@ def quick_compare(*, dataset: str | None = None) -> dict:
 
 def online_default_available() -> str | None:
     """The online default CLIP model if its weights are already in the local hub cache."""
-    from .backbones import CPU_ONLINE_DEFAULT
+    from ..backbones import CPU_ONLINE_DEFAULT
 
     try:
         import open_clip
@@ -429,10 +430,10 @@ def gpu_throughput(*, backbone: str = "ViT-B-16/laion2b_s34b_b88k", image_size: 
     The prepared script for a lent GPU machine (`python -m core bench --gpu --json`): images/s,
     the ratio to a bare loop doing the same forward/backward, and peak GPU memory.
     """
-    from .backbones import create_backbone
-    from .objectives import ClipLoss, SupConLoss
-    from .store import RunStore
-    from .train import TrainConfig, train
+    from ..backbones import create_backbone
+    from ..objectives import ClipLoss, SupConLoss
+    from ..store import RunStore
+    from ..train import TrainConfig, train
 
     dev = torch.device(device)
     out: dict = {"gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "gpu_backbone": backbone,
@@ -462,7 +463,7 @@ def gpu_throughput(*, backbone: str = "ViT-B-16/laion2b_s34b_b88k", image_size: 
 
 def _bare_amp_images_per_s(backbone, objective: str, batch_size: int, steps: int, dev, loss_cls) -> float:
     """The same step written by hand: AMP forward, loss, backward, AdamW, random input in memory."""
-    from .device import autocast
+    from ..device import autocast
 
     x = torch.randn(batch_size, 3, backbone.preprocess.image_size, backbone.preprocess.image_size, device=dev)
     y = torch.randint(0, 10, (batch_size,), device=dev)
@@ -497,7 +498,7 @@ def _bare_amp_images_per_s(backbone, objective: str, batch_size: int, steps: int
 
 # ---------------------------------------------------------------------------------- entry
 def run_bench(quick: bool = True, *, log: Callable[[str], None] = lambda s: None, only: list[str] | None = None) -> dict:
-    from .device import configure_threads, describe
+    from ..device import configure_threads, describe
 
     configure_threads()
     results: dict = {"machine": describe(), "torch": torch.__version__, "quick": quick,
@@ -505,7 +506,7 @@ def run_bench(quick: bool = True, *, log: Callable[[str], None] = lambda s: None
     reps = 3 if quick else 5
     with tempfile.TemporaryDirectory(prefix="embedlab-bench-") as tmp:
         root = Path(tmp)
-        from .projections import prepare_numba
+        from ..projections import prepare_numba
 
         prepare_numba()  # the machine's numba cache (the real EMBEDLAB_HOME), not the throw-away home's
         os.environ.setdefault("EMBEDLAB_HOME", str(root))
@@ -562,22 +563,3 @@ def _git_commit() -> str | None:
                               cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
     except Exception:
         return None
-
-
-def cmd_bench(args) -> int:
-    if args.gpu:
-        if not torch.cuda.is_available():
-            from .errors import InvalidConfig
-
-            raise InvalidConfig("--gpu needs a CUDA GPU; none is available here")
-        results = gpu_throughput()
-        print(format_table(results))
-        if args.json:
-            print(json.dumps(results, default=float))
-        return 0
-    results = run_bench(quick=args.quick, log=lambda s: print(s, file=sys.stderr, flush=True),
-                        only=args.only.split(",") if args.only else None)
-    print(format_table(results))
-    if args.json:
-        print(json.dumps(results, default=float))
-    return 0

@@ -123,6 +123,9 @@ class JobManager:
         self._workers: list[threading.Thread] = []
         self._resume_lock = threading.Lock()  # two sessions resuming the same run must queue it once
         self._closed = False
+        from .tasks import TaskRunner
+
+        self.tasks = TaskRunner()  # background work that is not a run (Train page selections): core/tasks.py
 
     # --- submitting ---------------------------------------------------------------------------
     def validate(self, cfg):
@@ -247,6 +250,7 @@ class JobManager:
         deadline = time.time() + timeout
         for worker in list(self._workers):
             worker.join(max(0.0, deadline - time.time()))
+        self.tasks.shutdown(max(0.0, deadline - time.time()))
 
     # --- reading ------------------------------------------------------------------------------
     def queue_position(self, run_id: str) -> int | None:

@@ -1,4 +1,4 @@
-# EmbedLab: `make run` opens the app, `make test` runs the whole suite.
+# EmbedLab: `make run` opens the app, `make test` runs the whole suite (as CI does), `make test-fast` the unit tier.
 # Both create ./.venv on first use and reinstall only when requirements.txt changes.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -8,13 +8,19 @@ HOST   ?= 127.0.0.1   # localhost only; `make run HOST=0.0.0.0` serves a worksho
 PORT   ?= 8501
 PYTEST_ARGS ?=
 
-.PHONY: run test install system-deps bench clean
+.PHONY: run test test-fast install system-deps bench clean
 
 run: $(STAMP)
 	$(PY) -m streamlit run app.py --server.address $(strip $(HOST)) --server.port $(PORT)
 
 test: $(STAMP) system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The unit tier: no browser (e2e), no pages through AppTest (app), nothing marked slow; the tiers are
+# marked in tests/conftest.py and registered in pytest.ini. Under 2 minutes on 2 idle cores (README).
+FAST_MARKERS ?= not slow and not e2e and not app
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "$(FAST_MARKERS)" $(PYTEST_ARGS)
 
 install: $(STAMP)
 

@@ -11,7 +11,59 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # fresh home, taken from the runs they watch (tests/test_projections.py tests the warm-up itself)
 os.environ.setdefault("EMBEDLAB_PROJECTION_WARMUP", "0")
 
+import inspect  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
+
+TESTS = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tiers, so `make test-fast` can leave out what is not a unit test (pytest.ini registers the markers):
+    e2e = everything under tests/e2e/ (a real server and Chromium), app = a test that drives pages through
+    Streamlit's AppTest (its module imports AppTest, or its own body uses it: it runs the app script), reliability = tests/reliability/."""
+    for item in items:
+        try:
+            first = Path(str(item.fspath)).resolve().relative_to(TESTS.resolve()).parts[0]
+        except ValueError:
+            continue
+        if first == "e2e":
+            item.add_marker(pytest.mark.e2e)
+        elif first == "reliability":
+            item.add_marker(pytest.mark.reliability)
+        module = getattr(item, "module", None)
+        if hasattr(module, "AppTest") or "AppTest" in _source(getattr(item, "function", None)):
+            item.add_marker(pytest.mark.app)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """EMBEDLAB_TEST_TIMES=FILE: one line per test, `cpu_s wall_s nodeid` (setup + call + teardown; CPU of
+    this process's threads and of the subprocesses it waited for). CPU seconds are what the fast tier's
+    "over ~3 s = slow" is judged by: on a loaded machine wall time mostly measures the neighbours."""
+    out = os.environ.get("EMBEDLAB_TEST_TIMES")
+    if not out:
+        return (yield)
+    import time
+
+    def cpu() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    c0, t0 = cpu(), time.perf_counter()
+    try:
+        return (yield)
+    finally:
+        with open(out, "a", encoding="utf-8") as f:
+            f.write(f"{cpu() - c0:.2f} {time.perf_counter() - t0:.2f} {item.nodeid}\n")
+
+
+def _source(fn) -> str:
+    try:
+        return inspect.getsource(fn) if fn is not None else ""
+    except (OSError, TypeError):
+        return ""
 
 
 @pytest.fixture(scope="session", autouse=True)

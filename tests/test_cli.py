@@ -34,6 +34,7 @@ def cli(runs_dir):
                 proc.kill()
 
 
+@pytest.mark.slow  # the `cli` fixture trains three runs in subprocesses (~27 s of CPU): not in make test-fast
 @pytest.mark.parametrize("objective", ["ce", "lacvit", "flyp"])
 def test_train_prints_one_json_summary_last(cli, objective):
     done = cli[objective]
@@ -52,6 +53,7 @@ def test_train_prints_one_json_summary_last(cli, objective):
         assert "zeroshot_acc" not in result and "wise_ft" not in result
 
 
+@pytest.mark.slow  # shares the `cli` fixture
 def test_unknown_dataset_is_one_line_and_exit_2(cli):
     done = cli["nope"]
     assert done.rc == 2 and done.stdout == ""
@@ -84,6 +86,7 @@ def test_backbones_and_datasets_lists(tmp_path, capsys):
     assert any(line.startswith("mnist5k") for line in capsys.readouterr().out.splitlines())
 
 
+@pytest.mark.slow  # shares the `cli` fixture
 def test_runs_and_show(cli, runs_dir, capsys):
     ids = {name: cli[name].last_json()["run_id"] for name in ("ce", "lacvit", "flyp")}
     capsys.readouterr()

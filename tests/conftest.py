@@ -32,11 +32,19 @@ SLOW_TESTS = {
     "tests/test_backbones.py::test_backbone_contract[lite0-minilm]",  # 4.2 s
     "tests/test_jobs.py::test_real_tiny_run_then_cancel_and_resume",  # 4.0 s
     "tests/test_projections.py::test_shapes_and_determinism[2-tsne]",  # 3.8 s
+    # UMAP compiles numba's kernels once per EMBEDLAB_HOME (~30 s of CPU), paid by whichever UMAP test runs first
+    "tests/test_projections.py::test_warm_up_runs_once_per_process_in_a_daemon_thread",
+    "tests/test_projections.py::test_umap_shape_and_determinism",
+    "tests/test_projections.py::test_umap_sees_50_principal_components_of_high_dim_input",
+    "tests/test_projections.py::test_progressive_returns_pca_first_then_umap",
     "tests/reliability/test_rel_faults.py::test_a_cli_run_is_cancelled_from_another_process_and_resumes",  # 24 s
     "tests/reliability/test_rel_faults.py::test_sigkilled_training_process_is_interrupted_then_resumes_from_its_checkpoint",
     "tests/reliability/test_rel_resources.py::test_a_read_only_home_still_lists_runs",  # 22 s
     "tests/reliability/test_rel_resources.py::test_a_full_disk_under_the_feature_cache_fails_the_run_not_the_process",
-    "tests/reliability/test_rel_cli.py::test_cli_hostile_zip_exits_2_with_one_line_and_writes_nothing_outside",  # 12 s
+    # the three tests of test_rel_cli.py's `ran` fixture (CLI subprocesses, ~14 s), paid by the first of them
+    "tests/reliability/test_rel_cli.py::test_cli_hostile_zip_exits_2_with_one_line_and_writes_nothing_outside",
+    "tests/reliability/test_rel_cli.py::test_cli_partial_zip_imports_the_rest_and_reports_the_skips",
+    "tests/reliability/test_rel_cli.py::test_cli_nan_learning_rate_exits_2_before_any_run",
     "tests/reliability/test_rel_hub.py::test_a_timm_model_tag_loads_the_hubs_weights",  # 4.8 s
     "tests/reliability/test_rel_hub.py::test_a_hub_that_accepts_and_never_answers_fails_within_seconds",  # 4.8 s
     "tests/reliability/test_rel_hub.py::test_an_unreachable_hub_fails_within_seconds_with_the_offline_message",

@@ -357,3 +357,23 @@ def batches_figure(result: dict, colors: dict | None = None, labels: dict | None
     title = f"Steps to reach {result.get('metric', 'val_acc')} ≥ {target:.3f}" if target is not None else "Steps to target"
     return _figure(result.get("series", {}), title, "selected images", "optimizer steps (batches)",
                    {**STRATEGY_COLORS, **(colors or {})}, {**STRATEGY_NAMES, **(labels or {})}, band=True)
+
+
+# ------------------------------------------------------------------------------------ inputs
+def int_list(value: str, allow_all: bool = False) -> list:
+    """A comma list such as "10,100,all" -> [10, 100, None] (None = all, when allowed): the CLI's and the Compare page's."""
+    out = []
+    for part in value.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if allow_all and part.lower() == "all":
+            out.append(None)
+            continue
+        try:
+            out.append(int(part))
+        except ValueError:
+            raise InvalidConfig(f"expected a comma list of whole numbers{' or all' if allow_all else ''}, not {value!r}") from None
+    if not out:
+        raise InvalidConfig(f"empty list {value!r}")
+    return out

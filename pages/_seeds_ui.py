@@ -92,8 +92,8 @@ def label_curve_launcher(st, manager, *, key: str = "seeds_lc_run") -> list[str]
         if not st.button("Queue the runs", key=f"{key}_go", icon=":material/play_arrow:"):
             return []
         try:
-            plans = curves.label_curve_plans(backbone.strip(), dataset.strip(), curves._int_list(labels, allow_all=True),
-                                             ("ce", "content-style"), steps, seeds=curves._int_list(seeds_text),
+            plans = curves.label_curve_plans(backbone.strip(), dataset.strip(), curves.int_list(labels, allow_all=True),
+                                             ("ce", "content-style"), steps, seeds=curves.int_list(seeds_text),
                                              n_per_class=per_class, cs_regulariser=regulariser)
             ids = manager.submit_many([cfg for cfg, _ in plans])
         except EmbedLabError as exc:

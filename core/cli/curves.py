@@ -7,26 +7,7 @@ import sys
 import time
 
 from .. import curves
-from ..errors import InvalidConfig
 from ._common import _json_line, _root
-
-
-def _int_list(value: str, allow_all: bool = False) -> list:
-    out = []
-    for part in value.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if allow_all and part.lower() == "all":
-            out.append(None)
-            continue
-        try:
-            out.append(int(part))
-        except ValueError:
-            raise InvalidConfig(f"expected a comma list of whole numbers{' or all' if allow_all else ''}, not {value!r}") from None
-    if not out:
-        raise InvalidConfig(f"empty list {value!r}")
-    return out
 
 
 def _overrides(args) -> dict:
@@ -60,9 +41,9 @@ def _finish(kind: str, experiment: str, rows: list[dict], t0: float, **extra) ->
 
 def cmd_label_curve(args) -> int:
     t0 = time.time()
-    labels = _int_list(args.labels, allow_all=True)
+    labels = curves.int_list(args.labels, allow_all=True)
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
-    seeds = _int_list(args.seeds)
+    seeds = curves.int_list(args.seeds)
     experiment = args.experiment or curves.new_experiment_tag(curves.LABEL_CURVE)
     rows = curves.label_curve(args.backbone, args.dataset, labels, objectives, args.steps, seeds=seeds,
                               experiment=experiment, root=_root(args),
@@ -74,9 +55,9 @@ def cmd_budget_curve(args) -> int:
     from ..store import RunStore
 
     t0 = time.time()
-    budgets = _int_list(args.budgets)
+    budgets = curves.int_list(args.budgets)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    seeds = _int_list(args.seeds)
+    seeds = curves.int_list(args.seeds)
     experiment = args.experiment or curves.new_experiment_tag(curves.BUDGET_CURVE)
     root = _root(args)
     rows = curves.budget_curve(args.backbone, args.dataset, budgets, strategies, args.steps, objective=args.objective,

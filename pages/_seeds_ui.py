@@ -1,8 +1,8 @@
 """Page helpers for the two research-seed methods: content-style (seed 001) and VeCAF (seed 002).
 
 Not a page. Every function draws with the streamlit module it is given (`st`) and holds no business
-logic: the experiments live in core/curves.py, selections in core/selection.py, the objective in
-core/content_style.py. Wiring points:
+logic: the experiments live in core/curves.py, selections in core/selection.py (saved ones in
+core/selections.py), the objective in core/content_style.py. Wiring points:
 
     from pages import _seeds_ui as seeds
 
@@ -279,7 +279,7 @@ def content_style_settings(st, *, key: str = "seeds_cs", defaults: Any = None) -
 
 def selection_picker(st, root: str | Path | None, dataset: str | None = None, *, key: str = "seeds_sel") -> str | None:
     """A selectbox of saved selections (of `dataset` when given); returns the chosen id or None (= no selection)."""
-    from core.selection import list_selections, selection_info
+    from core.selections import list_selections, selection_info
 
     options: dict[str | None, str] = {None: "none (the usual class-balanced subset)"}
     for sid in list_selections(root):
@@ -374,7 +374,7 @@ def _config_of(run: Any) -> dict:
 def selected_ids(run: Any, root: str | Path | None = None) -> np.ndarray | None:
     """Training sample ids of the selection a run trained on (RunRecord, config dict or TrainConfig);
     None when it used no selection or the selection file is gone."""
-    from core.selection import load_selection
+    from core.selections import load_selection
 
     sid = _config_of(run).get("selection")
     if not sid:
@@ -387,7 +387,7 @@ def selected_ids(run: Any, root: str | Path | None = None) -> np.ndarray | None:
 
 def selection_caption(st, run: Any, root: str | Path | None = None) -> None:
     """One caption line about the run's selection (nothing when it has none)."""
-    from core.selection import selection_info
+    from core.selections import selection_info
 
     sid = _config_of(run).get("selection")
     if not sid:

@@ -1,4 +1,4 @@
-# EmbedLab: `make run` opens the app, `make test` runs the whole suite.
+# EmbedLab: `make run` opens the app, `make test` runs the whole suite (as CI does), `make test-fast` the unit tier.
 # Both create ./.venv on first use and reinstall only when requirements.txt changes.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 WORKSHOP ?=            # `make run WORKSHOP=1`: workshop mode (names, owners, fair queue, instructor passcode)
 WORKSHOP_ENV := $(if $(filter 1 true yes,$(strip $(WORKSHOP))),EMBEDLAB_WORKSHOP=1)
 
-.PHONY: run test install system-deps bench clean
+.PHONY: run test test-fast install system-deps bench clean
 
 run: $(STAMP)
 	$(if $(WORKSHOP_ENV),$(WORKSHOP_ENV) $(PY) -m core.workshop --new-code --host $(strip $(HOST)) --port $(PORT))
@@ -18,6 +18,12 @@ run: $(STAMP)
 
 test: $(STAMP) system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The unit tier: no browser (e2e), no pages through AppTest (app), nothing marked slow; the tiers are
+# marked in tests/conftest.py and registered in pytest.ini. Under 2 minutes on 2 idle cores (README).
+FAST_MARKERS ?= not slow and not e2e and not app
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "$(FAST_MARKERS)" $(PYTEST_ARGS)
 
 install: $(STAMP)
 

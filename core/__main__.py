@@ -1,4 +1,4 @@
-"""`python -m core ...`: EmbedLab's command line (see core/cli.py)."""
+"""`python -m core ...`: EmbedLab's command line (see core/cli/)."""
 from .cli import main
 
 raise SystemExit(main())

@@ -232,6 +232,9 @@ class JobManager:
         self._devices = list(devices) if devices is not None else ([f"cuda:{i}" for i in range(n_gpus)] if n_gpus > 1 else [])
         self._rates: dict[str, tuple[float, float | None]] = {}  # backbone -> (measured at, seconds per step)
         self._closed = False
+        from .tasks import TaskRunner
+
+        self.tasks = TaskRunner()  # background work that is not a run (Train page selections): core/tasks.py
 
     # --- submitting ---------------------------------------------------------------------------
     def validate(self, cfg):
@@ -408,6 +411,7 @@ class JobManager:
         deadline = time.time() + timeout
         for worker in list(self._workers):
             worker.join(max(0.0, deadline - time.time()))
+        self.tasks.shutdown(max(0.0, deadline - time.time()))
 
     # --- reading ------------------------------------------------------------------------------
     def queue_position(self, run_id: str) -> int | None:

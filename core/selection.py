@@ -67,8 +67,10 @@ CEA (vecaf and density, CLIP-style backbones, `--eta`, 0 = off; `--captions`, `-
 core/captions.py. Default captions: the dataset's own, else label-free pseudo-captions; `label-informed`
 (the class prompt of each image's label) only when asked for.
 
-Selections are saved as EMBEDLAB_HOME/selections/<id>.json; `load_selection(id)` gives the sample
-ids (indices into the dataset) that `python -m core train --selection ID` trains on. Each record also
+Selections are saved as EMBEDLAB_HOME/selections/<id>.json (core/selections.py: the stored format, which
+the training loop reads without importing this module; its names are re-exported here); `load_selection(id)`
+gives the sample ids (indices into the dataset) that `python -m core train --selection ID` trains on
+(the command line itself is core/cli/selection.py). Each record also
 carries diagnostics measured in the plain z space (no CEA) for every strategy alike: `coverage_radius`
 (max over the pool of the distance to the nearest selected sample: what k-center minimises),
 `mean_distance` (its mean), `classes_covered` and `class_kl`.
@@ -77,18 +79,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import json
-import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from .errors import EmbedLabError, InvalidConfig, UnknownName
-from .paths import home, safe_name, subdir
+from .errors import InvalidConfig, UnknownName
+from .paths import home, safe_name
+from .selections import (list_selections, load_selection, save_selection, selection_id,  # noqa: F401 (re-exported)
+                         selection_info, selections_dir)
 
 STRATEGIES = ("random", "kcenter", "activeft", "vecaf", "density")
 ODS_STRATEGIES = ("activeft", "vecaf")  # continuous centroid optimisation
@@ -640,63 +640,12 @@ def _kept_positions(pool: Pool, keep, budget: int) -> np.ndarray:
     return np.asarray([where[int(i)] for i in keep], np.int64)
 
 
-def selection_id(record: dict, backbone: str, dataset: str, extra: dict | None = None) -> str:
-    """A deterministic, path-safe id: <strategy>-<dataset>-b<budget>-s<seed>-<hash of every setting>."""
-    keys = {k: record.get(k) for k in ("strategy", "budget", "seed", "pool", "eta", "lambda", "tau", "captions", "steps",
-                                        "members", "previous", "target_caption")}
-    digest = hashlib.sha1(json.dumps({**keys, "backbone": backbone, "dataset": dataset, **(extra or {})},
-                                     sort_keys=True, default=str).encode()).hexdigest()[:6]
-    stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in dataset)[:40]
-    return safe_name(f"{record['strategy']}-{stem}-b{record['budget']}-s{record['seed']}-{digest}", "selection id")
-
-
-def selections_dir(root: Path | None = None) -> Path:
-    return subdir(Path(root) if root else home(), "selections")
-
-
-def save_selection(record: dict, root: Path | None = None) -> Path:
-    """Write `record` (with an `id`) to EMBEDLAB_HOME/selections/<id>.json atomically."""
-    sid = safe_name(record["id"], "selection id")
-    path = selections_dir(root) / f"{sid}.json"
-    tmp = path.with_name(f".{sid}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, path)
-    return path
-
-
-def selection_info(selection: str, root: Path | None = None) -> dict:
-    """The saved record of a selection id. Raises UnsafePath / UnknownName."""
-    sid = safe_name(selection, "selection id")
-    path = selections_dir(root) / f"{sid}.json"
-    if not path.is_file():
-        known = list_selections(root)
-        hint = f"; saved selections: {', '.join(known[:10])}" if known else "; make one with: python -m core select ..."
-        raise UnknownName(f"no selection {sid!r} in {path.parent}{hint}")
-    try:
-        record = json.loads(path.read_text())
-        record["selected"] = [int(i) for i in record["selected"]]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InvalidConfig(f"selection file {path} is damaged ({exc}); make it again with python -m core select") from exc
-    return record
-
-
-def load_selection(selection: str, root: Path | None = None) -> np.ndarray:
-    """[n] int64 sample ids (dataset indices) of a saved selection, for TrainConfig.selection."""
-    return np.asarray(selection_info(selection, root)["selected"], dtype=np.int64)
-
-
-def list_selections(root: Path | None = None) -> list[str]:
-    """Saved selection ids, newest first."""
-    files = sorted(selections_dir(root).glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-    return [p.stem for p in files if not p.name.startswith(".")]
-
-
 def select(backbone: str, dataset: str, strategy: str, budget: int, *, seed: int = 0, n_per_class: int | None = None,
            weights: str = "pretrained", eta: float | None = None, lam: float = DEFAULT_LAMBDA, tau: float = DEFAULT_TAU,
            selection: str | None = None, root: Path | None = None, device: str = "auto", image_size: int | None = None,
            from_run: str | None = None, pool: Pool | None = None, previous: str | None = None,
            captions: str = "auto", target_caption: str | None = None, steps: int = ODS_STEPS,
-           members: int = ENSEMBLE) -> dict:
+           members: int = ENSEMBLE, on_progress: Callable[[str], None] | None = None) -> dict:
     """Embed the pool, select, save; returns the saved record (with `id` and `path`).
 
     Args:
@@ -710,6 +659,7 @@ def select(backbone: str, dataset: str, strategy: str, budget: int, *, seed: int
         from_run: embed (and weight by loss) with the model of this finished run instead of the frozen backbone.
         previous: a saved selection whose samples this one keeps (the earlier round).
         pool: an already embedded pool (budget curves reuse one).
+        on_progress: called with a short message as each phase starts (embedding the pool, selecting).
     """
     t0 = time.time()
     root = Path(root) if root else home()
@@ -723,11 +673,14 @@ def select(backbone: str, dataset: str, strategy: str, budget: int, *, seed: int
         if info.get("dataset") != dataset:
             raise InvalidConfig(f"selection {previous!r} is of dataset {info.get('dataset')!r}, not {dataset!r}")
         keep = info["selected"]
+    say = on_progress or (lambda message: None)
     if pool is None:
+        say(f"embedding the training pool of {dataset} with {from_run or backbone}")
         uses_text = strategy in CEA_STRATEGIES and eta != 0
         pool = load_pool(backbone, dataset, weights=weights, n_per_class=n_per_class, seed=seed, root=root,
                          device=device, image_size=image_size, from_run=from_run,
                          captions=captions if uses_text else "none", target_caption=target_caption)
+    say(f"selecting {budget} of {len(pool.ids)} images ({strategy})")
     record = select_from_pool(pool, strategy, budget, seed=seed, eta=eta, lam=lam, tau=tau, keep=keep, steps=steps,
                               members=members)
     record.update(backbone=backbone, dataset=dataset, weights=weights, n_per_class=n_per_class, from_run=from_run,
@@ -798,119 +751,3 @@ def pool_map(selection: str, root: Path | None = None, max_points: int = 4000) -
     classes = ds.load_dataset(info["dataset"], Path(root) if root else home()).classes
     return {"xy": xy, "ids": pool.ids[keep], "labels": pool.labels[keep], "selected": chosen[keep], "classes": list(classes),
             "strategy": info["strategy"], "pool": len(pool.ids), "dataset": info["dataset"]}
-
-
-# --------------------------------------------------------------------------------------- CLI
-def cmd_select(args) -> int:
-    from . import cli
-
-    kw = dict(seed=args.seed, n_per_class=args.n_per_class, weights=args.weights, eta=args.eta, lam=args.lam, tau=args.tau,
-              root=cli._root(args), device=args.device, image_size=args.image_size, captions=args.captions,
-              target_caption=args.target_caption, steps=args.ods_steps, members=args.members)
-    if args.rounds and args.rounds > 1:
-        if args.previous or args.from_run or args.id:
-            raise InvalidConfig("--rounds runs the whole loop itself: drop --previous, --from-run and --id")
-        def say(rec):
-            if not args.json:
-                print(f"round: {rec['budget']} selected ({rec['kept']} kept) -> {rec['id']}", file=sys.stderr, flush=True)
-        record = select_rounds(args.backbone, args.dataset, args.strategy, args.budget, args.rounds,
-                               round_steps=args.round_steps, on_round=say, **kw)
-    else:
-        record = select(args.backbone, args.dataset, args.strategy, args.budget, selection=args.id, from_run=args.from_run,
-                        previous=args.previous, **kw)
-    if not args.json:
-        how = ""
-        if record.get("loss_head"):
-            how += f", loss weights from the {record['loss_head']} head"
-        if record.get("language"):
-            label = {"pseudo": "pseudo-captions (the ImageNet model's top-2 classes, no labels)",
-                     "label-informed": "label-informed class prompts", "dataset": "the dataset's own captions"}
-            how += f", CEA with {label.get(record['captions'], record['captions'])}"
-        print(f"{record['strategy']}: {record['budget']} of {record['pool']} images ({record['kept']} kept), "
-              f"{record['classes_covered']}/{record['classes']} classes, coverage radius {record['coverage_radius']:.3f}, "
-              f"mean distance {record['mean_distance']:.3f}{how} -> {record['id']}", file=sys.stderr)
-        print(f"train on it: python -m core train --backbone {record['backbone']} --dataset {record['dataset']} "
-              f"--selection {record['id']}", file=sys.stderr)
-    cli._json_line(record)
-    return 0
-
-
-def cmd_selections(args) -> int:
-    from . import cli
-
-    rows = []
-    for sid in list_selections(cli._root(args)):
-        try:
-            info = selection_info(sid, cli._root(args))
-        except EmbedLabError:  # a damaged file must not hide the others
-            continue
-        rows.append({k: info.get(k) for k in ("id", "strategy", "budget", "seed", "backbone", "dataset", "pool",
-                                             "classes_covered", "coverage_radius")})
-    if not args.json:
-        for r in rows:
-            print(f"{r['id']:<44} {r['strategy']:<8} {r['budget']:>6} of {r['pool']:<6} {r['backbone']} / {r['dataset']}")
-    cli._json_line(rows)
-    return 0
-
-
-def register(sub, common) -> None:
-
-    from .captions import CAPTION_SOURCES
-
-    p = sub.add_parser("select", parents=[common], help="pick a budget of training samples (random, k-center, ActiveFT, VeCAF, density); last line JSON")
-    p.add_argument("--backbone", help=f"backbone whose frozen embeddings the selector uses (default {DEFAULT_BACKBONE}, or the run's with --from-run)")
-    p.add_argument("--dataset", help="dataset whose training split is the pool (required unless --from-run)")
-    p.add_argument("--strategy", required=True, choices=STRATEGIES)
-    p.add_argument("--budget", required=True, type=int, help="number of samples to select (earlier rounds' included)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-per-class", dest="n_per_class", type=int, help="cap the pool per class (default: the whole training split)")
-    p.add_argument("--weights", default="pretrained", help="pretrained (default), random, or a weights file")
-    p.add_argument("--from-run", dest="from_run", help="embed and loss-weight with a finished run's fine-tuned model (VeCAF's current model)")
-    p.add_argument("--previous", help="keep the samples of this saved selection (the earlier round) and add new ones")
-    p.add_argument("--rounds", type=int, help="run VeCAF's loop: this many rounds of select + a short fine-tuning run")
-    p.add_argument("--round-steps", dest="round_steps", type=int, default=100, help="--rounds: optimizer steps of each round's run")
-    p.add_argument("--ods-steps", dest="ods_steps", type=int, default=ODS_STEPS, help=f"activeft/vecaf: centroid optimisation steps (default {ODS_STEPS})")
-    p.add_argument("--members", type=int, default=ENSEMBLE, help=f"vecaf: selectors in the ensemble (default {ENSEMBLE})")
-    p.add_argument("--eta", type=float, help=f"vecaf/density: caption augmentation strength in [0, 1] (default {DEFAULT_ETA} on CLIP backbones, 0 = off)")
-    p.add_argument("--captions", default="auto", choices=CAPTION_SOURCES,
-                   help="vecaf/density CEA captions: auto (the dataset's own, else label-free pseudo-captions), dataset, pseudo, "
-                        "label-informed (class prompts: uses the labels), none")
-    p.add_argument("--target-caption", dest="target_caption", help="free text appended to every caption, e.g. 'It is a snowy day!'")
-    p.add_argument("--lambda", dest="lam", type=float, default=DEFAULT_LAMBDA, help=f"density: diversity weight (default {DEFAULT_LAMBDA})")
-    p.add_argument("--tau", type=float, default=DEFAULT_TAU, help=f"density: kernel bandwidth (default {DEFAULT_TAU})")
-    p.add_argument("--id", help="save under this id (default: derived from the settings)")
-    p.add_argument("--image-size", dest="image_size", type=int)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true", help="print only the JSON line")
-    p.set_defaults(func=_checked(cmd_select))
-
-    p = sub.add_parser("selections", parents=[common], help="list saved data selections; last line JSON")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_selections)
-
-
-def _checked(fn):
-    def run(args) -> int:
-        if not args.from_run and not args.dataset:
-            raise InvalidConfig("select needs --dataset (or --from-run RUN)")
-        if not args.from_run:
-            args.backbone = args.backbone or DEFAULT_BACKBONE
-        if args.from_run:
-            from . import cli
-            from .report import resolve_run
-            from .store import RunStore
-
-            rec = resolve_run(RunStore(cli._root(args)), args.from_run)
-            args.backbone = args.backbone or rec.backbone
-            args.dataset = args.dataset or rec.dataset
-            if (args.backbone, args.dataset) != (rec.backbone, rec.dataset):
-                raise InvalidConfig(f"run {rec.id} is {rec.backbone} on {rec.dataset}; drop --backbone/--dataset or match them")
-            args.from_run = rec.id
-        return fn(args)
-    return run
-
-
-from . import cli as _cli
-
-if register not in _cli._EXTRA_COMMANDS:
-    _cli._EXTRA_COMMANDS.append(register)

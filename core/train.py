@@ -371,7 +371,7 @@ def _weights_fit(path: str, size: int, mtime_ns: int, backbone: str, image_size:
 def _selection_ids(cfg: TrainConfig, root: Path | None) -> np.ndarray | None:
     if not cfg.selection:
         return None
-    from .selection import load_selection  # core.selection imports the CLI (until its stored format is split out)
+    from .selections import load_selection
 
     return load_selection(cfg.selection, root)
 

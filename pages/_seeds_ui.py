@@ -1,8 +1,8 @@
 """Page helpers for the two research-seed methods: content-style (seed 001) and VeCAF (seed 002).
 
 Not a page. Every function draws with the streamlit module it is given (`st`) and holds no business
-logic: the experiments live in core/curves.py, selections in core/selection.py, the objective in
-core/content_style.py. Wiring points:
+logic: the experiments live in core/curves.py, selections in core/selection.py (saved ones in
+core/selections.py), the objective in core/content_style.py. Wiring points:
 
     from pages import _seeds_ui as seeds
 
@@ -90,8 +90,8 @@ def label_curve_launcher(st, manager, *, key: str = "seeds_lc_run") -> list[str]
         if not st.button("Queue the runs", key=f"{key}_go", icon=":material/play_arrow:"):
             return []
         try:
-            plans = curves.label_curve_plans(backbone.strip(), dataset.strip(), curves._int_list(labels, allow_all=True),
-                                             ("ce", "content-style"), steps, seeds=curves._int_list(seeds_text),
+            plans = curves.label_curve_plans(backbone.strip(), dataset.strip(), curves.int_list(labels, allow_all=True),
+                                             ("ce", "content-style"), steps, seeds=curves.int_list(seeds_text),
                                              n_per_class=per_class, cs_regulariser=regulariser)
             ids = manager.submit_many([cfg for cfg, _ in plans])
         except EmbedLabError as exc:
@@ -277,7 +277,7 @@ def content_style_settings(st, *, key: str = "seeds_cs", defaults: Any = None) -
 
 def selection_picker(st, root: str | Path | None, dataset: str | None = None, *, key: str = "seeds_sel") -> str | None:
     """A selectbox of saved selections (of `dataset` when given); returns the chosen id or None (= no selection)."""
-    from core.selection import list_selections, selection_info
+    from core.selections import list_selections, selection_info
 
     options: dict[str | None, str] = {None: "none (the usual class-balanced subset)"}
     for sid in list_selections(root):
@@ -292,53 +292,64 @@ def selection_picker(st, root: str | Path | None, dataset: str | None = None, *,
                         help="Make one with `python -m core select --strategy vecaf --budget N ...`.")
 
 
-def selection_maker(st, root: str | Path | None, backbone: str, dataset: str, *, key: str = "seeds_make") -> None:
-    """A small form that runs core.selection.select for the current backbone and dataset in a background thread
-    (the page stays responsive; a fragment polls it). The new selection then appears in `selection_picker`.
+def selection_maker(st, root: str | Path | None, backbone: str, dataset: str, *, key: str = "seeds_make",
+                    manager=None) -> None:
+    """A small form that runs core.selection.select for the current backbone and dataset in the background,
+    on the JobManager's task runner (core/tasks.py: `manager.tasks`, default the app's one manager), so the
+    page stays responsive, every session's selections share one queue, and the outcome survives a rerun;
+    a fragment polls it. The new selection then appears in `selection_picker`.
 
-    Selections are not training runs, so they do not go through core.jobs' run queue; big pools and multi-round
-    VeCAF (`--rounds`) are better run from the CLI."""
-    import threading
-
+    Selections are not training runs, so they do not take a place in the run queue; big pools and
+    multi-round VeCAF (`--rounds`) are better run from the CLI."""
     from core.selection import STRATEGIES, select
 
+    if manager is None:
+        from pages._ui import get_manager
+
+        manager = get_manager()
     cols = st.columns([2, 2, 1])
     strategy = cols[0].selectbox("Strategy", list(STRATEGIES), format_func=lambda s: STRATEGY_LABELS.get(s, s),
                                  key=f"{key}_strategy", index=list(STRATEGIES).index("vecaf"))
     budget = int(cols[1].number_input("Budget (images)", 2, 1_000_000, 200, 10, key=f"{key}_budget"))
     job = st.session_state.get(f"{key}_job")
-    busy = job is not None and job["thread"].is_alive()
+    busy = job is not None and job["task"].active
     if cols[2].button("Select", key=f"{key}_go", icon=":material/filter_alt:", disabled=busy):
-        job = {"record": None, "error": None, "started": time.time(), "what": f"{STRATEGY_LABELS.get(strategy, strategy)}, {budget}"}
+        home_root = Path(root) if root else None
 
-        def work(state=job):  # no streamlit calls in here: results go back through the dict
-            try:
-                state["record"] = select(backbone, dataset, strategy, budget, root=Path(root) if root else None)
-            except EmbedLabError as exc:
-                state["error"] = ui_message(exc)
-            except Exception as exc:  # a crash must reach the page as a message, not vanish with the thread
-                state["error"] = f"selection failed: {type(exc).__name__}: {exc}"
+        def work(progress):  # no streamlit calls in here: the task carries progress, result and error back
+            return select(backbone, dataset, strategy, budget, root=home_root, on_progress=progress)
 
-        job["thread"] = threading.Thread(target=work, name=f"embedlab-select-{key}", daemon=True)
-        job["thread"].start()
+        try:
+            task = manager.tasks.submit("selection", f"{STRATEGY_LABELS.get(strategy, strategy)}, {budget}", work)
+        except EmbedLabError as exc:
+            st.error(md_text(str(exc)))
+            return
+        # "thread": the task's own thread, which ends with the selection (tests join it)
+        job = {"task": task, "thread": task.thread, "what": task.label}
         st.session_state[f"{key}_job"] = job
     if job is not None:
         _selection_status(st, key, job)
 
 
 def _selection_status(st, key: str, job: dict) -> None:
-    @st.fragment(run_every=1.0 if job["thread"].is_alive() else None)
+    task = job["task"]
+
+    @st.fragment(run_every=1.0 if task.active else None)
     def status():
-        if job["thread"].is_alive():
-            st.info(f"Selecting ({job['what']}) in the background… {time.time() - job['started']:.0f} s. "
+        if task.status == "queued":
+            st.info(f"Selection ({md_text(job['what'])}) waits for another selection to finish… "
+                    f"{time.time() - task.submitted:.0f} s.")
+        elif task.status == "running":
+            doing = f": {md_text(task.progress)}" if task.progress else ""
+            st.info(f"Selecting ({md_text(job['what'])}) in the background{doing}… {task.elapsed():.0f} s. "
                     "Embedding a large pool the first time takes a while; later selections reuse it.")
-        elif job["error"]:
-            st.error(md_text(job["error"]))
+        elif task.error:
+            st.error(md_text(ui_message(task.error)))
         else:
-            record = job["record"]
+            record = task.result
             st.session_state[f"{key}_made"] = record["id"]
             st.success(f"Saved selection {md_code(record['id'])} ({record['seconds']:.0f} s): pick it above to train on it.")
-        if not job["thread"].is_alive() and not job.get("shown"):
+        if not task.active and not job.get("shown"):
             job["shown"] = True
             st.rerun()  # the whole page: the picker lists the new selection, the Select button is enabled again
 
@@ -361,7 +372,7 @@ def _config_of(run: Any) -> dict:
 def selected_ids(run: Any, root: str | Path | None = None) -> np.ndarray | None:
     """Training sample ids of the selection a run trained on (RunRecord, config dict or TrainConfig);
     None when it used no selection or the selection file is gone."""
-    from core.selection import load_selection
+    from core.selections import load_selection
 
     sid = _config_of(run).get("selection")
     if not sid:
@@ -374,7 +385,7 @@ def selected_ids(run: Any, root: str | Path | None = None) -> np.ndarray | None:
 
 def selection_caption(st, run: Any, root: str | Path | None = None) -> None:
     """One caption line about the run's selection (nothing when it has none)."""
-    from core.selection import selection_info
+    from core.selections import selection_info
 
     sid = _config_of(run).get("selection")
     if not sid:

@@ -13,6 +13,7 @@ from explore_runs import tiny_runs  # noqa: E402
 from core import cli  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # every test reads the `runs` fixture: three tiny runs, ~8 s of CPU (not in make test-fast)
 KEYS = ("val_acc", "knn_acc", "linear_probe_acc", "silhouette", "alignment", "uniformity", "pos_mean_cos", "neg_mean_cos")
 
 

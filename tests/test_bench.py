@@ -23,6 +23,7 @@ def test_loop_and_extract_ratios(root):
     assert _positive(extract["extract_ratio"]) and _positive(extract["bare_images_per_s"])
 
 
+@pytest.mark.slow  # over ~3 s of CPU (EMBEDLAB_TEST_TIMES): not in make test-fast
 def test_cache_speedup_and_ui_slowdown(root):
     cache = bench.cache_speedup(root, n_per_class=7, repeats=1)
     assert cache["cache_speedup"] > 1  # reading cached features must beat recomputing the backbone
@@ -36,6 +37,7 @@ def test_projection_and_scale_parts(root, monkeypatch):
     assert scale["explore_3k_payload_mb"] > scale["explore_1k_payload_mb"] > 0
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)  # the first UMAP of a session compiles numba's kernels (cached per EMBEDLAB_HOME)
 def test_projection_times_small_form_measures_every_lever(root):
     out = bench.projection_times(root, quick=True, sizes={"pca": 2_000, "umap": 600, "tsne": 600},
@@ -50,6 +52,7 @@ def test_projection_times_small_form_measures_every_lever(root):
     assert "MISSED" in text.splitlines()[2] and "ok" in text.splitlines()[3]
 
 
+@pytest.mark.slow  # over ~3 s of CPU (EMBEDLAB_TEST_TIMES): not in make test-fast
 def test_the_prepared_gpu_script_runs_on_the_cpu(root):
     """The script for a lent GPU machine, on the tiny CLIP model and the CPU: same code path, tiny sizes."""
     out = bench.gpu_throughput(backbone="test_clip", image_size=32, batch_size=8, steps=3, device="cpu")
@@ -62,6 +65,7 @@ def test_table_marks_goals():
     assert "ok" in text.splitlines()[2] and "MISSED" in text.splitlines()[3]
 
 
+@pytest.mark.slow  # over ~3 s of CPU (EMBEDLAB_TEST_TIMES): not in make test-fast
 def test_cpu_levers_report_speedups():
     levers = bench.cpu_levers(repeats=1, steps=1)
     assert _positive(levers["channels_last_train_speedup"]) and _positive(levers["bf16_cpu_train_speedup"])

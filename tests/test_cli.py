@@ -1,4 +1,4 @@
-"""core/cli.py end to end: `python -m core ...` in subprocesses (started together, since each one
+"""core/cli/ end to end: `python -m core ...` in subprocesses (started together, since each one
 spends seconds importing torch), plus the cheap commands and argument errors in-process."""
 import json
 
@@ -34,6 +34,7 @@ def cli(runs_dir):
                 proc.kill()
 
 
+@pytest.mark.slow  # the `cli` fixture trains three runs in subprocesses (~27 s of CPU): not in make test-fast
 @pytest.mark.parametrize("objective", ["ce", "lacvit", "flyp"])
 def test_train_prints_one_json_summary_last(cli, objective):
     done = cli[objective]
@@ -52,6 +53,7 @@ def test_train_prints_one_json_summary_last(cli, objective):
         assert "zeroshot_acc" not in result and "wise_ft" not in result
 
 
+@pytest.mark.slow  # shares the `cli` fixture
 def test_unknown_dataset_is_one_line_and_exit_2(cli):
     done = cli["nope"]
     assert done.rc == 2 and done.stdout == ""
@@ -84,6 +86,7 @@ def test_backbones_and_datasets_lists(tmp_path, capsys):
     assert any(line.startswith("mnist5k") for line in capsys.readouterr().out.splitlines())
 
 
+@pytest.mark.slow  # shares the `cli` fixture
 def test_runs_and_show(cli, runs_dir, capsys):
     ids = {name: cli[name].last_json()["run_id"] for name in ("ce", "lacvit", "flyp")}
     capsys.readouterr()
@@ -137,6 +140,7 @@ def test_train_seeds_runs_s_to_s_plus_n_per_objective(tmp_path, monkeypatch, cap
     import json
 
     from core import cli as cli_mod
+    from core.cli import runs as cli_runs  # the train command's module (core/cli/runs.py)
 
     seen = []
 
@@ -144,7 +148,7 @@ def test_train_seeds_runs_s_to_s_plus_n_per_objective(tmp_path, monkeypatch, cap
         seen.append((cfg.objective, cfg.seed))
         return {"run_id": f"{cfg.objective}-{cfg.seed}", "status": "finished", "val_acc": 0.8 + 0.01 * cfg.seed}
 
-    monkeypatch.setattr(cli_mod, "_train_with_bar", fake)
+    monkeypatch.setattr(cli_runs, "_train_with_bar", fake)
     assert cli_mod.main(["train", "--objective", "ce,lacvit", "--seeds", "3", "--seed", "5", "--runs-dir", str(tmp_path),
                          "--backbone", "test_vit", "--dataset", "digits", "--steps", "2"]) == 0
     assert seen == [("ce", 5), ("ce", 6), ("ce", 7), ("lacvit", 5), ("lacvit", 6), ("lacvit", 7)]
@@ -153,3 +157,20 @@ def test_train_seeds_runs_s_to_s_plus_n_per_objective(tmp_path, monkeypatch, cap
     assert [g["seeds"] for g in groups] == [[5, 6, 7], [5, 6, 7]]
     assert groups[0]["val_acc_mean"] == pytest.approx(0.86) and groups[0]["val_acc_std"] == pytest.approx(0.01)
     assert cli_mod.main(["train", "--seeds", "0", "--runs-dir", str(tmp_path)]) == 2
+
+
+def test_the_command_table_names_every_sub_command():
+    """core/cli/__init__.py's COMMAND_GROUPS is the one list of commands: each group registers exactly its own."""
+    import argparse
+
+    from core import cli as cli_mod
+
+    common = argparse.ArgumentParser(add_help=False)
+    listed = []
+    for group, names in cli_mod.COMMAND_GROUPS:
+        sub = argparse.ArgumentParser().add_subparsers()
+        group.register(sub, common)
+        assert tuple(sub.choices) == names, group.__name__
+        listed += names
+    parsed = cli_mod.build_parser()._subparsers._group_actions[0].choices
+    assert list(parsed) == listed and len(set(listed)) == len(listed) == 17

@@ -1,28 +1,9 @@
-"""`python -m core bench [--quick] [--json]`: EmbedLab's speed, measured side by side.
-
-Every figure that can be a ratio is one, measured in one process with the two sides interleaved
-(A B A B ...) and the median taken, so a noisy shared machine moves both sides alike:
-
-    loop_ratio      EmbedLab's training loop throughput / a bare hand-written PyTorch loop
-                    (same model, batch, optimizer, augmentation, data in memory)      goal >= 0.97
-    extract_ratio   embedding extraction throughput / a bare `model(x)` loop under
-                    torch.inference_mode                                             goal >= 0.95
-    cache_speedup   epoch time recomputing a frozen backbone / the same epoch reading
-                    cached features                                                  goal >= 20
-    ui_slowdown     a job's mean step time while the UI's per-second progress polling runs /
-                    while it does not (alternating 2 s windows in one run)           goal <= 1.05
-    pca_50k_s, umap_10k_s, tsne_5k_s   projection times on 384-d data (seconds), goals umap <= 10,
-                    tsne <= 6; plus *_lever_*_s: what each UMAP / t-SNE setting buys
-    quick_compare_s  wall time of the default CE + LaCViT + FLYP comparison (cold caches),
-                     quick_compare_warm_s the same with caches warm
-"""
+"""The training side of `python -m core bench`: the loop, extraction, the CPU levers, the feature cache, the
+UI's polling, the default comparison's wall time and the GPU script, each against a bare PyTorch twin."""
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -33,62 +14,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._measure import _bench_cfg, _dataset_name, _interleaved, _StepClock
+
 POLL_INTERVAL_S = 1.0  # the Train page's live fragment ticks once a second
-
-
-# ------------------------------------------------------------------------------ measurement
-def _interleaved(a: Callable[[], float], b: Callable[[], float], repeats: int) -> tuple[float, float]:
-    """Median throughputs of `a` and `b`, run alternately so machine noise hits both."""
-    ra, rb = [], []
-    for _ in range(repeats):
-        ra.append(a())
-        rb.append(b())
-    return statistics.median(ra), statistics.median(rb)
-
-
-class _StepClock:
-    """Times a run's step loop from its step events (excludes set-up, evaluation, embedding).
-
-    Times the stage called `stage`, or the last stage when None.
-    """
-
-    def __init__(self, stage: str | None = None):
-        self.stage = stage
-        self.times: list[tuple[int, float]] = []
-
-    def __call__(self, event):
-        if event["type"] == "step" and (self.stage is None or event["stage"] == self.stage):
-            self.times.append((event["step"], time.perf_counter()))
-        elif event["type"] == "stage" and self.stage is None:
-            self.times.clear()
-
-    def steps_per_s(self) -> float:
-        (s0, t0), (s1, t1) = self.times[0], self.times[-1]
-        return (s1 - s0) / max(t1 - t0, 1e-9)
-
-
-def _bench_cfg(**kw):
-    from .train import TrainConfig
-
-    base = dict(objective="ce", backbone="efficientnet_lite0", dataset="fashion-mnist", n_per_class=40,
-                eval_per_class=4, batch_size=32, image_size=64, trainable="all", cache_features=False,
-                eval_every=10_000, snapshots=2, steps=20, device="cpu")
-    base.update(kw)
-    return TrainConfig(**base)
-
-
-def _dataset_name(root: Path) -> str:
-    from .datasets import DEBIAN_FASHION_DIR
-
-    return "fashion-mnist" if DEBIAN_FASHION_DIR.exists() else "mnist5k"
 
 
 def loop_ratio(root: Path, *, steps: int, repeats: int) -> dict:
     """EmbedLab's `train()` step loop vs the same work written as a bare loop."""
-    from . import datasets as ds
-    from .backbones import create_backbone
-    from .store import RunStore
-    from .train import train
+    from .. import datasets as ds
+    from ..backbones import create_backbone
+    from ..store import RunStore
+    from ..train import train
 
     cfg = _bench_cfg(dataset=_dataset_name(root), steps=steps)
     store = RunStore(root)
@@ -135,7 +71,7 @@ def loop_ratio(root: Path, *, steps: int, repeats: int) -> dict:
 def cpu_levers(*, repeats: int, steps: int = 6) -> dict:
     """Speed-ups of the levers EmbedLab switches on or leaves off, one training step side by side:
     NHWC memory format (on for convnets) and bf16 autocast on the CPU (off)."""
-    from .backbones import create_backbone
+    from ..backbones import create_backbone
 
     y = torch.randint(0, 10, (32,))
 
@@ -168,7 +104,7 @@ def cpu_levers(*, repeats: int, steps: int = 6) -> dict:
 def compile_speedup(steps: int = 8) -> dict:
     """torch.compile on the CPU: steady-state step rate vs eager, and what the first call costs.
     Not in the default run (the compile alone takes about a minute on 2 cores): `--only compile`."""
-    from .backbones import create_backbone
+    from ..backbones import create_backbone
 
     def build():
         backbone = create_backbone("efficientnet_lite0", image_size=64, trainable="all").use_channels_last()
@@ -197,11 +133,11 @@ def compile_speedup(steps: int = 8) -> dict:
 
 def extract_ratio(root: Path, *, n: int, repeats: int) -> dict:
     """`compute_embeddings` vs a bare `model(x)` loop under inference_mode (same batches)."""
-    from . import datasets as ds
-    from .backbones import ImageEncoder, create_backbone
-    from .embeddings import compute_embeddings
-    from .features import ImageSource
-    from .objectives import create_method
+    from .. import datasets as ds
+    from ..backbones import ImageEncoder, create_backbone
+    from ..embeddings import compute_embeddings
+    from ..features import ImageSource
+    from ..objectives import create_method
 
     data = ds.load_dataset(_dataset_name(root), root)
     split = ds.splits(data, n_per_class=max(1, n // data.num_classes), seed=0)["train"]
@@ -232,8 +168,8 @@ def extract_ratio(root: Path, *, n: int, repeats: int) -> dict:
 
 def cache_speedup(root: Path, *, n_per_class: int, repeats: int) -> dict:
     """One epoch of head training on a frozen backbone: recomputing it vs reading the cache."""
-    from .store import RunStore
-    from .train import train
+    from ..store import RunStore
+    from ..train import train
 
     store = RunStore(root)
     dataset = _dataset_name(root)
@@ -261,8 +197,8 @@ def ui_slowdown(root: Path, *, steps: int, window_s: float = 2.0) -> dict:
     and every step is credited to the window it ended in: both sides share the model, the data and
     whatever else the machine is doing at that moment.
     """
-    from .store import RunStore
-    from .train import train
+    from ..store import RunStore
+    from ..train import train
 
     store = RunStore(root)
     cfg = _bench_cfg(dataset=_dataset_name(root), steps=steps)
@@ -309,82 +245,10 @@ def _poll_like_the_ui(store, run_id: str, stop: threading.Event, active: Callabl
         fig.to_json()
 
 
-PROJECTION_LEVERS = {  # name -> (method, params): each lever alone, then all together (the defaults)
-    "umap": {"before": {"pre_pca": False, "n_epochs": 500}, "pca50": {"pre_pca": True, "n_epochs": 500},
-             "epochs200": {"pre_pca": False, "n_epochs": 200}, "now": {}},
-    "tsne": {"before": {"knn": "annoy", "min_num_intervals": 50}, "pca50": {"pre_pca": True}, "all_cores": {"n_jobs": 2}, "now": {}},
-}  # "before": the old code's settings (umap's own n_epochs at 10k is 500; t-SNE: Annoy neighbours, a 50-interval FFT grid)
-
-
-def projection_times(root: Path, *, quick: bool, sizes: dict[str, int] | None = None, levers: bool = True,
-                     params: dict[str, dict] | None = None) -> dict:
-    """Seconds to project clustered 384-d data: PCA 50k, UMAP 10k, t-SNE 5k (2-D), with the defaults;
-    `levers`: each speed lever of UMAP / t-SNE alone and all together, the settings run one after
-    another on the same data (`<method>_<n>k_lever_<name>_s`); `params`: per-method settings under
-    every lever (the test's small form uses few t-SNE iterations). `projection_jit_warmup_s` is the first
-    tiny UMAP + t-SNE in this process: numba loading its kernels from the disk cache on a warm machine,
-    compiling them (15-20 s) only the first time on a machine."""
-    from . import projections
-
-    sizes = {"pca": 50_000, "umap": 10_000, "tsne": 5_000, **(sizes or {})}
-    params_all = params or {}
-    rng = np.random.default_rng(0)
-
-    def clustered(n: int) -> np.ndarray:
-        centres = rng.normal(size=(10, 384)).astype(np.float32)
-        return (centres[rng.integers(0, 10, n)] + 0.5 * rng.normal(size=(n, 384))).astype(np.float32)
-
-    out = {}
-    out["projection_jit_warmup_s"] = round(projections.warm_up(), 2)
-    for method in ("pca", "umap", "tsne"):
-        n = sizes[method]
-        x = clustered(n)
-        tag = f"{method}_{n // 1000}k" if n >= 1000 else f"{method}_{n}"
-        runs = {"now": {}}
-        if levers and method in PROJECTION_LEVERS:
-            runs = PROJECTION_LEVERS[method]
-        for name, lever in runs.items():
-            t0, c0 = time.perf_counter(), time.process_time()
-            projections.project(x, method=method, dims=2, seed=0, cache=False, **{**(params_all.get(method) or {}), **lever})
-            key = tag if name == "now" else f"{tag}_lever_{name}"
-            out[f"{key}_s"] = round(time.perf_counter() - t0, 2)
-            # CPU seconds of all threads: on a shared machine wall time mostly measures the neighbours
-            out[f"{key}_cpu_s"] = round(time.process_time() - c0, 2)
-    return out
-
-
-def explorer_scale(sizes=(10_000, 50_000, 100_000), max_points: int = 50_000) -> dict:
-    """The Explore page's server side at scale: PCA of two panes (before/after, 384-d) and the payload
-    sent to the browser. Above `max_points` the page draws a seeded subsample, as it does in the app."""
-    from assets.scatter_component import build_payload, payload_bytes
-
-    from . import projections
-
-    rng = np.random.default_rng(0)
-    out = {}
-    for n in sizes:
-        shown = min(n, max_points)
-        labels = rng.integers(0, 10, n)
-        centres = rng.normal(size=(10, 384)).astype(np.float32)
-        t0 = time.perf_counter()
-        panes = []
-        for shift in (0.8, 0.4):  # 'before' blurrier than 'after'
-            x = (centres[labels] + shift * rng.normal(size=(n, 384))).astype(np.float16)
-            keep = np.sort(rng.choice(n, shown, replace=False)) if shown < n else np.arange(n)
-            panes.append({"title": f"pane {shift}", "points": projections.project(x[keep], method="pca", dims=2, seed=0, cache=False)})
-        project_s = time.perf_counter() - t0
-        payload = build_payload(panes, ids=keep, labels=labels[keep], preds=labels[keep], class_names=[str(i) for i in range(10)])
-        tag = f"{n // 1000}k"
-        out[f"explore_{tag}_pca_2panes_s"] = round(project_s, 2)
-        out[f"explore_{tag}_payload_mb"] = round(payload_bytes(payload) / 1e6, 2)
-        out[f"explore_{tag}_points_drawn"] = shown
-    return out
-
-
 def quick_compare(*, dataset: str | None = None) -> dict:
     """Wall time of the no-typing default: CE, LaCViT and FLYP one after another, cold then warm."""
-    from .store import RunStore
-    from .train import TrainConfig, train
+    from ..store import RunStore
+    from ..train import TrainConfig, train
 
     out = {}
     with tempfile.TemporaryDirectory(prefix="embedlab-bench-") as tmp:
@@ -405,7 +269,7 @@ def quick_compare(*, dataset: str | None = None) -> dict:
 
 def online_default_available() -> str | None:
     """The online default CLIP model if its weights are already in the local hub cache."""
-    from .backbones import CPU_ONLINE_DEFAULT
+    from ..backbones import CPU_ONLINE_DEFAULT
 
     try:
         import open_clip
@@ -429,10 +293,10 @@ def gpu_throughput(*, backbone: str = "ViT-B-16/laion2b_s34b_b88k", image_size: 
     The prepared script for a lent GPU machine (`python -m core bench --gpu --json`): images/s,
     the ratio to a bare loop doing the same forward/backward, and peak GPU memory.
     """
-    from .backbones import create_backbone
-    from .objectives import ClipLoss, SupConLoss
-    from .store import RunStore
-    from .train import TrainConfig, train
+    from ..backbones import create_backbone
+    from ..objectives import ClipLoss, SupConLoss
+    from ..store import RunStore
+    from ..train import TrainConfig, train
 
     dev = torch.device(device)
     out: dict = {"gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "gpu_backbone": backbone,
@@ -462,7 +326,7 @@ def gpu_throughput(*, backbone: str = "ViT-B-16/laion2b_s34b_b88k", image_size: 
 
 def _bare_amp_images_per_s(backbone, objective: str, batch_size: int, steps: int, dev, loss_cls) -> float:
     """The same step written by hand: AMP forward, loss, backward, AdamW, random input in memory."""
-    from .device import autocast
+    from ..device import autocast
 
     x = torch.randn(batch_size, 3, backbone.preprocess.image_size, backbone.preprocess.image_size, device=dev)
     y = torch.randint(0, 10, (batch_size,), device=dev)
@@ -493,91 +357,3 @@ def _bare_amp_images_per_s(backbone, objective: str, batch_size: int, steps: int
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     return (steps - 1) * batch_size / (time.perf_counter() - t0)
-
-
-# ---------------------------------------------------------------------------------- entry
-def run_bench(quick: bool = True, *, log: Callable[[str], None] = lambda s: None, only: list[str] | None = None) -> dict:
-    from .device import configure_threads, describe
-
-    configure_threads()
-    results: dict = {"machine": describe(), "torch": torch.__version__, "quick": quick,
-                     "commit": _git_commit()}
-    reps = 3 if quick else 5
-    with tempfile.TemporaryDirectory(prefix="embedlab-bench-") as tmp:
-        root = Path(tmp)
-        from .projections import prepare_numba
-
-        prepare_numba()  # the machine's numba cache (the real EMBEDLAB_HOME), not the throw-away home's
-        os.environ.setdefault("EMBEDLAB_HOME", str(root))
-        parts = [
-            ("loop", lambda: loop_ratio(root, steps=12 if quick else 30, repeats=reps)),
-            ("extract", lambda: extract_ratio(root, n=256 if quick else 1024, repeats=reps)),
-            ("levers", lambda: cpu_levers(repeats=reps)),
-            ("cache", lambda: cache_speedup(root, n_per_class=16 if quick else 64, repeats=reps)),
-            ("ui", lambda: ui_slowdown(root, steps=60 if quick else 200)),
-            ("projections", lambda: projection_times(root, quick=quick)),
-            ("quick_compare", quick_compare),
-            ("scale", explorer_scale),
-            ("compile", compile_speedup),
-        ]
-        for name, fn in parts:
-            if (only and name not in only) or (not only and name in OPT_IN_PARTS):
-                continue
-            t0 = time.perf_counter()
-            log(f"bench: {name} ...")
-            results.update(fn())
-            log(f"bench: {name} done in {time.perf_counter() - t0:.0f} s")
-    online = online_default_available()
-    results["quick_compare_online_s"] = None
-    results["quick_compare_online_note"] = (f"{online} weights are cached: run `python -m core bench` online to time it"
-                                            if online else "no online default weights in the local cache (offline machine)")
-    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in results.items()}
-
-
-OPT_IN_PARTS = ("compile",)  # slow one-off measurements: run with --only
-GOALS = {"loop_ratio": (">=", 0.97), "extract_ratio": (">=", 0.95), "cache_speedup": (">=", 20.0), "ui_slowdown": ("<=", 1.05),
-         "umap_10k_s": ("<=", 10.0), "tsne_5k_s": ("<=", 6.0)}
-
-
-def format_table(results: dict) -> str:
-    lines = [f"{'figure':<24} {'value':>10}  goal", "-" * 48]
-    for key, value in results.items():
-        if isinstance(value, (dict, list)) or key in ("machine", "torch", "quick", "commit"):
-            continue
-        goal = GOALS.get(key)
-        goal_text = ""
-        if goal and isinstance(value, (int, float)):
-            ok = value >= goal[1] if goal[0] == ">=" else value <= goal[1]
-            goal_text = f"{goal[0]} {goal[1]}  {'ok' if ok else 'MISSED'}"
-        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
-        lines.append(f"{key:<24} {shown:>10}  {goal_text}")
-    return "\n".join(lines)
-
-
-def _git_commit() -> str | None:
-    try:
-        import subprocess
-
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
-    except Exception:
-        return None
-
-
-def cmd_bench(args) -> int:
-    if args.gpu:
-        if not torch.cuda.is_available():
-            from .errors import InvalidConfig
-
-            raise InvalidConfig("--gpu needs a CUDA GPU; none is available here")
-        results = gpu_throughput()
-        print(format_table(results))
-        if args.json:
-            print(json.dumps(results, default=float))
-        return 0
-    results = run_bench(quick=args.quick, log=lambda s: print(s, file=sys.stderr, flush=True),
-                        only=args.only.split(",") if args.only else None)
-    print(format_table(results))
-    if args.json:
-        print(json.dumps(results, default=float))
-    return 0

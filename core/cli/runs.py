@@ -1,11 +1,6 @@
-"""EmbedLab's command line.
+"""`python -m core train | resume | runs | show | cancel`: start runs, continue them, list and stop them.
 
-    python -m core train [--backbone B] [--dataset D] [--objective ce,lacvit,flyp] [--steps S | --epochs E] ...
-    python -m core runs | show RUN | cancel RUN | resume RUN | backbones | datasets | shifts | import-dataset PATH --name N
-
-Every command honours `--runs-dir DIR` (overrides EMBEDLAB_HOME for that command). A bad argument
-or unknown name prints one line on stderr and exits 2; `train` prints a progress bar on stderr and,
-as its last stdout line, one JSON object.
+`train` prints a progress bar on stderr and, as its last stdout line, one JSON object.
 """
 from __future__ import annotations
 
@@ -13,63 +8,27 @@ import argparse
 import dataclasses
 import functools
 import json
-import logging
 import os
 import sys
 import time
-from pathlib import Path
 
-from .errors import EmbedLabError
-
-EXIT_USAGE = 2
+from ..errors import EmbedLabError
+from ._common import _fmt, _json_line, _jsonable, _root, labels_arg
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr and exit code 2."""
-
-    def error(self, message):
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-
-def _root(args) -> Path:
-    from .paths import home
-
-    return home(getattr(args, "runs_dir", None))
-
-
-def _json_line(obj) -> None:
-    print(json.dumps(obj, default=_jsonable))
-
-
-def _fmt(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
-
-
-def _jsonable(x):
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return str(x)
-
-
-# ---------------------------------------------------------------------------------- commands
 def cmd_train(args) -> int:
-    from .store import RunStore
-    from .train import TrainConfig, train, validate
+    from ..store import RunStore
+    from ..train import TrainConfig, train, validate
 
     root = _root(args)
     objectives = [o.strip() for o in args.objective.split(",") if o.strip()]
     if not objectives:
-        from .objectives import OBJECTIVES
+        from ..objectives import OBJECTIVES
 
         raise EmbedLabError(f"--objective names no objective: give one or a comma list of {', '.join(OBJECTIVES)}")
     configs = []
     if args.seeds < 1:
-        from .errors import InvalidConfig
+        from ..errors import InvalidConfig
 
         raise InvalidConfig(f"--seeds must be at least 1, not {args.seeds}")
     for objective in objectives:
@@ -94,7 +53,7 @@ def cmd_train(args) -> int:
     status = "finished" if all(r["status"] == "finished" for r in results) else "failed"
     out = {"status": status, "runs": results, "seconds": round(sum(r.get("seconds", 0) for r in results), 2)}
     if args.seeds > 1:
-        from .metrics import mean_spread_text, seed_groups
+        from ..metrics import mean_spread_text, seed_groups
 
         out["seed_groups"] = seed_groups([(r["run_id"], c.to_dict(), r) for r, c in zip(results, configs)])
         for g in out["seed_groups"]:
@@ -147,10 +106,10 @@ def _train_with_bar(cfg, store, root, *, quiet: bool, train) -> dict:
 
 def cmd_resume(args) -> int:
     """Continue a cancelled, failed or interrupted run from its last checkpoint, with the same run id."""
-    from .jobs import RESUMABLE
-    from .report import resolve_run
-    from .store import RunStore
-    from .train import TrainConfig, train, validate
+    from ..jobs import RESUMABLE
+    from ..report import resolve_run
+    from ..store import RunStore
+    from ..train import TrainConfig, train, validate
 
     root = _root(args)
     store = RunStore(root, recover=True)  # a run whose process died is interrupted now, so it can be resumed
@@ -173,7 +132,7 @@ def cmd_resume(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from .store import RunStore
+    from ..store import RunStore
 
     runs = RunStore(_root(args), recover=True).list(status=[args.status] if args.status else None)
     rows = [{"run_id": r.id, "status": r.status, "objective": r.objective, "backbone": r.backbone, "dataset": r.dataset,
@@ -195,7 +154,7 @@ def cmd_runs(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from .store import RunStore
+    from ..store import RunStore
 
     store = RunStore(_root(args))
     r = store.get(args.run)
@@ -210,7 +169,7 @@ def cmd_show(args) -> int:
 
 
 def cmd_cancel(args) -> int:
-    from .store import RunStore
+    from ..store import RunStore
 
     store = RunStore(_root(args), recover=True)  # a dead owner's run is interrupted, not waited for
     record = store.get(args.run)
@@ -222,75 +181,8 @@ def cmd_cancel(args) -> int:
     return 0
 
 
-def cmd_bench(args) -> int:
-    from .bench import cmd_bench as run  # torch is loaded only when benchmarking
-
-    return run(args)
-
-
-def cmd_backbones(args) -> int:
-    from .backbones import ONLINE_SUGGESTIONS, list_backbones
-
-    rows = [{"name": n, "clip": e.is_clip, "offline": e.offline, "description": e.description} for n, e in list_backbones().items()]
-    rows += [{"name": n, "clip": "/" in n, "offline": False, "description": d} for n, d in ONLINE_SUGGESTIONS]
-    if args.json:
-        _json_line(rows)
-        return 0
-    for row in rows:
-        tag = "offline" if row["offline"] else "online "
-        print(f"{row['name']:<40} {tag} {'clip' if row['clip'] else '    '}  {row['description']}")
-    print("\nany other timm name (e.g. resnet18.a1_in1k) or open_clip MODEL/PRETRAINED (e.g. ViT-B-32/laion2b_s34b_b79k) works too")
-    return 0
-
-
-def cmd_datasets(args) -> int:
-    from .datasets import list_datasets
-
-    rows = [{"name": n, "kind": e.kind, "offline": e.offline, "description": e.description} for n, e in list_datasets(_root(args)).items()]
-    if args.json:
-        _json_line(rows)
-        return 0
-    for row in rows:
-        print(f"{row['name']:<16} {row['kind']:<9} {'offline' if row['offline'] else 'online '}  {row['description']}")
-    return 0
-
-
-def cmd_shifts(args) -> int:
-    from .shifts import list_shifts
-
-    rows = [{"name": n, "description": d} for n, d in list_shifts().items()]
-    if args.json:
-        _json_line(rows)
-        return 0
-    for row in rows:
-        print(f"{row['name']:<16} {row['description']}")
-    print("\ncorruptions and mix take a severity 1..5 (e.g. --shift gaussian_blur:4; default 3); see core/shifts.py")
-    return 0
-
-
-def cmd_import(args) -> int:
-    from .dataset_import import import_dataset
-
-    report = import_dataset(args.path, args.name, root=_root(args), overwrite=args.overwrite)
-    print(report.summary(), file=sys.stderr)
-    _json_line({"name": report.name, "images": report.n_images, "classes": report.counts, "skipped": len(report.skipped),
-                "skipped_files": [{"path": p, "reason": r} for p, r in report.skipped[:50]]})
-    return 0
-
-
-# ------------------------------------------------------------------------------------ parser
-def labels_arg(value: str) -> int | None:
-    """--labels N | all: a positive number of labelled images, or None for 'all'."""
-    if value.strip().lower() == "all":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'all', not {value!r}") from None
-
-
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    from .train import TrainConfig
+    from ..train import TrainConfig
 
     d = TrainConfig()
     p.add_argument("--objective", default="ce,lacvit,flyp", help="ce, lacvit, flyp, or a comma list (default: all three)")
@@ -344,12 +236,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--runs-dir", "--data-dir", dest="runs_dir", help="use this folder instead of EMBEDLAB_HOME")
-    parser = _Parser(prog="python -m core", description="EmbedLab: see what fine-tuning does to a vision model's embeddings.",
-                     parents=[common])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def register(sub, common) -> None:
     p = sub.add_parser("train", parents=[common], help="fine-tune (default: CE vs LaCViT vs FLYP on the offline default)")
     _add_train_args(p)
     p.set_defaults(func=cmd_train)
@@ -370,66 +257,3 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cancel", parents=[common], help="stop a queued or running run, whichever process trains it")
     p.add_argument("run")
     p.set_defaults(func=cmd_cancel)
-    p = sub.add_parser("backbones", parents=[common], help="list backbones")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_backbones)
-    p = sub.add_parser("datasets", parents=[common], help="list datasets")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_datasets)
-    p = sub.add_parser("shifts", parents=[common], help="list the shifts a run's OOD split can use (--shift)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_shifts)
-    p = sub.add_parser("import-dataset", parents=[common], help="import a folder or zip with one sub-folder per class")
-    p.add_argument("path")
-    p.add_argument("--name", required=True)
-    p.add_argument("--overwrite", action="store_true", help="replace an imported dataset of the same name")
-    p.set_defaults(func=cmd_import)
-    # bench is registered here, not by core.bench itself: importing that module loads torch (~1.4 s)
-    p = sub.add_parser("bench", parents=[common], help="side-by-side speed benchmark (ratios)")
-    p.add_argument("--quick", action="store_true", help="small sizes: under 5 minutes on 2 CPU cores")
-    p.add_argument("--json", action="store_true", help="last line: one JSON object with every figure")
-    p.add_argument("--only", help="comma list of parts: loop,extract,levers,cache,ui,projections,quick_compare,scale "
-                                  "(and compile, which only runs when named)")
-    p.add_argument("--gpu", action="store_true", help="the GPU script: ViT-B/16 FLYP and LaCViT AMP step throughput vs a bare AMP loop")
-    p.set_defaults(func=cmd_bench)
-    for register in _EXTRA_COMMANDS:
-        register(sub, common)
-    return parser
-
-
-_EXTRA_COMMANDS: list = []  # other modules add sub-commands here (analysis, selection, curves)
-
-
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    _load_extra_commands()
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except EmbedLabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except OSError as exc:  # a folder that is a file, read-only, full: the user's to fix, so one line, no "internal"
-        logging.getLogger(__name__).debug("os error", exc_info=True)  # with -v, the trace of a bug that raised one
-        where = f" ({exc.filename})" if exc.filename else ""
-        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
-        return EXIT_USAGE
-    except Exception as exc:  # never a traceback for the user; the log has it with -v
-        logging.getLogger(__name__).debug("internal error", exc_info=True)
-        print(f"internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-
-
-def _load_extra_commands() -> None:
-    import importlib
-
-    for module in ("core.analysis_cli", "core.selection", "core.curves"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise

@@ -1,4 +1,4 @@
-"""Analysis sub-commands of `python -m core` (registered into core.cli on import).
+"""`python -m core analyze | export | compare`: a finished run's metrics, exports and HTML reports.
 
     python -m core analyze RUN [--split val] [--output encoder] [--json]
     python -m core export RUN --format {tsv,parquet,html} [--out PATH] [--phase after|before|both]
@@ -13,21 +13,21 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from . import cli
+from ._common import _fmt, _json_line, _root
 
 _SHOWN = ("val_acc", "test_acc", "zeroshot_acc", "knn_acc", "linear_probe_acc", "silhouette", "alignment", "uniformity",
           "pos_mean_cos", "neg_mean_cos")  # the human-readable table's rows
 
 
 def _store(args):
-    from .store import RunStore
+    from ..store import RunStore
 
-    return RunStore(cli._root(args))
+    return RunStore(_root(args))
 
 
 def cmd_analyze(args) -> int:
-    from .metrics import analyze, scalar_metrics
-    from .report import resolve_run
+    from ..metrics import analyze, scalar_metrics
+    from ..report import resolve_run
 
     store = _store(args)
     rec = resolve_run(store, args.run)
@@ -42,15 +42,15 @@ def cmd_analyze(args) -> int:
         for key in _SHOWN:
             if key in result:
                 ci = result.get(f"{key}_ci95")
-                ci_text = f"[{cli._fmt(ci[0])}, {cli._fmt(ci[1])}]" if ci else ""
+                ci_text = f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""
                 verdict = result.get(f"{'acc' if key == result['split'] + '_acc' else key}_vs_before") or ""
-                print(f"{key:<20} {cli._fmt(result.get(key)):>9} {cli._fmt(result.get(key + '_before')):>9}  {ci_text:<17} {verdict}")
-    cli._json_line(scalars)
+                print(f"{key:<20} {_fmt(result.get(key)):>9} {_fmt(result.get(key + '_before')):>9}  {ci_text:<17} {verdict}")
+    _json_line(scalars)
     return 0
 
 
 def cmd_export(args) -> int:
-    from .report import export_parquet, export_sets, load_run_view, run_report_html, write_projector
+    from ..report import export_parquet, export_sets, load_run_view, run_report_html, write_projector
 
     store = _store(args)
     view = load_run_view(store, args.run, args.split)  # resolves a short or partial id once
@@ -62,7 +62,7 @@ def cmd_export(args) -> int:
     else:
         sets = export_sets(view, phases=phases, output=args.output)
         if not sets:
-            from .errors import EmbedLabError
+            from ..errors import EmbedLabError
 
             raise EmbedLabError(f"run {view.id!r} has no {'/'.join(phases)} embeddings for output {args.output or view.main_output()!r}")
         if args.format == "tsv":
@@ -70,13 +70,13 @@ def cmd_export(args) -> int:
         else:
             paths = [export_parquet(sets, Path(args.out or f"{view.id}.parquet"))]
     print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
-    cli._json_line({"run_id": view.id, "format": args.format, "files": [str(p) for p in paths]})
+    _json_line({"run_id": view.id, "format": args.format, "files": [str(p) for p in paths]})
     return 0
 
 
 def cmd_compare(args) -> int:
-    from .errors import InvalidConfig
-    from .report import comparison_html, load_run_view
+    from ..errors import InvalidConfig
+    from ..report import comparison_html, load_run_view
 
     if not 2 <= len(args.runs) <= 4:
         raise InvalidConfig(f"compare takes 2 to 4 runs, not {len(args.runs)}")
@@ -85,7 +85,7 @@ def cmd_compare(args) -> int:
     out = Path(args.html)
     out.write_text(comparison_html(views, method=args.method, dims=args.dims), encoding="utf-8")
     print(f"wrote {out}", file=sys.stderr)
-    cli._json_line({"runs": [v.id for v in views], "html": str(out)})
+    _json_line({"runs": [v.id for v in views], "html": str(out)})
     return 0
 
 
@@ -118,6 +118,3 @@ def register(sub, common) -> None:
     p.add_argument("--dims", type=int, default=2, choices=[2, 3])
     p.set_defaults(func=cmd_compare)
 
-
-if register not in cli._EXTRA_COMMANDS:
-    cli._EXTRA_COMMANDS.append(register)

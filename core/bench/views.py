@@ -1,0 +1,78 @@
+"""The viewing side of `python -m core bench`: projection times (and what each UMAP / t-SNE lever buys), and
+the Explore page's server side at scale (PCA of two panes and the payload the browser receives)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+PROJECTION_LEVERS = {  # name -> (method, params): each lever alone, then all together (the defaults)
+    "umap": {"before": {"pre_pca": False, "n_epochs": 500}, "pca50": {"pre_pca": True, "n_epochs": 500},
+             "epochs200": {"pre_pca": False, "n_epochs": 200}, "now": {}},
+    "tsne": {"before": {"knn": "annoy", "min_num_intervals": 50}, "pca50": {"pre_pca": True}, "all_cores": {"n_jobs": 2}, "now": {}},
+}  # "before": the old code's settings (umap's own n_epochs at 10k is 500; t-SNE: Annoy neighbours, a 50-interval FFT grid)
+
+
+def projection_times(root: Path, *, quick: bool, sizes: dict[str, int] | None = None, levers: bool = True,
+                     params: dict[str, dict] | None = None) -> dict:
+    """Seconds to project clustered 384-d data: PCA 50k, UMAP 10k, t-SNE 5k (2-D), with the defaults;
+    `levers`: each speed lever of UMAP / t-SNE alone and all together, the settings run one after
+    another on the same data (`<method>_<n>k_lever_<name>_s`); `params`: per-method settings under
+    every lever (the test's small form uses few t-SNE iterations). `projection_jit_warmup_s` is the first
+    tiny UMAP + t-SNE in this process: numba loading its kernels from the disk cache on a warm machine,
+    compiling them (15-20 s) only the first time on a machine."""
+    from .. import projections
+
+    sizes = {"pca": 50_000, "umap": 10_000, "tsne": 5_000, **(sizes or {})}
+    params_all = params or {}
+    rng = np.random.default_rng(0)
+
+    def clustered(n: int) -> np.ndarray:
+        centres = rng.normal(size=(10, 384)).astype(np.float32)
+        return (centres[rng.integers(0, 10, n)] + 0.5 * rng.normal(size=(n, 384))).astype(np.float32)
+
+    out = {}
+    out["projection_jit_warmup_s"] = round(projections.warm_up(), 2)
+    for method in ("pca", "umap", "tsne"):
+        n = sizes[method]
+        x = clustered(n)
+        tag = f"{method}_{n // 1000}k" if n >= 1000 else f"{method}_{n}"
+        runs = {"now": {}}
+        if levers and method in PROJECTION_LEVERS:
+            runs = PROJECTION_LEVERS[method]
+        for name, lever in runs.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            projections.project(x, method=method, dims=2, seed=0, cache=False, **{**(params_all.get(method) or {}), **lever})
+            key = tag if name == "now" else f"{tag}_lever_{name}"
+            out[f"{key}_s"] = round(time.perf_counter() - t0, 2)
+            # CPU seconds of all threads: on a shared machine wall time mostly measures the neighbours
+            out[f"{key}_cpu_s"] = round(time.process_time() - c0, 2)
+    return out
+
+
+def explorer_scale(sizes=(10_000, 50_000, 100_000), max_points: int = 50_000) -> dict:
+    """The Explore page's server side at scale: PCA of two panes (before/after, 384-d) and the payload
+    sent to the browser. Above `max_points` the page draws a seeded subsample, as it does in the app."""
+    from .. import projections
+    from ..scatter_payload import build_payload, payload_bytes
+
+    rng = np.random.default_rng(0)
+    out = {}
+    for n in sizes:
+        shown = min(n, max_points)
+        labels = rng.integers(0, 10, n)
+        centres = rng.normal(size=(10, 384)).astype(np.float32)
+        t0 = time.perf_counter()
+        panes = []
+        for shift in (0.8, 0.4):  # 'before' blurrier than 'after'
+            x = (centres[labels] + shift * rng.normal(size=(n, 384))).astype(np.float16)
+            keep = np.sort(rng.choice(n, shown, replace=False)) if shown < n else np.arange(n)
+            panes.append({"title": f"pane {shift}", "points": projections.project(x[keep], method="pca", dims=2, seed=0, cache=False)})
+        project_s = time.perf_counter() - t0
+        payload = build_payload(panes, ids=keep, labels=labels[keep], preds=labels[keep], class_names=[str(i) for i in range(10)])
+        tag = f"{n // 1000}k"
+        out[f"explore_{tag}_pca_2panes_s"] = round(project_s, 2)
+        out[f"explore_{tag}_payload_mb"] = round(payload_bytes(payload) / 1e6, 2)
+        out[f"explore_{tag}_points_drawn"] = shown
+    return out

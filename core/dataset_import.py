@@ -20,19 +20,14 @@ Zip entry names with a NUL byte, or marked UTF-8 but not, are refused naming the
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
-import secrets
 import shutil
 import stat
-import time
 import warnings
 import zipfile
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -40,13 +35,13 @@ from pathlib import Path, PurePosixPath
 from .captions import CAPTION_FILES
 from .datasets import IMAGE_SUFFIXES, build_store, drop_stale_stores
 from .errors import DatasetError
+from .import_staging import LOCK_WAIT_S, clean_stale_staging, name_lock, staging as _staging  # noqa: F401 (re-exported)
 from .paths import home as default_home, safe_name, subdir
 
 MAX_TOTAL_BYTES = 2 * 1024**3  # uncompressed size cap of one import
 MAX_FILES = 100_000  # entries in one archive
 MAX_RATIO = 200  # uncompressed / compressed, per entry and overall: past this it is a zip bomb
 MIN_PER_CLASS = 2  # a class needs at least this many usable images
-LOCK_WAIT_S = 10.0  # a second import of one name waits this long for the first, then is refused
 
 
 @dataclass
@@ -132,90 +127,6 @@ def _import(fill: Callable[[Path], None], label: str, dest: Path, overwrite: boo
             os.replace(clean, dest)
         drop_stale_stores(root, dest.name, keep=store)
     return ImportReport(dest.name, dest, counts, skipped)
-
-
-@contextmanager
-def name_lock(datasets: Path, name: str, wait: float | None = None) -> Iterator[None]:
-    """Hold the lock of dataset `name` (EMBEDLAB_HOME/locks/dataset-<name>.lock, outside datasets/).
-    Another holder is waited for up to `wait` seconds (default LOCK_WAIT_S), then refused with a clear
-    message. flock is released by the kernel when its process dies, so a killed import never blocks
-    the name."""
-    what = f"another import of {name!r} is still running; try again when it has finished"
-    with _flocked(datasets.parent / "locks", f"dataset-{name}.lock", LOCK_WAIT_S if wait is None else wait, what):
-        yield
-
-
-@contextmanager
-def _flocked(folder: Path, filename: str, wait: float, busy: str) -> Iterator[None]:
-    """flock folder/filename, and remove the file (and the folder, once empty) on release: a refused
-    import leaves nothing behind. Whoever wins a lock checks that the file is still the one at that
-    path; one removed meanwhile is retried, so two holders can never each own a different file."""
-    path, deadline = folder / filename, time.monotonic() + wait
-    while True:
-        folder.mkdir(parents=True, exist_ok=True)
-        try:
-            f = open(path, "a+b")
-        except FileNotFoundError:  # the folder went with another holder's release: make it again
-            continue
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.close()
-            if time.monotonic() >= deadline:
-                raise DatasetError(busy) from None
-            time.sleep(0.05)
-            continue
-        try:
-            current = os.stat(path).st_ino == os.fstat(f.fileno()).st_ino
-        except FileNotFoundError:
-            current = False
-        if current:
-            break
-        f.close()  # the previous holder removed this file as it let go: take the new one
-    try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)  # still holding it: a waiter on this file sees it gone and retries
-        with contextlib.suppress(OSError):
-            folder.rmdir()  # only when empty
-        f.close()
-
-
-_STAGING = ".import-"  # datasets/.import-<token>/, owned by whoever holds locks/.import-<token>.lock
-
-
-@contextmanager
-def _staging(datasets: Path) -> Iterator[Path]:
-    """A private staging folder, removed on the way out. Its lock is taken before the folder exists,
-    so `clean_stale_staging` never takes a live import's folder for a dead one's."""
-    token = secrets.token_hex(8)
-    with _flocked(datasets.parent / "locks", f"{_STAGING}{token}.lock", 0.0, "staging lock taken"):
-        folder = datasets / f"{_STAGING}{token}"
-        folder.mkdir()
-        try:
-            yield folder
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def clean_stale_staging(datasets: Path) -> list[str]:
-    """Remove staging folders whose import is gone (a SIGKILL, a power cut): their lock is free.
-    Runs at every import and dataset listing (app and CLI start); returns the folders removed."""
-    removed = []
-    try:
-        stale = [p for p in Path(datasets).iterdir() if p.name.startswith(_STAGING) and p.is_dir()]
-    except OSError:  # no datasets folder yet, or unreadable
-        return removed
-    for folder in stale:
-        try:
-            with _flocked(folder.parent.parent / "locks", f"{folder.name}.lock", 0.0, "busy"):
-                shutil.rmtree(folder, ignore_errors=True)
-                removed.append(folder.name)
-        except DatasetError:
-            continue  # its import is running
-        except OSError:  # a read-only home: nothing can be cleaned, and nothing needs to be
-            continue
-    return removed
 
 
 def _member(filename: str, label: str) -> PurePosixPath:

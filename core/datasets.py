@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DatasetError, UnknownName, UnsafePath
+from .import_staging import clean_stale_staging
 from .paths import home as default_home, safe_name, subdir
 
 _logger = logging.getLogger(__name__)
@@ -198,8 +199,6 @@ def list_datasets(root: Path | None = None) -> dict[str, DatasetEntry]:
     entries = dict(DATASETS)
     imported = root / "datasets"
     if imported.is_dir():
-        from .dataset_import import clean_stale_staging
-
         clean_stale_staging(imported)  # what a killed import left goes at the next listing (app and CLI start)
         for folder in sorted(p for p in imported.iterdir() if p.is_dir() and not p.name.startswith(".")):
             if folder.name not in entries:

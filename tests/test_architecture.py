@@ -17,14 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 ROOTS = ("core", "pages", "assets")  # packages of the project; app.py is the one top-level module
 LIBRARY_MUST_NOT_IMPORT = ("assets", "streamlit", "pages")  # the UI, from the library's point of view
 
-# TEMPORARY: edges that still close a circle through modules this branch does not own. Each entry names
-# one edge (importer, imported), which breaks exactly the circle it sits on; delete an entry when its
-# circle is gone (test_allowed_edges_still_exist says when), the list only shrinks.
-ALLOWED_CYCLE_EDGES: set[tuple[str, str]] = {
-    ("core.backbones", "core.lite0_minilm"),  # the registry imports its plugin (issue 18.2, helper `house`)
-    ("core.objectives", "core.content_style"),  # the registry imports its plugin (issue 18.2, helper `house`)
-    ("core.datasets", "core.dataset_import"),  # list_datasets cleans stale import staging; dataset_import -> datasets
-}
+# Edges allowed to close a circle: none. Kept as a hook so a future temporary exception is explicit,
+# named edge by edge (importer, imported); test_allowed_edges_still_exist keeps the list from going stale.
+ALLOWED_CYCLE_EDGES: set[tuple[str, str]] = set()
 
 
 def module_name(path: Path, repo: Path = REPO) -> str:

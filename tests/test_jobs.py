@@ -297,6 +297,7 @@ def test_request_cancel_reaches_runs_of_other_processes_through_the_store(make_m
     assert not m.request_cancel(own)  # already ended
 
 
+@pytest.mark.slow  # 4.0 s
 def test_real_tiny_run_then_cancel_and_resume(store):
     """core.train.train for real: test_vit on mnist5k, ~10 steps, then a cancelled run resumed from its checkpoint."""
     m = JobManager(store)

@@ -41,6 +41,7 @@ def test_translated_keys_follow_timm_naming():
     assert translate_lite0_key("_fc.bias") == "classifier.bias"
 
 
+@pytest.mark.slow  # 72 s
 def test_pretrained_features_probe_far_better_than_random_init(fashion):
     """Linear probe on 300 train / 300 test images: ImageNet features vs the same net at random init."""
     data, parts = fashion
@@ -54,6 +55,7 @@ def test_pretrained_features_probe_far_better_than_random_init(fashion):
     assert scores["pretrained"] > 0.65, scores
 
 
+@pytest.mark.slow  # 3.1 s
 def test_the_bridge_is_a_real_zero_shot_classifier(fashion):
     """Image -> ImageNet probabilities -> MiniLM class-name embeddings vs prompt embeddings: above chance (0.10)."""
     data, parts = fashion
@@ -72,6 +74,7 @@ def test_the_residual_map_starts_at_zero():
     assert torch.count_nonzero(model.visual.residual.weight) == 0 and torch.count_nonzero(model.visual.residual.bias) == 0
 
 
+@pytest.mark.slow  # 11 s
 def test_flyp_on_lite0_minilm_beats_its_zero_shot_start(tmp_path):
     result = train(TrainConfig(objective="flyp", backbone="lite0-minilm", dataset="fashion-mnist", steps=20,
                                n_per_class=20, eval_per_class=10, batch_size=32, eval_every=20),
@@ -82,6 +85,7 @@ def test_flyp_on_lite0_minilm_beats_its_zero_shot_start(tmp_path):
     assert [p["alpha"] for p in result["wise_ft"]] == pytest.approx(np.linspace(0, 1, 11).tolist())
 
 
+@pytest.mark.slow  # 4.6 s
 def test_a_weights_file_loads_into_the_image_tower(home):
     """A registry backbone with a weights file: built on a random init, then the file goes over it
     (the file's path once ended up in the bridge's cache file name and crashed)."""

@@ -24,6 +24,7 @@ def test_shapes_and_determinism(blobs, home, method, dims):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_umap_shape_and_determinism(blobs, home):
     x, _ = blobs
     a = P.project(x, "umap", 2, seed=0, cache=False, n_neighbors=10)
@@ -125,6 +126,7 @@ def test_bad_method_and_dims(blobs):
 
 
 # ------------------------------------------------------------------ fast and honest projections
+@pytest.mark.slow
 def test_umap_sees_50_principal_components_of_high_dim_input(home, monkeypatch):
     import umap
 
@@ -167,6 +169,7 @@ def test_numba_cache_goes_to_a_writable_folder_and_covers_umap(home, monkeypatch
     assert kernels and not any(isinstance(k._cache, NullCache) for k in kernels)
 
 
+@pytest.mark.slow
 def test_progressive_returns_pca_first_then_umap(blobs, home):
     import threading
 
@@ -198,6 +201,8 @@ def test_progressive_returns_pca_first_then_umap(blobs, home):
     assert "test/broken" not in P._JOBS  # the next use tries again
 
 
+# slow: UMAP compiles numba's kernels once per EMBEDLAB_HOME (~30 s of CPU), paid by whichever UMAP test runs first
+@pytest.mark.slow
 def test_warm_up_runs_once_per_process_in_a_daemon_thread(home):
     t1 = P.warm_up_in_background()
     t2 = P.warm_up_in_background()

@@ -136,6 +136,7 @@ def test_analyze_cached_memoises_on_disk(store, home, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- ID-OOD frontier
+@pytest.mark.slow  # 7.7 s
 def test_the_frontier_is_built_from_the_stored_numbers(tmp_path_factory):
     """On real tiny CE / LaCViT / FLYP runs: one point per stored WiSE-FT alpha at (val_acc, ood_acc), the
     endpoints labelled, CE and LaCViT as reference points at their stored (val_acc, ood_acc)."""

@@ -52,6 +52,7 @@ def test_the_mix_uses_every_corruption_and_keeps_its_own_cache_key(digits):
     assert len(fingerprints) == 4  # cached OOD features never collide with the test split's or another shift's
 
 
+@pytest.mark.slow  # 4.6 s
 def test_a_fixed_classifier_loses_accuracy_on_the_shifted_split(digits):
     """Logistic regression on raw pixels: ~95 % on clean test, far less under the default mix."""
     from sklearn.linear_model import LogisticRegression

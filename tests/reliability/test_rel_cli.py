@@ -45,6 +45,7 @@ def _new_files(base, before):
     return sorted(set(snapshot(base)) - set(before))
 
 
+@pytest.mark.slow
 def test_cli_hostile_zip_exits_2_with_one_line_and_writes_nothing_outside(ran):
     base, before, done = ran
     rc, out, err = done["slip"]
@@ -56,6 +57,7 @@ def test_cli_hostile_zip_exits_2_with_one_line_and_writes_nothing_outside(ran):
     assert not (base / "env-home").exists() and list((base / "cwd").iterdir()) == []  # DIR was the only place touched
 
 
+@pytest.mark.slow
 def test_cli_partial_zip_imports_the_rest_and_reports_the_skips(ran):
     base, before, done = ran
     rc, out, err = done["partial"]
@@ -69,6 +71,7 @@ def test_cli_partial_zip_imports_the_rest_and_reports_the_skips(ran):
         [f"data-ok/datasets/partial/{c}/{i}.png" for c in ("cats", "dogs") for i in range(2)]
 
 
+@pytest.mark.slow
 def test_cli_nan_learning_rate_exits_2_before_any_run(ran):
     base, _, done = ran
     rc, out, err = done["nan"]

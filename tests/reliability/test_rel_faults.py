@@ -151,6 +151,7 @@ def _await(proc, probe, what: str, timeout_s: float = 180, poll_s: float = 0.05)
     return found
 
 
+@pytest.mark.slow
 def test_sigkilled_training_process_is_interrupted_then_resumes_from_its_checkpoint(tmp_path, real):
     root = tmp_path / "server"
     proc = _start_cli_run(root, steps=400)
@@ -201,6 +202,7 @@ def test_sigkilled_training_process_is_interrupted_then_resumes_from_its_checkpo
 
 
 # ------------------------------------------------------------------ cancel from another process
+@pytest.mark.slow  # 24 s
 def test_a_cli_run_is_cancelled_from_another_process_and_resumes(tmp_path, real):
     """The Runs page of a server (or `python -m core cancel`) stops a run that a CLI process trains."""
     root = tmp_path / "home"

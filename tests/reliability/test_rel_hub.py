@@ -131,6 +131,7 @@ def test_hub_reachable_says_online_against_the_stand_in(hub, monkeypatch):
     assert "HEAD /" in _Hub.requests
 
 
+@pytest.mark.slow  # 4.8 s
 def test_a_timm_model_tag_loads_the_hubs_weights(hub, tmp_path):
     import timm
 
@@ -167,6 +168,7 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_an_unreachable_hub_fails_within_seconds_with_the_offline_message(tmp_path):
     report = _load(f"http://127.0.0.1:{_closed_port()}", TIMM_NAME, "patch_embed.proj.weight", tmp_path / "hf")
     assert report["online"] is False
@@ -175,6 +177,7 @@ def test_an_unreachable_hub_fails_within_seconds_with_the_offline_message(tmp_pa
     assert report["seconds"] < 10, report
 
 
+@pytest.mark.slow  # 4.8 s
 def test_a_hub_that_accepts_and_never_answers_fails_within_seconds(tmp_path):
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))

@@ -51,6 +51,7 @@ def _leftovers(folder: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------------------ full disk
+@pytest.mark.slow
 def test_a_full_disk_under_the_feature_cache_fails_the_run_not_the_process(tmp_path):
     """Was: SIGBUS from the memory-mapped cache write, exit 135 with no message, a .tmp.npy left behind;
     in the app the whole Streamlit server died."""
@@ -127,6 +128,7 @@ def test_writes_past_a_file_size_limit_raise_instead_of_killing_the_process(tmp_
 
 
 # ---------------------------------------------------------------------------- read-only home
+@pytest.mark.slow  # 22 s
 def test_a_read_only_home_still_lists_runs(tmp_path):
     home = tmp_path / "home"
     done = finish(start_cli("train", *CLI_RUN, runs_dir=home))

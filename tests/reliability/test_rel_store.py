@@ -221,6 +221,7 @@ def _cli(*args, home, user=None):
                           capture_output=True, text=True, timeout=240, user=user)
 
 
+@pytest.mark.slow
 def test_the_cli_lists_runs_of_a_corrupt_home_and_says_where_the_old_file_is(tmp_path):
     done, stopped = _home_with_runs(tmp_path)
     _damage(tmp_path / "runs.db", "garbage")

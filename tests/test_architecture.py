@@ -217,3 +217,15 @@ def test_relative_imports_resolve_from_the_importing_package(tmp_path, source, e
                             "core/cli/_common.py": "", "core/cli/runs.py": source})
     graph, _ = import_graph(repo)
     assert graph["core.cli.runs"] == expected
+
+
+def test_test_files_have_unique_names():
+    """pytest imports test files by basename (rootdir-relative, no packages): two test_x.py in different
+    folders stop the whole collection with "import file mismatch"."""
+    seen: dict[str, Path] = {}
+    clashes = []
+    for path in sorted((REPO / "tests").rglob("test_*.py")):
+        if path.name in seen:
+            clashes.append(f"{seen[path.name].relative_to(REPO)} and {path.relative_to(REPO)}")
+        seen.setdefault(path.name, path)
+    assert not clashes, "same test-file name twice: " + "; ".join(clashes)

@@ -770,16 +770,24 @@ def _centroid_accuracy(s: Session, val_es) -> float:
 
 
 def _store_embeddings(s: Session, phase: str, emit, stage=None, tracker: _Tracker | None = None) -> dict:
-    """Embed val, test and the shifted test split (ood), before or after fine-tuning."""
+    """Embed val, test and the shifted test split (ood), before or after fine-tuning, in every space the method
+    has (core/spaces.py). Before-predictions are the before model's own: zero-shot where it is a classifier,
+    else the nearest class mean of the training images in the encoder space (an untrained head predicts noise)."""
+    from .spaces import NCM_PER_CLASS, apply_nearest_class_mean
+
     out = {}
+    means = None
     for split in ("val", "test", "ood"):
         target = embeddings_dir(s.run_dir, phase, split)
         emit({"type": "prepare", "what": f"embedding {split} ({phase})", "done": 0, "total": len(s.parts[split])})
         es = compute_embeddings(s.method, s.sources[split], s.parts[split], s.device, stage=stage if phase == "after" else None,
                                 amp=s.cfg.amp)
-        if phase == "before" and not _has_zero_shot(s.cfg):
-            es.preds = None  # a head that has not trained yet predicts nothing meaningful
-            es.vectors = {"encoder": es.vectors.get("encoder", next(iter(es.vectors.values())))}
+        if phase == "before" and _has_zero_shot(s.cfg):
+            es.pred_source = "zero-shot"
+        elif phase == "before":
+            if means is None:
+                means = _class_means(s, per_class=NCM_PER_CLASS)[0].cpu().numpy()
+            apply_nearest_class_mean(es, means)
         _save_within_budget(s.run_dir, target, es, f"the {phase} {split} embeddings", tracker)
         out[split] = es
     return out

@@ -108,7 +108,9 @@ def test_ce_run_is_stored(env, ce_run):
         for split in ("val", "test"):
             es = load_embeddings(embeddings_dir(run_dir, phase, split))
             assert es.vectors["encoder"].shape == (100, 64) and len(es.labels) == 100
-    assert load_embeddings(embeddings_dir(run_dir, "before", "val")).preds is None  # an untrained head predicts nothing
+    before = load_embeddings(embeddings_dir(run_dir, "before", "val"))
+    assert before.pred_source == "nearest class mean" and before.preds is not None  # not the untrained head's noise
+    assert set(before.vectors) == {"encoder", "logits"} and before.vectors["logits"].shape == (100, 10)
     assert load_embeddings(embeddings_dir(run_dir, "after", "val")).accuracy == ce_run.result["val_acc"]
     assert _checkpoint_step(run_dir) == 60 and (run_dir / TRAINER_STATE).exists()
 

@@ -98,3 +98,25 @@ def apply_nearest_class_mean(es, means: np.ndarray, space: str = "encoder") -> N
     es.preds = preds
     es.pred_source = "nearest class mean"
     es.vectors[LOGITS] = scores.astype(np.float16)
+
+
+def phase_predictions(sets: dict, ids: np.ndarray) -> dict[str, tuple[np.ndarray | None, str | None]]:
+    """{phase: (preds of the samples `ids` in that phase's set or None, pred_source)} for Explore's panes:
+    each pane is coloured by its own model's predictions, never the fine-tuned model's.
+
+    Args:
+        sets: {phase: EmbeddingSet or None}; ids: [N] sample ids every set holds.
+    """
+    out = {}
+    for phase, es in sets.items():
+        if es is None:
+            continue
+        if es.preds is None:
+            out[phase] = (None, None)
+            continue
+        index = {int(v): i for i, v in enumerate(np.asarray(es.ids))}
+        rows = np.array([index[int(i)] for i in np.asarray(ids)], dtype=np.int64)
+        # sets stored before pred_source existed: a before set with predictions was FLYP's zero-shot one
+        source = es.pred_source or ("zero-shot" if phase == "before" else "head")
+        out[phase] = (es.preds[rows], source)
+    return out

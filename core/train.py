@@ -538,8 +538,9 @@ def _run(cfg: TrainConfig, tracker: _Tracker, run_dir: Path, root: Path, should_
                 window, extras = [], []
             if ctx.main and (step % eval_every == 0 or local == n_steps - 1 or step in snapshot_steps):
                 val_acc = _evaluate(s, stage, step, tracker, snapshot_steps)
-                _save_checkpoint(method, optimizer, run_dir, step, si)
-                saved_step = step
+                if step % eval_every == 0 or local == n_steps - 1:  # a snapshot alone writes no checkpoint (FLYP's: ~60 MB)
+                    _save_checkpoint(method, optimizer, run_dir, step, si)
+                    saved_step = step
         stage_start += n_steps
         opt_state = None
 

@@ -48,8 +48,8 @@ def test_explore_session_state_run_controls_neighbours_and_trajectory(app_home):
     at = _page("explore", state={"explore_run": ids["lacvit"]})
     assert not at.exception
     assert at.selectbox(key="explore_run_pick").value == ids["lacvit"]
-    assert at.selectbox(key="explore_output").options == ["encoder", "projection"]
-    at.selectbox(key="explore_output").select("projection").run()  # no 'before' projection: after pane only
+    assert at.selectbox(key="explore_output").options == ["encoder", "projection (trained)", "logits"]
+    at.selectbox(key="explore_output").select("logits").run()
     assert not at.exception
     at.segmented_control(key="explore_color").set_value("correctness")
     at.segmented_control(key="explore_dims").set_value(3).run()
@@ -67,6 +67,58 @@ def test_explore_session_state_run_controls_neighbours_and_trajectory(app_home):
     at.toggle(key="explore_traj").set_value(True).run()
     assert not at.exception
     assert len(at.get("plotly_chart")) == 1  # the trajectory animation
+
+
+def test_explore_opens_each_run_in_its_trained_space_with_before_and_after(app_home):
+    """Issue 17.1: LaCViT in its projection head's space, FLYP in the joint image space, CE in the encoder's;
+    both panes, and the before pane's colours from the before model's own predictions, said in the caption."""
+    _, ids = app_home
+    for objective, space, source in (("lacvit", "projection", "nearest class mean"), ("flyp", "image", "zero-shot"),
+                                     ("ce", "encoder", "nearest class mean")):
+        at = _page("explore", state={"explore_run": ids[objective]})
+        assert not at.exception
+        assert at.selectbox(key="explore_output").value == space
+        assert not at.segmented_control(key="explore_panes").disabled  # the before set has this space too
+        assert any(f"the space {objective} trains" in c.value for c in at.caption)
+        silhouette = next(m for m in at.metric if m.label == "silhouette")
+        assert "vs before" in (silhouette.delta or "")  # a before value in this very space
+        at.segmented_control(key="explore_color").set_value("correctness").run()
+        assert not at.exception
+        assert any(f"before model's own predictions: {source}" in c.value for c in at.caption)
+        assert at.query_params["space"] in (space, [space])
+
+
+def test_explore_reads_its_view_from_the_url_and_writes_it_back(app_home):
+    _, ids = app_home
+    query = {"run": ids["ce"], "split": "test", "space": "logits", "proj": "pca", "dims": "3", "color": "correctness",
+             "panes": "after"}
+    at = _page("explore", query=query)
+    assert not at.exception
+    assert at.selectbox(key="explore_run_pick").value == ids["ce"]
+    assert at.segmented_control(key="explore_split").value == "test"
+    assert at.selectbox(key="explore_output").value == "logits"
+    assert at.segmented_control(key="explore_dims").value == 3
+    assert at.segmented_control(key="explore_color").value == "correctness"
+    assert at.segmented_control(key="explore_panes").value == "after"
+    assert not [c for c in at.caption if "link_off" in c.value]  # nothing refused
+    assert {k: at.query_params[k] for k in query} in ({k: v for k, v in query.items()}, {k: [v] for k, v in query.items()})
+    at.segmented_control(key="explore_dims").set_value(2).run()
+    assert at.query_params["dims"] in ("2", ["2"])  # a widget change reaches the link
+
+
+def test_explore_refuses_unknown_and_hostile_url_values_with_a_note(app_home):
+    _, ids = app_home
+    hostile = "<img src=x onerror=alert(1)>[x](javascript:alert(1))"
+    at = _page("explore", query={"run": hostile, "space": "no-such-space", "dims": "9", "color": "**bold**"})
+    assert not at.exception
+    assert at.selectbox(key="explore_run_pick").value == ids["flyp"]  # the newest run: the default
+    assert at.selectbox(key="explore_output").value == "image"  # FLYP's trained space
+    assert at.segmented_control(key="explore_dims").value == 2
+    notes = [c.value for c in at.caption if "link_off" in c.value]
+    assert len(notes) == 4 and all("not available here" in n for n in notes)
+    joined = " ".join(notes)
+    assert "<img" not in joined.replace("\\<img", "") and "\\<img" in joined and "\\*\\*bold" in joined
+    assert "javascript" not in at.query_params.get("run", "")  # the refused value is replaced in the link
 
 
 def test_explore_query_param_picks_the_run(app_home):

@@ -61,7 +61,9 @@ def compute_embeddings(method, source, split, device: torch.device, *, batch_siz
         with autocast(device, amp):
             emb = method.encoder(source.get(rows, 0))
         emb = emb.float()
-        for name, value in method.outputs(emb).items():
+        named = method.outputs(emb)
+        named.setdefault("encoder", emb)  # every run has the encoder space (FLYP names its normalised one 'image'): shared in Compare
+        for name, value in named.items():
             chunks.setdefault(name, []).append(value.float().cpu().numpy().astype(np.float16))
         logits = method.classify(emb, stage)
         if logits is not None:

@@ -10,10 +10,11 @@ L2-normalised image embedding, the joint image-text space), `content` / `style` 
     default_space("lacvit", ["encoder", "projection", "logits"])  -> "projection"
     shared_spaces([["encoder", "projection"], ["encoder", "image"]])  -> ["encoder"]
 
-"Shared" is by name and meaning: two runs share a space when both stored it. `encoder` is shared by runs of
-one backbone (the same network before the objectives' heads), `logits` by runs of one dataset (one axis per
-class). FLYP's `image` is its encoder output, normalised; it is not called `encoder` so that Explore says
-which space FLYP trains, and it is not shared with CE's `encoder` by name (CE never normalises).
+"Shared" is by name and meaning: two runs share a space when both stored it. Every run stores `encoder` (the
+backbone's embedding before any objective's head; FLYP's is its image tower's output before normalisation, so
+`image` is the same directions, normalised): runs of one backbone are then compared in the same network's
+space. `logits` is shared by runs of one dataset (one axis per class). Projections and the cosine metrics
+L2-normalise first, so `encoder` and `image` draw alike for FLYP.
 """
 from __future__ import annotations
 

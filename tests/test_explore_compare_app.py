@@ -151,6 +151,36 @@ def test_explore_and_compare_show_the_ood_split(app_home):
     assert any(row == "OOD accuracy (top-1, shifted test)" for row in at.table[0].value.index)
 
 
+def test_compare_shows_each_run_in_its_own_trained_space_and_can_share_one(app_home):
+    """Issue 17.1: CE in its encoder space, LaCViT in its projection head's, FLYP in its image embedding's;
+    the encoder (and logits) space every run stored can be shared instead, and the choice is in the link."""
+    _, ids = app_home
+    at = _page("compare")
+    assert not at.exception
+    control = at.segmented_control(key="compare_space")
+    assert control.value == "trained" and control.options == ["each run's trained space", "shared: encoder", "shared: logits"]
+    caption = next(c.value for c in at.caption if "the space its objective trains" in c.value)
+    assert caption.index("`encoder`") < caption.index("`projection`") < caption.index("`image`")
+    assert at.query_params["space"] in ("trained", ["trained"])
+    control.set_value("encoder").run()
+    assert not at.exception
+    assert any("every run in the shared `encoder` space" in c.value for c in at.caption)
+    assert at.query_params["space"] in ("encoder", ["encoder"])
+
+
+def test_compare_reads_its_view_from_the_url_and_leaves_out_unknown_runs(app_home):
+    _, ids = app_home
+    at = _page("compare", query={"run": [ids["ce"], "no-such-run", ids["flyp"]], "space": "logits", "dims": "3",
+                                 "align": "sideways"})
+    assert not at.exception
+    assert at.multiselect(key="compare_pick").value == [ids["ce"], ids["flyp"]]
+    assert at.segmented_control(key="compare_space").value == "logits"
+    assert at.segmented_control(key="compare_dims").value == 3
+    assert at.segmented_control(key="compare_align").value == "procrustes"
+    notes = [c.value for c in at.caption if "link_off" in c.value]
+    assert len(notes) == 2 and "no-such-run" in notes[0] and "left out" in notes[0] and "sideways" in notes[1]
+
+
 def test_compare_reads_session_state_and_needs_two(app_home):
     _, ids = app_home
     at = _page("compare", state={"compare_runs": [ids["ce"], ids["lacvit"]]})

@@ -1,4 +1,5 @@
 """AppTest: the Explore and Compare pages render on tiny real runs (no browser)."""
+import json
 import sys
 from pathlib import Path
 
@@ -119,6 +120,40 @@ def test_explore_refuses_unknown_and_hostile_url_values_with_a_note(app_home):
     joined = " ".join(notes)
     assert "<img" not in joined.replace("\\<img", "") and "\\<img" in joined and "\\*\\*bold" in joined
     assert "javascript" not in at.query_params.get("run", "")  # the refused value is replaced in the link
+
+
+def test_explore_follows_a_running_run_from_its_latest_snapshot(app_home, tmp_path, monkeypatch):
+    """Issue 17.5: a run still training is listed, opens in its trained space, and shows its before set next to
+    its latest val snapshot (the page re-reads it in a run_every fragment; AppTest reruns it by hand)."""
+    import shutil
+
+    from core.embeddings import list_snapshots
+    from core.store import RunStore
+
+    home, ids = app_home
+    finished = RunStore(home)
+    src_dir = finished.run_dir(ids["lacvit"])
+    store = RunStore(tmp_path)
+    run_id = store.create_run(finished.get(ids["lacvit"]).config, status="queued")
+    store.set_status(run_id, "running")  # owned by this (live) process: not recovered as interrupted
+    shutil.copytree(src_dir / "embeddings" / "before-val", store.run_dir(run_id) / "embeddings" / "before-val")
+    first_step, first = list_snapshots(src_dir)[0]
+    shutil.copytree(first, store.run_dir(run_id) / "snapshots" / first.name)
+    store.set_progress(run_id, {"step": first_step, "total": 6})
+    monkeypatch.setenv("EMBEDLAB_HOME", str(tmp_path))
+    at = _page("explore")
+    assert not at.exception
+    assert at.selectbox(key="explore_run_pick").value == run_id
+    assert at.selectbox(key="explore_output").value == "projection"
+    assert len(at.get("plotly_chart")) == 1
+    assert any(f"training · step {first_step} of 6" in c.value for c in at.caption)
+    last_step, last = list_snapshots(src_dir)[-1]  # the run moves on: a newer snapshot appears
+    shutil.copytree(last, store.run_dir(run_id) / "snapshots" / last.name)
+    store.set_progress(run_id, {"step": last_step, "total": 6})
+    at.run()
+    assert not at.exception and any(f"training · step {last_step} of 6" in c.value for c in at.caption)
+    titles = str(json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["annotations"])
+    assert "before fine-tuning" in titles and f"step {last_step} (latest snapshot)" in titles
 
 
 def test_explore_query_param_picks_the_run(app_home):

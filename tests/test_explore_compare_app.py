@@ -156,6 +156,40 @@ def test_explore_follows_a_running_run_from_its_latest_snapshot(app_home, tmp_pa
     assert "before fine-tuning" in titles and f"step {last_step} (latest snapshot)" in titles
 
 
+def test_an_old_run_without_the_before_spaces_still_opens_with_a_note(app_home, tmp_path, monkeypatch):
+    """A LaCViT run stored before every space was kept: its before set holds only `encoder` and no predictions.
+    Explore opens it in `projection` with the after pane only and says why; coloured by correctness, it works."""
+    import shutil
+
+    from core.store import RunStore
+
+    home, ids = app_home
+    finished = RunStore(home)
+    src = finished.get(ids["lacvit"])
+    store = RunStore(tmp_path)
+    run_id = store.create_run(src.config, status="queued")
+    store.set_status(run_id, "running")
+    shutil.copytree(finished.run_dir(src.id) / "embeddings", store.run_dir(run_id) / "embeddings")
+    for split in ("val", "test", "ood"):  # what the old code stored before fine-tuning
+        folder = store.run_dir(run_id) / "embeddings" / f"before-{split}"
+        meta = json.loads((folder / "meta.json").read_text())
+        meta.pop("pred_source")
+        meta["outputs"] = ["encoder"]
+        (folder / "meta.json").write_text(json.dumps(meta))
+        for name in ("vec-projection.npy", "vec-logits.npy", "preds.npy"):
+            (folder / name).unlink()
+    store.update_summary(run_id, src.summary)
+    store.set_status(run_id, "finished")
+    monkeypatch.setenv("EMBEDLAB_HOME", str(tmp_path))
+    at = _page("explore", query={"color": "correctness"})
+    assert not at.exception
+    assert at.selectbox(key="explore_output").value == "projection"
+    assert at.segmented_control(key="explore_panes").disabled
+    assert any("has no `projection` space" in c.value for c in at.caption)
+    at.selectbox(key="explore_output").select("encoder").run()  # both panes; the before one has no predictions
+    assert not at.exception and not at.segmented_control(key="explore_panes").disabled
+
+
 def test_explore_query_param_picks_the_run(app_home):
     _, ids = app_home
     at = _page("explore", query={"run": ids["ce"]})

@@ -190,6 +190,19 @@ def test_an_old_run_without_the_before_spaces_still_opens_with_a_note(app_home, 
     assert not at.exception and not at.segmented_control(key="explore_panes").disabled
 
 
+def test_explore_trajectory_frame_and_rescale_come_from_the_link(app_home):
+    _, ids = app_home
+    at = _page("explore", query={"run": ids["lacvit"], "frame": "4", "rescale": "1"})  # snapshots at steps 0, 3, 6
+    assert not at.exception
+    assert at.toggle(key="explore_traj").value and at.toggle(key="explore_rescale").value
+    assert at.select_slider(key="explore_frame").value == 3  # the nearest stored frame
+    assert at.query_params["frame"] in ("3", ["3"]) and at.query_params["rescale"] in ("1", ["1"])
+    at.select_slider(key="explore_frame").set_value(0).run()
+    assert not at.exception and at.query_params["frame"] in ("0", ["0"])
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert fig["layout"]["sliders"][0]["active"] == 0
+
+
 def test_explore_query_param_picks_the_run(app_home):
     _, ids = app_home
     at = _page("explore", query={"run": ids["ce"]})

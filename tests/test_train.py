@@ -148,7 +148,7 @@ def test_lacvit_runs_both_stages_and_each_loss_falls(lacvit_run):
 def test_lacvit_stores_projection_embeddings(env, lacvit_run):
     store, _ = env
     es = load_embeddings(embeddings_dir(store.run_dir(lacvit_run.result["run_id"]), "after", "val"))
-    assert set(es.vectors) == {"encoder", "projection"}
+    assert set(es.vectors) == {"encoder", "projection", "logits"}  # logits: the class scores of its head
     assert es.vectors["projection"].shape == (100, 128)
     np.testing.assert_allclose(np.linalg.norm(es.vectors["projection"].astype(np.float32), axis=1), 1.0, atol=2e-3)
 
@@ -229,7 +229,7 @@ def test_ce_from_the_zero_shot_head_gets_a_frontier_of_its_own(env, flyp_run):
 def test_flyp_stores_image_embeddings_and_prompt_anchors(env, flyp_run):
     store, _ = env
     es = load_embeddings(embeddings_dir(store.run_dir(flyp_run.result["run_id"]), "after", "val"))
-    assert set(es.vectors) == {"image"} and es.anchors.shape == (10, 32)
+    assert set(es.vectors) == {"image", "encoder", "logits"} and es.anchors.shape == (10, 32)
     assert store.get(flyp_run.result["run_id"]).summary["zeroshot_acc"] == flyp_run.result["zeroshot_acc"]
 
 

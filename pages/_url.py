@@ -12,8 +12,14 @@ from core.safe_text import md_text
 from core.view_state import UrlState, changed_params
 
 
-def read() -> UrlState:
-    return UrlState({k: st.query_params.get_all(k) for k in st.query_params.keys()})
+def read(page: str) -> UrlState:
+    """The URL's view. `url.opened` is True on the page's first run in this session (the link as opened): only
+    then are refused values noted; later a stale value (a space the newly picked run lacks) just gives the default."""
+    url = UrlState({k: st.query_params.get_all(k) for k in st.query_params.keys()})
+    seen = st.session_state.setdefault("_url_pages_read", set())
+    url.opened = page not in seen
+    seen.add(page)
+    return url
 
 
 def write(state: dict) -> None:
@@ -24,7 +30,7 @@ def write(state: dict) -> None:
 
 
 def notes(url: UrlState) -> None:
-    """Show the refused values noted so far (each once)."""
-    for note in dict.fromkeys(url.notes):
+    """Show the refused values noted so far (each once), on the run that opened the link."""
+    for note in dict.fromkeys(url.notes) if getattr(url, "opened", True) else ():
         st.caption(f":material/link_off: {md_text(note)}")
     url.notes.clear()

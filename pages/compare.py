@@ -45,7 +45,7 @@ if len(runs) < 2:
     st.stop()
 ids = [r.id for r in runs]
 labels = {r.id: report.run_label(r.id, r.config) for r in runs}
-url = _url.read()  # the view in the link (core/view_state.py): every value checked before use
+url = _url.read("compare")  # the view in the link (core/view_state.py): every value checked before use
 wanted = [r for r in st.session_state.get("compare_runs") or [] if r in ids] or url.choices("run", ids, limit=4, what="run")
 default = wanted[:4] if len(wanted) >= 2 else report.default_compare_runs(runs)
 

@@ -53,7 +53,7 @@ def _snapshot(folder: str):
 st.header("Explore")
 store = get_store()
 root = str(store.root)
-url = _url.read()  # the view in the link (core/view_state.py): every value checked before use
+url = _url.read("explore")  # the view in the link (core/view_state.py): every value checked before use
 runs = report.finished_runs(store)
 live = [r for r in store.list(status=["running"]) if has_embeddings(store.run_dir(r.id), "before", "val")]
 if not runs and not live:

@@ -107,6 +107,19 @@ def test_explore_reads_its_view_from_the_url_and_writes_it_back(app_home):
     assert at.query_params["dims"] in ("2", ["2"])  # a widget change reaches the link
 
 
+def test_picking_another_run_opens_it_in_its_own_space_without_a_note(app_home):
+    """The link's space belongs to the run it opened: a run picked later opens in its own trained space, and the
+    stale value in the URL is not reported as a bad link."""
+    _, ids = app_home
+    at = _page("explore", query={"run": ids["lacvit"], "space": "projection"})
+    assert at.selectbox(key="explore_output").value == "projection"
+    at.selectbox(key="explore_run_pick").select(ids["flyp"]).run()
+    assert not at.exception
+    assert at.selectbox(key="explore_output").value == "image"
+    assert not [c for c in at.caption if "link_off" in c.value]
+    assert at.query_params["space"] in ("image", ["image"])
+
+
 def test_explore_refuses_unknown_and_hostile_url_values_with_a_note(app_home):
     _, ids = app_home
     hostile = "<img src=x onerror=alert(1)>[x](javascript:alert(1))"

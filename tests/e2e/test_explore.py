@@ -101,6 +101,8 @@ def test_hover_shows_thumbnail_then_box_select_and_click(big_page, explore_app):
 
     # LASSO in the 'after' pane (a triangle over part of it): the page shows a grid of the selected images
     frame.locator(".modebar-btn[data-title='Lasso Select']").first.click()
+    pg.get_by_text("silhouette").first.wait_for(timeout=TIMEOUT_MS)  # the metrics above the plot are in: no more shift
+    box = iframe.bounding_box()
     area = frame.evaluate("""() => { const L = document.getElementById('plot')._fullLayout;
                                      return [L.xaxis2._offset, L.yaxis2._offset, L.xaxis2._length, L.yaxis2._length]; }""")
     left, top, width, height = box["x"] + area[0], box["y"] + area[1], area[2], area[3]

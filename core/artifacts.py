@@ -8,12 +8,16 @@ import logging
 import math
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
 
 from .diskio import ensure_free
 from .embeddings import compute_embeddings, embeddings_dir, save_embeddings
 from .errors import InvalidConfig
 from .objectives import objective_entry
+from .spaces import apply_nearest_class_mean
 
 _logger = logging.getLogger(__name__)
 
@@ -33,17 +37,28 @@ def run_disk_budget() -> int | None:
     return None if mb == 0 else int(mb * 2**20)
 
 
-def store_embeddings(s, phase: str, emit, stage=None, tracker=None) -> dict:
-    """Embed val, test and the shifted test split (ood), before or after fine-tuning."""
+def store_embeddings(s, phase: str, emit, stage=None, tracker=None,
+                     class_means: Callable[[], np.ndarray] | None = None) -> dict:
+    """Embed val, test and the shifted test split (ood), before or after fine-tuning, in every space the method
+    has (core/spaces.py). Before-predictions are the before model's own: zero-shot where it is a classifier,
+    else the nearest class mean (`class_means()`: [C, D] encoder-space means of training images) in the
+    encoder space, since an untrained head predicts noise."""
     out = {}
+    means = None
     for split in ("val", "test", "ood"):
         target = embeddings_dir(s.run_dir, phase, split)
         emit({"type": "prepare", "what": f"embedding {split} ({phase})", "done": 0, "total": len(s.parts[split])})
         es = compute_embeddings(s.method, s.sources[split], s.parts[split], s.device, stage=stage if phase == "after" else None,
                                 amp=s.cfg.amp)
-        if phase == "before" and not objective_entry(s.cfg.objective).has_zero_shot(s.cfg):
-            es.preds = None  # a head that has not trained yet predicts nothing meaningful
-            es.vectors = {"encoder": es.vectors.get("encoder", next(iter(es.vectors.values())))}
+        if phase == "before" and objective_entry(s.cfg.objective).has_zero_shot(s.cfg):
+            es.pred_source = "zero-shot"
+        elif phase == "before":
+            if means is None and class_means is not None:
+                means = class_means()
+            if means is not None:
+                apply_nearest_class_mean(es, means)
+            else:
+                es.preds = None  # no class means to predict from: an untrained head predicts nothing meaningful
         save_within_budget(s.run_dir, target, es, f"the {phase} {split} embeddings", tracker)
         out[split] = es
     return out

@@ -2,9 +2,15 @@
 
 A run keeps, for its val and test splits, the embeddings *before* fine-tuning (the backbone as
 loaded) and *after* it, with labels, predictions and sample ids, under
-`runs/<id>/embeddings/<phase>-<split>/`. What is embedded depends on the objective: CE the
-encoder (penultimate) features; LaCViT the encoder output and the projection-head output; FLYP
-the image embeddings plus the class-prompt text embeddings as anchors.
+`runs/<id>/embeddings/<phase>-<split>/`. Every space the model has is stored, before and after
+(core/spaces.py): the encoder (penultimate) features; LaCViT's projection-head output; FLYP's
+image embedding (plus the class-prompt text embeddings as anchors); content-style's codes; and
+`logits` wherever a classifier exists. `pred_source` says whose predictions `preds` are:
+"zero-shot", "nearest class mean" (a before model with no trained head) or "head".
+
+Folder layout: ids.npy, labels.npy, vec-<space>.npy per space, preds.npy, anchors.npy (FLYP),
+meta.json {"split", "classes", "outputs", "pred_source"}. Sets stored before pred_source existed load
+with pred_source None.
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ class EmbeddingSet:
     classes: list[str] = field(default_factory=list)
     preds: np.ndarray | None = None  # [N] int64 predicted class, when the model has a classifier
     anchors: np.ndarray | None = None  # [C, D] class anchors (FLYP's prompt embeddings)
+    pred_source: str | None = None  # whose preds: "zero-shot" | "nearest class mean" | "head" (None: not recorded)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -54,11 +61,14 @@ def compute_embeddings(method, source, split, device: torch.device, *, batch_siz
         with autocast(device, amp):
             emb = method.encoder(source.get(rows, 0))
         emb = emb.float()
-        for name, value in method.outputs(emb).items():
+        named = method.outputs(emb)
+        named.setdefault("encoder", emb)  # every run has the encoder space (FLYP names its normalised one 'image'): shared in Compare
+        for name, value in named.items():
             chunks.setdefault(name, []).append(value.float().cpu().numpy().astype(np.float16))
         logits = method.classify(emb, stage)
         if logits is not None:
             preds.append(logits.argmax(-1).cpu().numpy())
+            chunks.setdefault("logits", []).append(logits.float().cpu().numpy().astype(np.float16))  # the class-score space
         if on_progress:
             on_progress(min(n, start + batch_size), n)
     method.train(was)
@@ -66,6 +76,7 @@ def compute_embeddings(method, source, split, device: torch.device, *, batch_siz
     return EmbeddingSet(split=split.name, ids=np.asarray(split.ids), labels=np.asarray(split.labels),
                         vectors={k: np.concatenate(v) for k, v in chunks.items()}, classes=list(split.data.classes),
                         preds=np.concatenate(preds).astype(np.int64) if preds else None,
+                        pred_source="head" if preds else None,
                         anchors=None if anchors is None else anchors.float().cpu().numpy().astype(np.float16))
 
 
@@ -83,7 +94,8 @@ def save_embeddings(folder: Path, es: EmbeddingSet) -> None:
         np.save(tmp / "preds.npy", es.preds)
     if es.anchors is not None:
         np.save(tmp / "anchors.npy", es.anchors)
-    (tmp / "meta.json").write_text(json.dumps({"split": es.split, "classes": es.classes, "outputs": list(es.vectors)}))
+    (tmp / "meta.json").write_text(json.dumps({"split": es.split, "classes": es.classes, "outputs": list(es.vectors),
+                                               "pred_source": es.pred_source}))
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
 
@@ -94,7 +106,7 @@ def load_embeddings(folder: Path) -> EmbeddingSet:
     opt = lambda name: np.load(folder / name) if (folder / name).exists() else None  # noqa: E731
     return EmbeddingSet(split=meta["split"], ids=np.load(folder / "ids.npy"), labels=np.load(folder / "labels.npy"),
                         vectors={n: np.load(folder / f"vec-{n}.npy") for n in meta["outputs"]}, classes=meta["classes"],
-                        preds=opt("preds.npy"), anchors=opt("anchors.npy"))
+                        preds=opt("preds.npy"), anchors=opt("anchors.npy"), pred_source=meta.get("pred_source"))
 
 
 def embeddings_dir(run_dir: Path, phase: str, split: str) -> Path:

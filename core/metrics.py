@@ -400,8 +400,9 @@ def split_accuracy_intervals(run_dir: Path) -> dict[str, Any]:
 
 
 def default_output(es: EmbeddingSet) -> str:
-    """The output a run is judged by: the encoder (CE, LaCViT) or the image embedding (FLYP)."""
-    for name in ("encoder", "image"):
+    """The output a run is judged by: the encoder (CE, LaCViT) or the image embedding (FLYP, which stores its
+    un-normalised encoder output too)."""
+    for name in ("image", "encoder"):
         if name in es.vectors:
             return name
     return next(iter(es.vectors))

@@ -472,14 +472,34 @@ def project_panes(sets: Sequence[dict], method: str = "pca", dims: int = 2, *, s
 
 
 def trajectory(frames: Sequence[tuple[int, np.ndarray, np.ndarray]], method: str = "pca", dims: int = 2, *,
-               seed: int = 0, cache: bool = True, root: Path | None = None, **params) -> list[np.ndarray]:
-    """Project each snapshot (step, ids, vectors) and chain-align frame t onto aligned frame t-1."""
+               seed: int = 0, cache: bool = True, root: Path | None = None, rescale: bool = False,
+               **params) -> list[np.ndarray]:
+    """Project each snapshot (step, ids, vectors) and chain-align frame t onto aligned frame t-1
+    (align_frames: rigid orthogonal Procrustes on the shared ids; `rescale`: each frame to unit spread)."""
+    ys = [(ids, project(x, method, dims, seed=seed, cache=cache, root=root, **params)) for _, ids, x in frames]
+    return align_frames(ys, rescale=rescale)
+
+
+def align_frames(frames: Sequence[tuple[np.ndarray, np.ndarray]], *, rescale: bool = False) -> list[np.ndarray]:
+    """Chain-align projected frames (ids, Y [N, 2|3]): frame t is rotated / reflected and shifted onto the
+    aligned frame t-1 by orthogonal Procrustes on the ids both share, so a slider or an animation shows the
+    embedding move, not the projection's arbitrary orientation flip from frame to frame.
+
+    Why rigid (no scale) and chained on the 2-D / 3-D projections rather than one shared PCA basis: it works
+    for UMAP and t-SNE too, and each frame keeps its own best view. The scale is left alone so that on fixed
+    axes a class that tightens is seen to tighten; `rescale=True` instead centres each frame and scales it to
+    unit RMS radius (the shape at every step, whatever its size; UMAP / t-SNE sizes mean nothing anyway).
+    """
     out: list[np.ndarray] = []
     prev_ids = prev_y = None
-    for _, ids, x in frames:
-        y = project(x, method, dims, seed=seed, cache=cache, root=root, **params)
+    for ids, y in frames:
+        y = np.asarray(y, dtype=np.float32)
         if prev_y is not None:
-            y, _, _ = align_to(prev_ids, prev_y, ids, y)
+            y, _, _ = align_to(prev_ids, prev_y, ids, y, scale=False)
+        if rescale:
+            centred = y - y.mean(0)
+            rms = float(np.sqrt((centred ** 2).sum(1).mean()))
+            y = (centred / rms if rms > 0 else centred).astype(np.float32)
         out.append(y)
         prev_ids, prev_y = ids, y
     return out

@@ -18,6 +18,7 @@ from .safe_text import plotly_text
 
 CORRECT_COLOURS = {"correct": "#2e7d32", "wrong": "#d32f2f"}  # colour-by-correctness
 AGREEMENT_COLOURS = {"right in every run": "#2e7d32", "right in some": "#f9a825", "wrong in every run": "#d32f2f"}
+NO_PREDICTION_COLOUR = "#9e9e9e"  # a pane without predictions of its own, coloured by prediction / correctness
 COLOR_MODES = ("label", "prediction", "correctness")  # one run (Explore)
 COMPARE_COLOR_MODES = ("label", "agreement")  # several runs (Compare): agreement needs each pane's predictions
 
@@ -59,8 +60,9 @@ def build_payload(panes: Sequence[dict], *, ids: np.ndarray, labels: np.ndarray,
 
     Args:
         panes: [{"title": str, "points": [N, 2|3], "anchors": [C, 2|3] or None, "anchor_names": [...], "anchor_colors": [...],
-            "preds": [N] or None}], every pane's rows in the same sample order as `ids`; a pane's own
-            "preds" (one run per pane, in Compare) replace `preds` in that pane's hover label.
+            "preds": [N] or None, "own_preds": bool}], every pane's rows in the same sample order as `ids`; a
+            pane's own "preds" (one run per pane, in Compare) replace `preds` in that pane's hover label; with
+            "own_preds" (Explore's before pane) they also colour that pane by prediction / correctness.
         ids, labels, preds: [N] per point (preds may be None).
         class_names: display names, indexed by label.
         color_by: 'label', 'prediction', 'correctness', or 'agreement' (across the panes' own preds;
@@ -82,12 +84,22 @@ def build_payload(panes: Sequence[dict], *, ids: np.ndarray, labels: np.ndarray,
         cat, cats = agreement_categories(labels, [p for p in pane_preds if p is not None])
     else:
         cat, cats = categories(labels, preds, class_names, "label" if color_by == "agreement" else color_by)
+    # Explore's before pane: coloured by the before model's own predictions ("own_preds": True marks a pane
+    # whose "preds" are its own even when None: an old run's before pane then shows "no prediction stored")
+    own_colours = groups is None and color_by in ("prediction", "correctness") and preds is not None
+    if own_colours and any(pane.get("own_preds") and pane.get("preds") is None for pane in panes):
+        cats = cats + [{"name": "no prediction stored", "color": NO_PREDICTION_COLOUR}]
     out_panes = []
     for pane, own_preds in zip(panes, pane_preds):
         pts = np.asarray(pane["points"], dtype=np.float32)
         item = {"title": plotly_text(pane.get("title", "")), "x": _b64(pts[:, 0], "<f4"), "y": _b64(pts[:, 1], "<f4"),
                 "z": _b64(pts[:, 2], "<f4") if dims == 3 else None, "anchors": None,
                 "preds": None if own_preds is None else _b64(own_preds, "<i2")}
+        if own_colours and pane.get("own_preds"):
+            if own_preds is None:
+                item["cat"], item["no_preds"] = _b64(np.full(n, len(cats) - 1), "<u2"), True
+            else:
+                item["cat"] = _b64(categories(labels, own_preds, class_names, color_by)[0], "<u2")
         anchors = pane.get("anchors")
         if anchors is not None and len(anchors):
             a = np.asarray(anchors, dtype=np.float64)

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from . import backbones as bb
 from . import datasets as ds
 from . import distributed, faults, plugins, shifts  # noqa: F401  plugins: every objective and backbone registered
+from .spaces import NCM_PER_CLASS
 from .artifacts import DEFAULT_RUN_DISK_MB, RUN_DISK_ENV, run_disk_budget, save_within_budget, store_embeddings  # noqa: F401
 from .checkpoints import (CHECKPOINT, TRAINER_STATE, load_checkpoint, load_method_weights, save_checkpoint,  # noqa: F401
                           trainable_state)
@@ -128,7 +129,7 @@ class TrainConfig:
     # machinery
     seed: int = 0
     eval_every: int | None = None  # steps between evaluations (None = about 10 per run)
-    snapshots: int = 5  # val-embedding snapshots kept along the way (trajectory view)
+    snapshots: int = 30  # val-embedding snapshots along the way (trajectory view; ~2.7 MB each on the default comparison, BENCHMARKS.md)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # mixed precision on CUDA
     cache_features: bool = True  # cache the frozen prefix's features (see core/features.py)
@@ -538,7 +539,8 @@ def _start(s: Session, tracker: _Tracker, resume: bool, ctx) -> tuple[int, int, 
                          f"writing its checkpoint ({TRAINER_STATE} missing or from another step)")
         return step, stage, opt_state
     if ctx.main:
-        before = store_embeddings(s, "before", tracker.emit, tracker=tracker)
+        before = store_embeddings(s, "before", tracker.emit, tracker=tracker,
+                                  class_means=lambda: _class_means(s, per_class=NCM_PER_CLASS)[0].cpu().numpy())
         if s.entry.has_zero_shot(s.cfg):
             zero = {"zeroshot_acc": before["val"].accuracy, "zeroshot_ood_acc": before["ood"].accuracy}
             tracker.summary.update(zero)
@@ -597,8 +599,9 @@ def _fit(s: Session, stages: list, budgets: list[int], start: tuple[int, int, di
                 window, extras = [], []
             if ctx.main and (step % eval_every == 0 or local == n_steps - 1 or step in snapshot_steps):
                 val_acc = _evaluate(s, stage, step, tracker, snapshot_steps)
-                save_checkpoint(method, optimizer, run_dir, step, si)
-                saved_step = step
+                if step % eval_every == 0 or local == n_steps - 1:  # a snapshot alone writes no checkpoint (FLYP's: ~60 MB)
+                    save_checkpoint(method, optimizer, run_dir, step, si)
+                    saved_step = step
         stage_start += n_steps
     return step, val_acc
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 import streamlit as st
 
 from assets.scatter_component import COMPARE_COLOR_MODES, build_payload, scatter
-from core import metrics, report, settings_diff
+from core import metrics, report, settings_diff, spaces
 from core.errors import EmbedLabError
 from core.projections import METHOD_LABELS
 from core.safe_text import md_code, md_text
-from core.thumbnails import display_images
-from pages import _seeds_ui as seeds
+from pages import _seeds_ui as seeds, _url
+from pages._grid import paged_grid
 from pages._cached import analysis as _analysis, run_view as _view, split_dataset as _split_dataset, thumbs as _thumbs
 from pages._ui import ensure_router, get_manager, get_store, objective_label, progressive_projection, run_labels
 from pages._confusion import confusion_section
@@ -20,10 +20,18 @@ ensure_router()  # run inside app.py's router (sidebar, wide layout) even when d
 # CACHED LOADERS -------------------------------------------------------------------------------
 
 
+OWN_SPACE = "trained"  # the Space control's default: each run in the space its objective trains
+
+
+def _outputs(views, space: str) -> list[str]:
+    """Each run's space: its trained one (OWN_SPACE), or one space they all stored (core/spaces.py)."""
+    return [spaces.default_space(v.objective, v.outputs()) if space == OWN_SPACE else space for v in views]
+
+
 @st.cache_data(show_spinner=False, max_entries=16)
-def _compare(root, run_ids, split, method, dims, align):
+def _compare(root, run_ids, split, method, dims, align, space=OWN_SPACE):
     views = [_view(root, r, split) for r in run_ids]
-    outputs = [v.main_output() for v in views]
+    outputs = _outputs(views, space)
     results = [_analysis(root, v.id, split, o) for v, o in zip(views, outputs)]
     return report.compare_data(views, method=method, dims=dims, outputs=outputs, results=results, align=align)
 
@@ -38,7 +46,8 @@ if len(runs) < 2:
     st.stop()
 ids = [r.id for r in runs]
 labels = run_labels(runs)  # + the settings that differ between runs
-wanted = [r for r in (st.session_state.get("compare_runs") or st.query_params.get_all("run")) if r in ids]
+url = _url.read("compare")  # the view in the link (core/view_state.py): every value checked before use
+wanted = [r for r in st.session_state.get("compare_runs") or [] if r in ids] or url.choices("run", ids, limit=4, what="run")
 default = wanted[:4] if len(wanted) >= 2 else report.default_compare_runs(runs)
 
 # one comparison batch: same settings but the objective (core/settings_diff.py); picking one fills the runs below
@@ -60,26 +69,50 @@ if batches:
 chosen = st.multiselect("Runs (2 to 4)", ids, default=default, format_func=labels.get, max_selections=4, key="compare_pick")
 st.session_state["compare_runs"] = list(chosen)
 c1, c2, c3, c4, c5 = st.columns([1.4, 1.2, 1, 1.6, 1.6])  # split: val / test / ood
-split = c1.segmented_control("Split", ["val", "test", "ood"], default="val", key="compare_split",
+split = c1.segmented_control("Split", ["val", "test", "ood"], default=url.choice("split", ["val", "test", "ood"], "val", what="split"),
+                              key="compare_split",
                               help="ood: the shifted test split (each run's ood_shift)") or "val"
-method = c2.selectbox("Projection", list(METHOD_LABELS), format_func=METHOD_LABELS.get, key="compare_method")
-dims = c3.segmented_control("Dims", [2, 3], default=2, format_func=lambda d: f"{d}-D", key="compare_dims") or 2
-align = c4.segmented_control("Alignment", ["procrustes", "shared-pca"], default="procrustes", key="compare_align",
+method_names = list(METHOD_LABELS)
+method = c2.selectbox("Projection", method_names, index=method_names.index(url.choice("proj", method_names, "pca", what="projection")),
+                      format_func=METHOD_LABELS.get, key="compare_method")
+dims = c3.segmented_control("Dims", [2, 3], default=url.choice("dims", [2, 3], 2, what="dims"), format_func=lambda d: f"{d}-D",
+                            key="compare_dims") or 2
+align = c4.segmented_control("Alignment", ["procrustes", "shared-pca"],
+                             default=url.choice("align", ["procrustes", "shared-pca"], "procrustes", what="alignment"),
+                             key="compare_align",
                              format_func={"procrustes": "Procrustes", "shared-pca": "shared PCA"}.get,
                              help="Procrustes: each run is projected on its own, then rotated / reflected / scaled onto the "
                                   "first run on the shared samples. Shared PCA: one PCA basis for all runs (PCA only, and "
                                   "only when the runs' embeddings have the same dimension; otherwise Procrustes).") or "procrustes"
-color_by = c5.segmented_control("Colour by", list(COMPARE_COLOR_MODES), default="label", key="compare_color",
+color_by = c5.segmented_control("Colour by", list(COMPARE_COLOR_MODES),
+                                default=url.choice("color", list(COMPARE_COLOR_MODES), "label", what="colouring"), key="compare_color",
                                 help="label: the true class. agreement: green where every run is right, amber where "
                                      "only some are (where the objectives differ), red where all are wrong. Hover "
                                      "shows each pane's own prediction.") or "label"
 if len(chosen) < 2:
+    _url.notes(url)
     st.info("Pick at least two runs.")
     st.stop()
+try:
+    shared_names = spaces.shared_spaces([_view(root, r, split).outputs() for r in chosen])
+except EmbedLabError:
+    shared_names = []  # a run without this split: the error is shown below
+space_names = [OWN_SPACE] + shared_names
+space = st.segmented_control(
+    "Space", space_names, default=url.choice("space", space_names, OWN_SPACE, what="space"), key="compare_space",
+    format_func=lambda s: "each run's trained space" if s == OWN_SPACE else f"shared: {s}",
+    help="Each run's trained space: CE's encoder, LaCViT's projection head, FLYP's image embedding, content-style's "
+         "content code (each run shown where its objective acts). Shared: a space every chosen run stored, so all are "
+         "compared in the same kind of space: encoder (the backbone's embedding, before any objective's head; the "
+         "same network when the runs share a backbone), logits (one axis per class). Spaces are shared by name.") \
+    or OWN_SPACE
+_url.notes(url)
+_url.write({"run": list(chosen), "split": split, "proj": method, "dims": dims, "align": align, "color": color_by,
+            "space": space})
 
 try:
     with st.spinner("Computing metrics and projections…"):
-        data = _compare(root, tuple(chosen), split, "pca", dims, align)  # PCA first; UMAP / t-SNE below
+        data = _compare(root, tuple(chosen), split, "pca", dims, align, space)  # PCA first; UMAP / t-SNE below
 except EmbedLabError as exc:
     st.error(md_text(exc))
     st.stop()
@@ -87,7 +120,7 @@ views = [_view(root, r, split) for r in chosen]
 if method != "pca":  # UMAP / t-SNE in the background: PCA until it is ready
     pca_data = data
     data, method = progressive_projection(
-        f"compare/{root}/{'+'.join(chosen)}/{split}/{method}/{dims}/{align}", method, lambda: pca_data,
+        f"compare/{root}/{'+'.join(chosen)}/{split}/{method}/{dims}/{align}/{space}", method, lambda: pca_data,
         lambda m=method, d=pca_data: report.compare_data(views, method=m, dims=dims, outputs=d["outputs"],
                                                         results=d["results"], align=align))
 differences = settings_diff.differing_labels([(v.id, v.config, v.summary) for v in views])  # names carry them
@@ -129,14 +162,16 @@ else:
     payload = build_payload(panes, ids=shared, labels=first.after.labels[rows0], preds=None, class_names=first.after.classes,
                             color_by=color_by,
                             thumbs=_thumbs(root, first.id, split) if same_data else None, height=520,
-                            view_key=f"{'/'.join(chosen)}/{split}/{method}/{dims}/{align}",
+                            view_key=f"{'/'.join(chosen)}/{split}/{method}/{dims}/{align}/{space}",
                             status=f"{len(shared):,} shared samples · hover: image · "
                                    + ("box/lasso: select (linked across runs)" if dims == 2 else "drag: rotate (all panes turn together)"))
     how = ("one PCA basis fitted on all runs" if proj["align"] == "shared-pca" else
            "each run projected on its own, then rotated onto the first run by orthogonal Procrustes on the shared samples")
     colour = ("true label" if color_by == "label" else
               "green = right in every run, amber = right in some, red = wrong in all (by each run's own predictions)")
-    st.caption(f"{METHOD_LABELS[method]} {dims}-D; {how}. Colour: {colour}.")
+    where = ("each run in the space its objective trains (" + ", ".join(f"{md_text(n)}: {md_code(o)}" for n, o in zip(names, data["outputs"]))
+             + ")" if space == OWN_SPACE else f"every run in the shared {md_code(space)} space")
+    st.caption(f"{METHOD_LABELS[method]} {dims}-D of {where}; {how}. Colour: {colour}.")
     event = scatter(payload, key="compare_scatter")
     selection = (event or {}).get("selection")
     if selection and selection.get("ids"):
@@ -151,8 +186,8 @@ else:
         if same_data:
             data_ = _split_dataset(root, first.id, split)  # the OOD split's images as shifted, like the hover
             cls = first.after.classes
-            lab = first.after.labels[report.positions(first.after.ids, sel[:48])]
-            st.image(display_images(data_.images[sel[:48]], 84), caption=[md_text(cls[k]) for k in lab], width=84)
+            lab = dict(zip(sel, first.after.labels[report.positions(first.after.ids, sel)].tolist()))
+            paged_grid(data_, sel, lambda i: cls[lab[int(i)]], key="compare_sel")
 
 # METRICS ---------------------------------------------------------------------------------------
 st.subheader("Metrics", anchor=False)
@@ -169,7 +204,7 @@ st.caption(" · ".join(f"**{md_text(n)}** {row['metric']}: {report.ci_text(ci)}"
                       for n, ci in row.get("ci", {}).items() if ci))
 st.caption(f"Best per row highlighted (alignment, uniformity and different-class cosine: lower is better; an accuracy "
            f"only when its 95 % interval clears every other run's). Metrics on the "
-           f"{split} split in each run's main output ({', '.join(data['outputs'])}). kNN: leave-one-out, k=20, cosine; "
+           f"{split} split in the space shown for each run ({', '.join(data['outputs'])}). kNN: leave-one-out, k=20, cosine; "
            "linear probe: logistic regression, 5-fold cross-validated below 1,000 samples (else a stratified 70/30 split).")
 
 # CHARTS ----------------------------------------------------------------------------------------

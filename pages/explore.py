@@ -1,23 +1,30 @@
-"""Explore: one run's embeddings before and after fine-tuning, with the image under the mouse."""
+"""Explore: one run's embeddings before and after fine-tuning, in the space its objective trains (or any
+space the run stored), with the image under the mouse; a running run is followed live."""
 from __future__ import annotations
 
 import streamlit as st
 
 from assets.scatter_component import COLOR_MODES, build_payload, scatter
-from core import report
+from core import report, spaces
+from core.embeddings import has_embeddings, list_snapshots, load_embeddings, load_run_embeddings
 from core.errors import EmbedLabError
-from core.projections import METHOD_LABELS, trajectory
+from core.projections import METHOD_LABELS, align_frames, project, project_panes
 from core.safe_text import md_code, md_text
 from core.thumbnails import display_images
-from pages import _seeds_ui as seeds
-from core.embeddings import has_embeddings
+from pages import _seeds_ui as seeds, _url
 from pages._cached import analysis as _analysis, run_view as _view, split_dataset as _split_dataset, thumbs as _thumbs
-from pages._ui import ensure_router, get_store, pct, progressive_projection, run_labels
+from pages._grid import grid as _grid, paged_grid
 from pages._text_search import panel as text_search_panel
+from pages._ui import ensure_router, get_store, pct, progressive_projection, run_labels
 
 ensure_router()  # run inside app.py's router (sidebar, wide layout) even when deep-linked first
 
 POINT_CAPS = [1000, 2000, 5000, 10000, 20000, 50000]  # "max points" choices (a seeded subsample beyond)
+LIVE_REFRESH_S = 2.0  # a running run's latest snapshot is re-read this often (a cheap directory listing)
+SPACE_HELP = ("The embedding space shown; the default is the one the run's objective trains: CE the encoder, LaCViT "
+              "its projection head, FLYP the image embedding in the joint image-text space, content-style the content "
+              "code. encoder: the backbone's embedding (every run); logits: the class scores (before fine-tuning: "
+              "the before model's own classifier).")
 
 
 # CACHED LOADERS -------------------------------------------------------------------------------
@@ -30,41 +37,94 @@ def _panes(root, run_id, split, output, method, dims, max_points, phases):
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _trajectory(root, run_id, output, method, dims):
+def _trajectory(root, run_id, output, method, dims, rescale):
     view = _view(root, run_id, "val")
     snaps = [(step, es) for step, es in report.load_snapshots(view.dir) if output in es.vectors]
-    frames = trajectory([(step, es.ids, es.vectors[output]) for step, es in snaps], method, dims)
+    ys = [(es.ids, project(es.vectors[output], method, dims)) for _, es in snaps]
+    frames = align_frames(ys, rescale=rescale)  # rigid Procrustes, frame t onto frame t-1 (core/projections.py)
     return [(step, y) for (step, _), y in zip(snaps, frames)], snaps[-1][1].labels if snaps else None
 
 
-def _grid(data, ids, captions, width=84):
-    if len(ids):
-        st.image(display_images(data.images[list(ids)], width), caption=[md_text(c) for c in captions], width=width)
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _snapshot(folder: str):
+    return load_embeddings(folder)  # a written snapshot never changes (atomic rename)
 
 
 # PICK A RUN ------------------------------------------------------------------------------------
 st.header("Explore")
 store = get_store()
 root = str(store.root)
+url = _url.read("explore")  # the view in the link (core/view_state.py): every value checked before use
 runs = report.finished_runs(store)
-if not runs:
+live = [r for r in store.list(status=["running"]) if has_embeddings(store.run_dir(r.id), "before", "val")]
+if not runs and not live:
     st.info("No finished run with stored embeddings yet. Train one on the **Train** page (or `python -m core train`), "
             "then come back.")
     st.stop()
-ids = [r.id for r in runs]
-wanted = st.session_state.get("explore_run") or st.query_params.get("run")
-default = ids.index(wanted) if wanted in ids else 0
-if wanted and wanted not in ids:
-    st.caption(f"Run {md_code(wanted)} has no stored embeddings yet (still running, failed or cancelled); showing the latest finished run.")
+ids = [r.id for r in runs] + [r.id for r in live]
 labels = run_labels(runs)  # + the settings that differ between runs
+labels.update({r.id: "● training · " + report.run_label(r.id, r.config) for r in live})
+wanted = st.session_state.get("explore_run")  # set by the Runs page's "open in Explore"
+default = wanted if wanted in ids else url.choice("run", ids, ids[0], what="run", label=str)
 
 c1, c2, c3, c4 = st.columns([3, 1.4, 1.2, 1.2])  # split: val / test / ood
-run_id = c1.selectbox("Run", ids, index=default, format_func=labels.get, key="explore_run_pick")
+run_id = c1.selectbox("Run", ids, index=ids.index(default), format_func=labels.get, key="explore_run_pick")
 st.session_state["explore_run"] = run_id
-if st.query_params.get("run") != run_id:
-    st.query_params["run"] = run_id
-split_names = ["val", "test"] + (["ood"] if has_embeddings(store.run_dir(run_id), "after", "ood") else [])
-split = c2.segmented_control("Split", split_names, default="val", key="explore_split",
+record = next(r for r in runs + live if r.id == run_id)
+objective = record.config.get("objective", "")
+run_dir = store.run_dir(run_id)
+
+
+def _live_view() -> None:
+    """A running run: its before set and its latest val snapshot, re-read every LIVE_REFRESH_S seconds."""
+    before = load_run_embeddings(run_dir, "before", "val")
+    space_options = list(before.vectors)
+    space_default = url.choice("space", space_options, spaces.default_space(objective, space_options), what="space")
+    space = c3.selectbox("Space", space_options, index=space_options.index(space_default), key="explore_output",
+                         help=SPACE_HELP)
+    dims = c5.segmented_control("Dims", [2, 3], default=url.choice("dims", [2, 3], 2, what="dims"),
+                                format_func=lambda d: f"{d}-D", key="explore_dims") or 2
+    _url.notes(url)
+    _url.write({"run": run_id, "space": space, "dims": dims})
+
+    @st.fragment(run_every=LIVE_REFRESH_S)
+    def live_panel():
+        rec = store.get(run_id)
+        if rec.status != "running":
+            st.rerun()  # finished (or failed): the whole page, now with its stored results
+        snaps = [(step, folder) for step, folder in list_snapshots(run_dir)]
+        progress = rec.progress or {}
+        st.caption(f":material/radio_button_checked: training · step {progress.get('step', 0)} of "
+                   f"{progress.get('total', '?')} · the latest val snapshot, re-read every {LIVE_REFRESH_S:g} s")
+        latest = _snapshot(str(snaps[-1][1])) if snaps else None
+        sets, titles = [], []
+        if space in before.vectors:
+            sets.append({"ids": before.ids, "vectors": before.vectors[space]})
+            titles.append("before fine-tuning")
+        if latest is not None and space in latest.vectors:
+            sets.append({"ids": latest.ids, "vectors": latest.vectors[space]})
+            titles.append(f"step {snaps[-1][0]} (latest snapshot)")
+        if not sets:
+            st.info(f"No snapshot with a {md_code(space)} space yet.")
+            return
+        proj = project_panes(sets, "pca", dims, reference=len(sets) - 1)
+        panes = [{"title": title, "points": pts, "anchors": None} for title, pts in zip(titles, proj["points"])]
+        st.plotly_chart(report.projection_figure(panes, before.labels, before.classes, height=460,
+                                                 title=f"PCA of {space} (before rotated onto the latest snapshot)"),
+                        key="explore_live_fig")
+
+    live_panel()
+    st.caption("The full view (metrics, selection, neighbours, the whole trajectory) opens when the run finishes.")
+
+
+if record.status == "running":
+    c5 = st.columns([1, 5])[0]
+    _live_view()
+    st.stop()
+
+split_names = ["val", "test"] + (["ood"] if has_embeddings(run_dir, "after", "ood") else [])
+split = c2.segmented_control("Split", split_names, default=url.choice("split", split_names, "val", what="split"),
+                             key="explore_split",
                              help="ood: the test split under the run's shift (its ood_shift; see core/shifts.py)") or "val"
 if split not in split_names:  # 'ood' picked on a run from before the OOD split existed
     split = "val"
@@ -74,22 +134,36 @@ except EmbedLabError as exc:
     st.error(md_text(exc))
     st.stop()
 outputs = view.outputs()
-output = c3.selectbox("Output", outputs, index=outputs.index(view.main_output()), key="explore_output",
-                      help="encoder: the backbone's embedding; projection: LaCViT's contrastive head; "
-                           "image: FLYP's image tower; content / style: the content-style model's two factors")
-method = c4.selectbox("Projection", list(METHOD_LABELS), format_func=METHOD_LABELS.get, key="explore_method",
+trained = spaces.trained_space(objective)
+space_default = url.choice("space", outputs, spaces.default_space(objective, outputs), what="space")
+output = c3.selectbox("Space", outputs, index=outputs.index(space_default), key="explore_output",
+                      format_func=lambda o: f"{o} (trained)" if o == trained else o, help=SPACE_HELP)
+methods = list(METHOD_LABELS)
+method = c4.selectbox("Projection", methods, index=methods.index(url.choice("proj", methods, "pca", what="projection")),
+                      format_func=METHOD_LABELS.get, key="explore_method",
                       help="PCA is instant; UMAP and t-SNE take a while the first time, then come from the disk cache")
 c5, c6, c7, c8 = st.columns([1, 1.6, 1.6, 1.2])
-dims = c5.segmented_control("Dims", [2, 3], default=2, format_func=lambda d: f"{d}-D", key="explore_dims") or 2
-color_by = c6.segmented_control("Colour by", list(COLOR_MODES), default="label", key="explore_color") or "label"
+dims = c5.segmented_control("Dims", [2, 3], default=url.choice("dims", [2, 3], 2, what="dims"),
+                            format_func=lambda d: f"{d}-D", key="explore_dims") or 2
+color_by = c6.segmented_control("Colour by", list(COLOR_MODES), default=url.choice("color", list(COLOR_MODES), "label",
+                                                                                   what="colouring"),
+                                key="explore_color") or "label"
 has_before = view.before is not None and output in view.before.vectors
-pane_choice = c7.segmented_control("Panes", ["before + after", "after", "before"], default="before + after",
+pane_names = ["before + after", "after", "before"]
+pane_choice = c7.segmented_control("Panes", pane_names, default=url.choice("panes", pane_names, "before + after", what="panes"),
                                    key="explore_panes", disabled=not has_before) or "before + after"
 max_points = c8.selectbox("Max points", POINT_CAPS, index=POINT_CAPS.index(20000), key="explore_max",
                           format_func=lambda n: f"{n:,}")
 phases = {"before + after": ("before", "after"), "after": ("after",), "before": ("before",)}[pane_choice] if has_before else ("after",)
 if color_by != "label" and view.after.preds is None:
     st.caption("This run stored no predictions; colouring by label.")
+if not has_before and view.before is not None:
+    st.caption(f"This run's before-fine-tuning set has no {md_code(output)} space (it was stored before every space "
+               "was kept): after pane only. Pick `encoder` for both panes.")
+_url.notes(url)
+view_params = {"run": run_id, "split": split, "space": output, "proj": method, "dims": dims, "color": color_by,
+               "panes": pane_choice}
+_url.write(view_params)  # the address bar opens this view (the trajectory adds frame / rescale below)
 
 metrics_box = st.container()  # filled after the scatter: on a big run the plot comes first
 
@@ -105,7 +179,12 @@ else:
         lambda v=view, m=method: report.explore_data(v, output=output, method=m, dims=dims, max_points=max_points,
                                                      phases=phases))
 dataset = _split_dataset(root, run_id, split)
-panes = [{"title": t, "points": p, "anchors": a} for t, p, a in zip(data["titles"], data["points"], data["anchors"])]
+pane_preds = spaces.phase_predictions({"before": view.before, "after": view.after}, data["ids"])
+panes = []
+for phase, title, pts, anchors in zip(data["phases"], data["titles"], data["points"], data["anchors"]):
+    preds_, source = pane_preds.get(phase, (None, None))
+    short = f" · preds: {source}" if phase == "before" and color_by != "label" and source else ""
+    panes.append({"title": title + short, "points": pts, "anchors": anchors, "preds": preds_, "own_preds": True})
 panes = text_search_panel(root, view, data, shown_method, panes)  # a typed phrase: nearest images and a star (17.6)
 shown = len(data["ids"])
 sample_note = f"{shown:,} of {data['n_total']:,} samples (seeded subsample)" if shown < data["n_total"] else f"{shown:,} samples"
@@ -117,7 +196,13 @@ payload = build_payload(panes, ids=data["ids"], labels=data["labels"], preds=dat
                         status=f"{sample_note} · hover: image · " + ("box/lasso: select (linked across panes)" if dims == 2
                                                                         else "drag: rotate (all panes turn together)") + " · click: nearest neighbours")
 stars = " Stars: FLYP's class-prompt (text) embeddings, placed out of sample." if any(a is not None for a in data["anchors"]) else ""
-st.caption(f"{METHOD_LABELS[shown_method]} {dims}-D of `{output}` on {split}. {how}{stars}")
+legend = ""
+if color_by != "label" and "before" in data["phases"]:
+    before_source = pane_preds.get("before", (None, None))[1]
+    legend = (f" Before pane coloured by the before model's own predictions: {md_text(spaces.pred_source_text(before_source))};"
+              f" after pane by {md_text(spaces.pred_source_text(pane_preds.get('after', (None, None))[1]))}.")
+st.caption(f"{METHOD_LABELS[shown_method]} {dims}-D of {md_code(output)}"
+           f"{' (the space ' + md_text(objective) + ' trains)' if output == trained else ''} on {split}. {how}{stars}{legend}")
 clicked = st.session_state.get("explore_clicked")
 neighbours = report.neighbour_grid(view, clicked, output=output) if clicked is not None and clicked in set(data["ids"].tolist()) else {}
 overlay = {"center": clicked, "ids": [n["id"] for n in neighbours.get("after", [])]} if neighbours else None
@@ -134,7 +219,9 @@ with metrics_box:
     sure = ("95 % interval (Wilson). The change is coloured only when an exact McNemar test on the same images "
             "says it is not noise (p < 0.05); grey means it could be chance.")
     acc_before = res.get(f"{split}_acc_before")
-    delta = None if acc_before is None or res.get("acc") is None else f"{100 * (res['acc'] - acc_before):+.1f} pts vs zero-shot"
+    before_source = view.before.pred_source if view.before is not None else None
+    vs = {"zero-shot": "zero-shot", "nearest class mean": "before (nearest class mean)"}.get(before_source or "zero-shot", "before")
+    delta = None if acc_before is None or res.get("acc") is None else f"{100 * (res['acc'] - acc_before):+.1f} pts vs {vs}"
     m[0].metric(f"{split} accuracy", pct(res.get("acc")), delta, delta_color=report.delta_colour(res.get("acc_vs_before")),
                 help=f"top-1 of the fine-tuned classifier. {sure}")
     m[0].caption(report.ci_text(res.get("acc_ci95"), res.get("n")))
@@ -181,24 +268,36 @@ if selection and selection.get("ids"):
     wrong = sum(1 for i in sel if "✗" in _caption(i))
     pane = data["phases"][selection["pane"]] if selection["pane"] < len(data["phases"]) else ""
     st.subheader(f"Selected {len(sel)} samples", anchor=False)
-    st.caption(f"in the '{pane}' pane · {wrong} misclassified · captions: label → prediction"
-               + (" · first 48 shown" if len(sel) > 48 else ""))
-    _grid(dataset, sel[:48], [_caption(i) for i in sel[:48]])
+    paged_grid(dataset, sel, _caption, key="explore_sel",
+               note=f"in the '{md_text(pane)}' pane · {wrong} misclassified · captions: label → prediction (after)")
 elif not neighbours:
     st.caption("Select points with the box or lasso tool to see their images; click a point for its nearest neighbours.")
 
 # TRAJECTORY ------------------------------------------------------------------------------------
-with st.expander("Training trajectory (val snapshots)", icon=":material/animation:"):
-    if st.toggle("Show how the embedding moved during training", key="explore_traj"):
+n_snaps = len(list_snapshots(run_dir))
+with st.expander(f"Training trajectory ({n_snaps} val snapshots)", icon=":material/animation:", expanded=url.has("frame")):
+    if st.toggle("Show how the embedding moved during training", value=url.has("frame"), key="explore_traj"):
+        rescale = st.toggle("Rescale each frame", value=url.flag("rescale", False, what="rescale"), key="explore_rescale",
+                            help="off: fixed axes, so a space that tightens is seen to tighten; on: every frame "
+                                 "centred and scaled to the same spread (its shape at each step)")
         with st.spinner("Projecting the snapshots…"):
-            frames, traj_labels = _trajectory(root, run_id, output, method, dims)
+            frames, traj_labels = _trajectory(root, run_id, output, method, dims, rescale)
         if len(frames) < 2:
-            st.info(f"This run kept fewer than two snapshots with a `{output}` output.")
+            st.info(f"This run kept fewer than two snapshots with a {md_code(output)} space.")
         else:
-            st.plotly_chart(report.trajectory_figure(frames, traj_labels, names), key="explore_traj_fig")
+            steps = [step for step, _ in frames]
+            at_step = url.integer("frame", 0, 10**9, steps[-1], what="frame")
+            at_step = min(steps, key=lambda s: abs(s - at_step))  # the nearest stored frame
+            step = st.select_slider("Frame (training step)", steps, value=at_step, key="explore_frame",
+                                    help="or press ▶ play on the figure")
+            st.plotly_chart(report.trajectory_figure(frames, traj_labels, names, active=steps.index(step),
+                                                     title=f"{METHOD_LABELS[method]} of {output} along training, each "
+                                                           "frame aligned to the previous one (rigid Procrustes)"),
+                            key="explore_traj_fig")
+            _url.write({**view_params, "frame": step, "rescale": rescale})
+            _url.notes(url)
 
 # DATA SELECTION (seed 002) ---------------------------------------------------------------------
-record = next(r for r in runs if r.id == run_id)
 if record.config.get("selection"):
     with st.expander("Training data selection", icon=":material/filter_alt:"):
         seeds.selection_caption(st, record, root)

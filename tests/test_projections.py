@@ -216,3 +216,31 @@ def test_the_start_up_warm_up_can_be_turned_off(monkeypatch):
     assert P.warm_up_at_start() is None  # the suite's setting: no background compile beside the tests' runs
     monkeypatch.setenv(P.WARMUP_ENV, "1")
     assert P.warm_up_at_start() is P.warm_up_in_background()  # on: the one thread of this process
+
+
+# ------------------------------------------------------------------ trajectory frames (issue 17.5)
+def _rot(theta: float) -> np.ndarray:
+    return np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+
+
+def test_a_rotated_reflected_shifted_copy_aligns_back_to_the_original():
+    y = np.random.default_rng(0).normal(size=(60, 2)).astype(np.float32)
+    moved = (y @ _rot(1.1)) * np.array([1, -1]) + np.array([5.0, -3.0])  # rotated, reflected, shifted
+    t = P.procrustes(moved, y, scale=False)
+    np.testing.assert_allclose(P.apply_transform(moved, t), y, atol=1e-4)
+    aligned = P.align_frames([(np.arange(60), y), (np.arange(60), moved)])
+    np.testing.assert_allclose(aligned[1], y, atol=1e-4)
+
+
+def test_frames_align_on_shared_ids_only_and_keep_their_scale_unless_rescaled():
+    rng = np.random.default_rng(1)
+    ids = np.arange(80)
+    y0 = rng.normal(size=(80, 2)).astype(np.float32)
+    y1 = (0.25 * y0 @ _rot(2.0)).astype(np.float32)  # the same shape, a quarter the size, turned
+    order = rng.permutation(80)  # frame 1 stores its rows in another order
+    fixed = P.align_frames([(ids, y0), (ids[order], y1[order])])
+    np.testing.assert_allclose(fixed[1], (0.25 * (y0 - y0.mean(0)) + y0.mean(0))[order], atol=1e-4)  # tightened: seen
+    scaled = P.align_frames([(ids, y0), (ids[order], y1[order])], rescale=True)
+    radius = [float(np.sqrt(((f - f.mean(0)) ** 2).sum(1).mean())) for f in scaled]
+    assert radius == pytest.approx([1.0, 1.0], abs=1e-5)
+    np.testing.assert_allclose(scaled[1], scaled[0][order], atol=1e-4)  # the same shape on the same axes

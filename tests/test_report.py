@@ -122,6 +122,9 @@ def test_trajectory_figure_has_frames_and_slider():
     frames = [(s, rng.normal(size=(20, 2))) for s in (0, 5, 10)]
     fig = report.trajectory_figure(frames, labels, ["a", "b"])
     assert len(fig.frames) == 3 and fig.layout.sliders[0].steps[-1].label == "10"
+    at = report.trajectory_figure(frames, labels, ["a", "b"], active=1)  # Explore's frame slider picks the frame shown
+    assert at.layout.sliders[0].active == 1
+    assert np.allclose(at.data[0].x, frames[1][1][labels == 0, 0])
 
 
 def test_analyze_cached_memoises_on_disk(store, home, monkeypatch):

@@ -72,3 +72,21 @@ def test_groups_override_the_colouring():
                             color_by="correctness", groups=groups)
     assert _decode(payload["cat"], "<u2").tolist() == [0, 1, 1, 0]
     assert [c["name"] for c in payload["categories"]] == ["selected (2)", "rest"]
+
+
+def test_explore_before_pane_is_coloured_by_its_own_predictions():
+    """Issue 17.1: the before pane's correctness colours come from the before model, not the fine-tuned one."""
+    before_preds = np.array([1, 1, 0, 1])  # wrong, right, wrong, right
+    pts = np.zeros((4, 2))
+    panes = [{"title": "before", "points": pts, "preds": before_preds, "own_preds": True},
+             {"title": "after", "points": pts, "preds": PREDS, "own_preds": True}]
+    payload = build_payload(panes, ids=np.arange(4), labels=LABELS, preds=PREDS, class_names=["a", "b", "c"],
+                            color_by="correctness")
+    assert _decode(payload["panes"][0]["cat"], "<u2").tolist() == [1, 0, 1, 0]
+    assert _decode(payload["panes"][1]["cat"], "<u2").tolist() == [0, 1, 0, 1]
+    old = build_payload([{**panes[0], "preds": None}, panes[1]], ids=np.arange(4), labels=LABELS, preds=PREDS,
+                        class_names=["a", "b", "c"], color_by="correctness")  # an old run's before set: no preds
+    assert old["panes"][0]["no_preds"] and old["categories"][-1]["name"] == "no prediction stored"
+    assert set(_decode(old["panes"][0]["cat"], "<u2").tolist()) == {len(old["categories"]) - 1}
+    by_label = build_payload(panes, ids=np.arange(4), labels=LABELS, preds=PREDS, class_names=["a", "b", "c"])
+    assert "cat" not in by_label["panes"][0]  # label colours are the same in every pane

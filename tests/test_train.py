@@ -108,7 +108,9 @@ def test_ce_run_is_stored(env, ce_run):
         for split in ("val", "test"):
             es = load_embeddings(embeddings_dir(run_dir, phase, split))
             assert es.vectors["encoder"].shape == (100, 64) and len(es.labels) == 100
-    assert load_embeddings(embeddings_dir(run_dir, "before", "val")).preds is None  # an untrained head predicts nothing
+    before = load_embeddings(embeddings_dir(run_dir, "before", "val"))
+    assert before.pred_source == "nearest class mean" and before.preds is not None  # not the untrained head's noise
+    assert set(before.vectors) == {"encoder", "logits"} and before.vectors["logits"].shape == (100, 10)
     assert load_embeddings(embeddings_dir(run_dir, "after", "val")).accuracy == ce_run.result["val_acc"]
     assert _checkpoint_step(run_dir) == 60 and (run_dir / TRAINER_STATE).exists()
 
@@ -146,7 +148,7 @@ def test_lacvit_runs_both_stages_and_each_loss_falls(lacvit_run):
 def test_lacvit_stores_projection_embeddings(env, lacvit_run):
     store, _ = env
     es = load_embeddings(embeddings_dir(store.run_dir(lacvit_run.result["run_id"]), "after", "val"))
-    assert set(es.vectors) == {"encoder", "projection"}
+    assert set(es.vectors) == {"encoder", "projection", "logits"}  # logits: the class scores of its head
     assert es.vectors["projection"].shape == (100, 128)
     np.testing.assert_allclose(np.linalg.norm(es.vectors["projection"].astype(np.float32), axis=1), 1.0, atol=2e-3)
 
@@ -227,7 +229,7 @@ def test_ce_from_the_zero_shot_head_gets_a_frontier_of_its_own(env, flyp_run):
 def test_flyp_stores_image_embeddings_and_prompt_anchors(env, flyp_run):
     store, _ = env
     es = load_embeddings(embeddings_dir(store.run_dir(flyp_run.result["run_id"]), "after", "val"))
-    assert set(es.vectors) == {"image"} and es.anchors.shape == (10, 32)
+    assert set(es.vectors) == {"image", "encoder", "logits"} and es.anchors.shape == (10, 32)
     assert store.get(flyp_run.result["run_id"]).summary["zeroshot_acc"] == flyp_run.result["zeroshot_acc"]
 
 

@@ -220,8 +220,9 @@ def frontier_figure(data: dict, *, height: int = 460) -> Any:
 
 
 def trajectory_figure(frames: Sequence[tuple[int, np.ndarray]], labels: np.ndarray, classes: Sequence[str], *,
-                      height: int = 520, title: str = "") -> Any:
-    """An animation over training snapshots (frames already aligned): play button + step slider."""
+                      height: int = 520, title: str = "", active: int | None = None) -> Any:
+    """An animation over training snapshots (frames already aligned): play button + step slider, starting
+    at frame `active` (default: the last)."""
     go = _go()
     labels = np.asarray(labels)
     dims = frames[0][1].shape[1]
@@ -240,7 +241,8 @@ def trajectory_figure(frames: Sequence[tuple[int, np.ndarray]], labels: np.ndarr
     allpts = np.vstack([y for _, y in frames])
     lo, hi = allpts.min(0), allpts.max(0)
     pad = (hi - lo) * 0.05 + 1e-6
-    fig = go.Figure(data=traces(frames[-1][1]),
+    active = len(frames) - 1 if active is None else min(max(0, active), len(frames) - 1)
+    fig = go.Figure(data=traces(frames[active][1]),
                     frames=[go.Frame(data=traces(y), name=str(step)) for step, y in frames])
     anim = {"frame": {"duration": 600, "redraw": True}, "transition": {"duration": 300}, "mode": "immediate", "fromcurrent": True}
     steps = [{"label": str(step), "method": "animate",
@@ -252,7 +254,7 @@ def trajectory_figure(frames: Sequence[tuple[int, np.ndarray]], labels: np.ndarr
                                 "pad": {"t": 30}, "buttons": [{"label": "▶ play", "method": "animate", "args": [None, anim]},
                                                               {"label": "❚❚ pause", "method": "animate",
                                                                "args": [[None], {"frame": {"duration": 0}, "mode": "immediate"}]}]}],
-                  sliders=[{"active": len(frames) - 1, "currentvalue": {"prefix": "step "}, "pad": {"t": 30, "l": 130},
+                  sliders=[{"active": active, "currentvalue": {"prefix": "step "}, "pad": {"t": 30, "l": 130},
                             "steps": steps}])
     if dims == 3:
         layout["scene"] = {ax: {"range": [float(lo[i] - pad[i]), float(hi[i] + pad[i])], "showticklabels": False, "title": ""}

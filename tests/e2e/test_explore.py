@@ -74,6 +74,9 @@ def test_hover_shows_thumbnail_then_box_select_and_click(big_page, explore_app):
     url, ids, home = explore_app
     pg = big_page
     frame = _open_explore(pg, url, ids["ce"])
+    # the view is in the address bar (issue 16.4): the page wrote its space, projection and dims back
+    pg.wait_for_function("() => ['space=encoder', 'proj=pca', 'dims=2'].every((s) => location.search.includes(s))",
+                         timeout=TIMEOUT_MS)
     iframe = pg.locator("iframe[src*='embedlab_scatter']")
     iframe.scroll_into_view_if_needed()
     pg.wait_for_timeout(500)
@@ -98,6 +101,8 @@ def test_hover_shows_thumbnail_then_box_select_and_click(big_page, explore_app):
 
     # LASSO in the 'after' pane (a triangle over part of it): the page shows a grid of the selected images
     frame.locator(".modebar-btn[data-title='Lasso Select']").first.click()
+    pg.get_by_text("silhouette").first.wait_for(timeout=TIMEOUT_MS)  # the metrics above the plot are in: no more shift
+    box = iframe.bounding_box()
     area = frame.evaluate("""() => { const L = document.getElementById('plot')._fullLayout;
                                      return [L.xaxis2._offset, L.yaxis2._offset, L.xaxis2._length, L.yaxis2._length]; }""")
     left, top, width, height = box["x"] + area[0], box["y"] + area[1], area[2], area[3]
@@ -114,6 +119,9 @@ def test_hover_shows_thumbnail_then_box_select_and_click(big_page, explore_app):
     assert 0 < int(heading.inner_text().split()[1].replace(",", "")) < total  # a real, partial lasso
     pg.locator("[data-testid='stImage']").first.wait_for(timeout=TIMEOUT_MS)
     assert pg.locator("[data-testid='stImage']").count() > 0
+    n_selected = int(heading.inner_text().split()[1].replace(",", ""))
+    shown = f"all {n_selected} shown" if n_selected <= 48 else f"48 of {n_selected} (1–48) shown"
+    pg.get_by_text(shown, exact=False).first.wait_for(timeout=TIMEOUT_MS)  # the grid says how many of how many
     # the selection is linked: the 'before' pane has the same samples selected
     linked = frame.evaluate("() => document.getElementById('plot').data.filter(t => t.xaxis === 'x' && t.selectedpoints)"
                             ".reduce((n, t) => n + t.selectedpoints.length, 0)")

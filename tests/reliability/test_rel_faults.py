@@ -121,7 +121,7 @@ def test_cancel_mid_step_ends_the_run_within_that_step(real, monkeypatch):
 
     monkeypatch.setattr(train_mod, "_batch", batch)
     try:
-        box["id"] = run_id = m.submit(_cfg(steps=100, eval_every=3))
+        box["id"] = run_id = m.submit(_cfg(steps=100, eval_every=3, snapshots=2))  # evals at 0, 3, 6 only
         assert m.wait(run_id, 120)
     finally:
         m.shutdown(timeout=30)
@@ -248,7 +248,7 @@ def test_a_kill_between_the_two_checkpoint_files_still_resumes(real, damage):
                   on_event=lambda e: stop_after.append(e) if e["type"] == "step" else None,
                   should_stop=lambda: len(stop_after) >= 7)
     run_id, run_dir = first["run_id"], store.run_dir(first["run_id"])
-    assert first["status"] == "cancelled" and _ckpt_step(run_dir) == 7  # evals 4, 8, snapshots 3, 6, 9; the cancel 7
+    assert first["status"] == "cancelled" and _ckpt_step(run_dir) == 7  # checkpoints at evals 4, 8 (snapshots write none); the cancel 7
     if damage == "missing":
         (run_dir / TRAINER_STATE).unlink()
     else:
@@ -291,7 +291,7 @@ def test_a_malicious_checkpoint_file_is_refused_on_resume_and_never_runs(real, t
 def test_disk_budget_skips_snapshots_and_embeddings_with_warnings(real, monkeypatch):
     store, root = real
     monkeypatch.setenv("EMBEDLAB_RUN_DISK_MB", "1")  # the first checkpoint alone (~4 MB) passes it
-    r = train(_cfg(steps=6), store=store, root=root)
+    r = train(_cfg(steps=6, snapshots=5), store=store, root=root)  # snapshots at steps 0, 2, 3, 4, 6
     assert r["status"] == "finished" and r["error"] is None
     budget = "the run folder would pass its disk budget of 1 MB (EMBEDLAB_RUN_DISK_MB)"
     expected = [f"skipped the val snapshot at step {s}: {budget}" for s in (2, 3, 4, 6)] + \
@@ -316,7 +316,7 @@ def test_a_full_disk_while_saving_a_snapshot_is_a_warning_not_a_crash(real, monk
         return real_save(folder, es)
 
     monkeypatch.setattr(artifacts, "save_embeddings", full_disk)
-    r = train(_cfg(steps=6), store=store, root=root)
+    r = train(_cfg(steps=6, snapshots=5), store=store, root=root)  # snapshots at steps 0, 2, 3, 4, 6
     assert r["status"] == "finished"
     assert r["warnings"] == [f"skipped the val snapshot at step {s}: No space left on device" for s in (0, 2, 3, 4, 6)]
     run_dir = store.run_dir(r["run_id"])

@@ -59,6 +59,12 @@ function paneDomain(p, n) {
   return [p / n + (p > 0 ? gap : 0), (p + 1) / n - (p < n - 1 ? gap : 0)];
 }
 
+function membersOf(cat, nCats, n) {
+  const members = Array.from({ length: nCats }, () => []);
+  for (let i = 0; i < n; i++) members[cat[i]].push(i);
+  return members.map((m) => Int32Array.from(m));
+}
+
 function build(P, overlay) {
   S.P = P;
   S.key = P.data_key;
@@ -73,18 +79,18 @@ function build(P, overlay) {
   S.panes = P.panes.map((p) => ({
     title: p.title, x: b64(p.x, Float32Array), y: b64(p.y, Float32Array), z: p.z ? b64(p.z, Float32Array) : null,
     anchors: p.anchors || null, preds: p.preds ? b64(p.preds, Int16Array) : null,
+    noPreds: !!p.no_preds, // Explore's before pane of an old run: no predictions of its own, show none
+    members: p.cat ? membersOf(b64(p.cat, Uint16Array), P.categories.length, P.n) : null, // own colours (before pane)
   }));
   const is3d = P.dims === 3;
-  const members = P.categories.map(() => []);
-  for (let i = 0; i < P.n; i++) members[cat[i]].push(i);
-  const memberIdx = members.map((m) => Int32Array.from(m));
+  const memberIdx = membersOf(cat, P.categories.length, P.n);
 
   const traces = [];
   S.traceIdx = []; S.traceMeta = [];
   const nP = S.panes.length;
   S.panes.forEach((pane, p) => {
     const ax = axisSuffix(p);
-    memberIdx.forEach((m, c) => {
+    (pane.members || memberIdx).forEach((m, c) => {
       if (!m.length) return;
       const x = new Float32Array(m.length), y = new Float32Array(m.length);
       const z = is3d ? new Float32Array(m.length) : null;
@@ -219,7 +225,8 @@ function linkSelection(local) {
 
 function showTip(gi, p) {
   const P = S.P, id = S.ids[gi], names = P.class_names;
-  const preds = S.panes[p].preds || S.preds; // Compare: each pane is a run with its own predictions
+  // Compare: each pane is a run with its own predictions; Explore: the before pane has the before model's own
+  const preds = S.panes[p].noPreds ? null : (S.panes[p].preds || S.preds);
   if (P.thumbs) {
     const T = P.thumbs, sheet = Math.floor(id / T.per_sheet), j = id % T.per_sheet;
     const col = j % T.cols, row = Math.floor(j / T.cols);

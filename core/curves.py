@@ -157,6 +157,8 @@ def label_curve_plans(backbone: str, dataset: str, labels: Sequence[int | None] 
     """The label curve's runs as (TrainConfig, coordinates) pairs, not yet validated or run: `label_curve`
     trains them in order, the Compare page submits the configs to the background job queue. The configs
     carry the experiment tag and log test accuracy at every evaluation (for the best-on-val error)."""
+    from .objectives import objective_entry  # torch: imported when runs are planned, not with the CLI
+
     experiment = experiment or new_experiment_tag(LABEL_CURVE)
     base = _base_config(backbone, dataset, steps, {"n_per_class": n_per_class, "eval_test": True, **overrides,
                                                    "experiment": experiment})
@@ -167,7 +169,7 @@ def label_curve_plans(backbone: str, dataset: str, labels: Sequence[int | None] 
                 raise InvalidConfig(f"labels must be positive whole numbers or 'all', not {n_labels}")
             for objective in objectives:
                 cfg = dataclasses.replace(base, objective=objective, labels=n_labels, seed=seed)
-                if n_labels is not None and objective != "content-style":
+                if n_labels is not None and not objective_entry(objective).semi_supervised:
                     cfg = dataclasses.replace(cfg, batch_size=max(2, min(cfg.batch_size, n_labels)))  # supervised: labelled only
                 plans.append((cfg, {"curve": LABEL_CURVE, "labels": n_labels, "seed": seed}))
     return plans

@@ -20,7 +20,7 @@ plugin (content-style lives in core/content_style.py); core/plugins.py imports t
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,8 +142,10 @@ class ObjectiveEntry:
 
     def has_zero_shot(self, cfg) -> bool:
         """Whether this run's model before any update is a classifier (FLYP; CE from the zero-shot head):
-        then it is scored (zeroshot_acc) and WiSE-FT interpolates from it."""
-        return self.zero_shot == "always" or (self.zero_shot == "option" and bool(cfg.ce_zero_shot_head))
+        then it is scored (zeroshot_acc) and WiSE-FT interpolates from it. `cfg`: a TrainConfig, or a
+        stored run's config dict."""
+        option = cfg.get("ce_zero_shot_head") if isinstance(cfg, Mapping) else cfg.ce_zero_shot_head
+        return self.zero_shot == "always" or (self.zero_shot == "option" and bool(option))
 
 
 OBJECTIVES: Registry[ObjectiveEntry] = Registry("objective")  # objective name -> entry (core/plugins.py fills it)

@@ -50,13 +50,15 @@ _CACHE_SIZE = 2  # towers kept in memory: one run's before + after (a whole CLIP
 def unavailable_reason(config: dict) -> str | None:
     """None when text search applies to a run with `config`, else the one-line reason it does not."""
     from . import backbones as bb
+    from .objectives import registered
 
     backbone, objective = config.get("backbone", ""), config.get("objective", "")
     if not backbone or not bb.is_clip_name(backbone):
         return (f"Text search needs a backbone with a text tower; this run's {backbone or 'backbone'} has none "
                 "(FLYP or CE with the zero-shot head on test_clip, lite0-minilm or an open_clip model have one).")
-    if objective == "flyp" or (objective == "ce" and config.get("ce_zero_shot_head")):
-        return None
+    entry = registered().get(objective)
+    if entry is not None and entry.has_zero_shot(config):
+        return None  # the run started from its text tower's zero-shot classifier and trains against it
     return (f"This run's objective ({objective or 'unknown'}) trains the image tower through its own head, so the "
             "untouched text tower no longer describes its image space. Text search is offered for FLYP runs and "
             "CE runs started from the zero-shot head.")

@@ -516,15 +516,25 @@ class JobManager:
             job = self._jobs.get(run_id)
         return True if job is None else job.done.wait(timeout)
 
+    def peek(self, run_id: str | None = None) -> tuple | None:
+        """A cheap fingerprint of what the UI shows, read WITHOUT the lock (plain attribute and len() reads,
+        atomic under the GIL): (status, stopping, queue length) of a run this manager holds (None if it holds
+        none), or (jobs held, queue length) with no run id. The live board (core/live.py) compares it on
+        every viewer's poll, so a status change shows at once while `progress()` is still copied once a second."""
+        if run_id is None:
+            return len(self._jobs), len(self._queue)
+        job = self._jobs.get(run_id)
+        return None if job is None else (job.status, job.stop.is_set(), len(self._queue))
+
     def progress(self, run_id: str) -> dict:
         """A plain-dict snapshot for the UI; falls back to the store for runs of other processes."""
         now = time.time()
-        with self._lock:
+        with self._lock:  # the worker takes this lock at every step: copy plain fields only, nothing slower
             job = self._jobs.get(run_id)
             if job is not None:
                 pos = self._position(run_id) if job.status == "queued" else None
-                return {
-                    "run_id": run_id, "status": job.status, "config": job.config.to_dict(), "phase": job.phase,
+                p = {
+                    "run_id": run_id, "status": job.status, "phase": job.phase,
                     "phase_done": job.phase_done, "phase_total": job.phase_total, "stage": job.stage,
                     "step": job.step, "total": job.total, "eta": job.eta(now), "queue_position": pos,
                     "elapsed": (job.finished or now) - job.started if job.started else None,
@@ -533,7 +543,10 @@ class JobManager:
                     "submitted": job.submitted, "local": True,
                     "owner_id": job.owner_id, "owner_name": job.owner_name,
                 }
-        return self._progress_from_store(run_id, now)
+        if job is None:
+            return self._progress_from_store(run_id, now)
+        p["config"] = job.config.to_dict()  # the job's config never changes: serialised outside the lock
+        return p
 
     def _progress_from_store(self, run_id: str, now: float) -> dict:
         record = self.store.get(run_id)

@@ -21,9 +21,10 @@ from core.safe_text import md_code, md_text, plotly_text
 from core.shifts import list_shifts
 from core.train import RANGES, Range, TrainConfig
 from core.workshop import can_manage, workshop_enabled
+from pages import _live as live
 from pages import _seeds_ui as seeds
 from pages._wording import ui_message
-from pages._ui import (OBJECTIVE_COLORS, duration, ensure_router, get_manager, get_store, home_dir, import_uploaded_folder,
+from pages._ui import (duration, ensure_router, get_manager, get_store, home_dir, import_uploaded_folder,
                        import_uploaded_weights, import_uploaded_zip, objective_label, open_in_compare, open_in_explore, pct,
                        short_id, status_badge)
 from pages._identity import current as current_identity, pinned_run_id
@@ -513,61 +514,26 @@ def preview_panel(root: str) -> None:
 
 # ------------------------------------------------------------------------------------ live runs
 def _snapshots(run_ids: list[str]) -> list[dict]:
-    out = []
-    mgr = get_manager()
-    for run_id in run_ids:
-        try:
-            out.append(mgr.progress(run_id))
-        except EmbedLabError:  # deleted meanwhile (Runs page, another session)
-            continue
-    return out
+    return live.snapshots(run_ids)  # the server's shared, once-a-second snapshots (core/live.py)
 
 
 def _watched() -> tuple[list[list[str]], list[str]]:
     """(your batches, newest first; other active runs on this server). Your batches are remembered in
     EMBEDLAB_HOME per person, so a reload or a server restart shows them again (with their curves)."""
-    store = get_store()
     ident = current_identity()
     if "train_batches" not in st.session_state:
         restored = recall_batches(home_dir(), ident.owner_id)
         if not restored and not workshop_enabled():  # a shared link outside workshop mode names a batch
             restored = [[r for r in st.query_params.get_all("runs")]]
         st.session_state["train_batches"] = restored
-    batches = [[r for r in batch if store.exists(r)] for batch in st.session_state["train_batches"]]
+    batches = [[r for r in batch if live.exists(r)] for batch in st.session_state["train_batches"]]
     batches = [b for b in batches if b]
     st.session_state["train_batches"] = batches
-    mine = {r for b in batches for r in b}
-    others = [r for r in get_manager().active() if r not in mine]
-    others += [r.id for r in store.list(status=ACTIVE) if r.id not in mine and r.id not in others]
-    return batches, others
+    return batches, live.others({r for b in batches for r in b})
 
 
 def _curves(snaps: list[dict]) -> None:
-    loss, acc = go.Figure(), go.Figure()
-    for p in snaps:
-        cfg = p["config"]
-        name = plotly_text(f"{objective_label(cfg['objective'])} · {cfg['backbone']}")
-        colour = OBJECTIVE_COLORS.get(cfg["objective"])
-        if p["loss"]:
-            x, y = zip(*p["loss"])
-            loss.add_scatter(x=x, y=y, mode="lines", name=name, line=dict(color=colour, width=2),
-                             hovertemplate="step %{x}: loss %{y:.3f}<extra>%{fullData.name}</extra>")
-        if p["val_acc"]:
-            x, y = zip(*p["val_acc"])
-            acc.add_scatter(x=x, y=[100 * v for v in y], mode="lines+markers", name=name,
-                            line=dict(color=colour, width=2), marker=dict(size=6),
-                            hovertemplate="step %{x}: %{y:.1f}%<extra>%{fullData.name}</extra>")
-    for fig, title, ytitle in ((loss, "Training loss", "loss"), (acc, "Validation accuracy", "accuracy (%)")):
-        fig.update_layout(title=dict(text=title, font=dict(size=14)), height=300, margin=dict(l=0, r=0, t=36, b=0),
-                          legend=dict(orientation="h", y=-0.12, yanchor="top", x=0), uirevision="keep",
-                          yaxis_title=ytitle)
-    acc.update_yaxes(rangemode="tozero")
-    for fig in (loss, acc):
-        if not fig.data:
-            fig.add_annotation(text="waiting for the first step…", showarrow=False, x=0.5, y=0.5, xref="paper",
-                               yref="paper", font=dict(color="#888"))
-            fig.update_xaxes(visible=False)
-            fig.update_yaxes(visible=False)
+    loss, acc = live.curve_figures(snaps)  # built once per server per change, shared by every session
     left, right = st.columns(2)
     left.plotly_chart(loss, key="live_loss", config={"displayModeBar": False})
     right.plotly_chart(acc, key="live_acc", config={"displayModeBar": False})

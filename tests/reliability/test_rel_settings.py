@@ -35,20 +35,29 @@ def _train_page() -> AppTest:
 
 
 # ---------------------------------------------------------------------------------- Train page
-@pytest.mark.parametrize("key, value, message", [
-    ("lr", -1.0, "learning rate must be > 0, not -1.0"),
-    ("lr", 0.0, "learning rate must be > 0, not 0.0"),
-    ("temperature", 0.0, "temperature must be > 0, not 0.0"),
-    ("temperature", -0.5, "temperature must be > 0, not -0.5"),
-    ("steps", 0, "steps must be a positive whole number, not 0"),
-    ("batch_size", 500, "batch size 500 is larger than the 100 training images; lower it to at most 100"),
+@pytest.mark.parametrize("key, value, message", [  # refused in the form, named by its control (issue 17.7)
+    ("lr", -1.0, "**Learning rate (heads)**: must be a number in (0, 100], not -1.0."),
+    ("lr", 0.0, "**Learning rate (heads)**: must be a number in (0, 100], not 0.0."),
+    ("temperature", 0.0, "**Temperature τ (LaCViT)**: must be a number in [0.0001, 100], not 0.0."),
+    ("temperature", -0.5, "**Temperature τ (LaCViT)**: must be a number in [0.0001, 100], not -0.5."),
+    ("steps", 0, "**Steps**: must be a whole number in [1, 10000000], not 0."),
 ])
-def test_train_page_shows_the_error_and_queues_nothing(manager, key, value, message):
+def test_train_page_refuses_an_out_of_range_number_and_queues_nothing(manager, key, value, message):
     at = _train_page()
     at.number_input(key=key).set_value(value).run()
-    at.button(key="start").click().run()
     assert not at.exception, at.exception
     assert [e.value for e in at.error] == [message]
+    assert at.button(key="start").disabled  # never replaced by a valid value behind the user's back
+    assert manager.store.list() == [] and manager.queued() == [] and manager._train_fn.configs == []
+
+
+def test_train_page_shows_the_core_error_and_queues_nothing(manager):
+    """In range for the form, refused by the run's validation: the core's message, nothing queued."""
+    at = _train_page()
+    at.number_input(key="batch_size").set_value(500).run()
+    at.button(key="start").click().run()
+    assert not at.exception, at.exception
+    assert [e.value for e in at.error] == ["batch size 500 is larger than the 100 training images; lower it to at most 100"]
     assert manager.store.list() == [] and manager.queued() == [] and manager._train_fn.configs == []
 
 
@@ -62,14 +71,12 @@ def test_train_page_refuses_an_unknown_model_name(manager):
 
 
 def test_nan_cannot_reach_a_run_from_the_page(manager):
-    """A browser number field cannot hold NaN; Streamlit drops it and keeps the last valid value."""
+    """A NaN in a number field is refused by name and Start stays off: no run ever sees it."""
     at = _train_page()
     at.number_input(key="lr").set_value(float("nan")).run()
-    assert at.number_input(key="lr").value == 1e-3
-    at.button(key="start").click().run()
-    ids = at.session_state["train_batches"][0]
-    assert all(manager.wait(r, 30) for r in ids)
-    assert [manager.store.get(r).config["lr"] for r in ids] == [1e-3, 1e-3]  # the runs never see NaN
+    assert [e.value for e in at.error] == ["**Learning rate (heads)**: type a number."]
+    assert at.button(key="start").disabled
+    assert manager.store.list() == [] and manager._train_fn.configs == []
 
 
 # ---------------------------------------------------------------------------------------- CLI
@@ -228,10 +235,10 @@ def test_the_range_table_covers_every_numeric_setting():
 def test_train_page_refuses_an_out_of_range_temperature(manager):
     at = _train_page()
     at.number_input(key="temperature").set_value(1e-5).run()
-    at.button(key="start").click().run()
     assert not at.exception, at.exception
-    # the message is shown as literal Markdown text (core/safe_text.md_text escapes the brackets)
-    assert [e.value.replace("\\", "") for e in at.error] == ["temperature must be a number in [0.0001, 100], not 1e-05"]
+    assert at.button(key="start").disabled
+    # the range is shown as literal text, named by the control (core/safe_text.md_text escapes the brackets)
+    assert [e.value.replace("\\", "") for e in at.error] == ["**Temperature τ (LaCViT)**: must be a number in [0.0001, 100], not 1e-05."]
     assert manager.store.list() == [] and manager.queued() == []
 
 

@@ -51,6 +51,7 @@ _logger = logging.getLogger(__name__)
 
 TRAIN_IN_ENV = "EMBEDLAB_TRAIN_IN"  # process (default) | thread
 TRAIN_IN = ("process", "thread")
+THREADS_ENV = "EMBEDLAB_TRAIN_THREADS"  # torch threads of a training process (default: all cores)
 STOP_POLL_S = 0.1  # how often the parent reads should_stop() while the child trains
 STOP_GRACE_S = 60.0  # how long a stopped child may take to end before it is terminated
 _ROOT = Path(__file__).resolve().parent.parent  # the directory that holds the `core` package
@@ -109,8 +110,8 @@ def train(cfg, *, store=None, run_id: str | None = None, root: Path | None = Non
             else:
                 last = msg
     finally:
+        _close(proc.stdin)  # end of file: a child still training (this thread failed) stops too
         rc = _wait(proc)
-        _close(proc.stdin)
         _close(proc.stdout)
     if last is not None and "result" in last:
         return last["result"]
@@ -200,6 +201,22 @@ def _plain(value: Any):
     return str(value)
 
 
+def _set_threads() -> None:
+    """EMBEDLAB_TRAIN_THREADS=N: the child's torch intra-op threads (default: every core, as in a thread).
+    configure_threads is cached per process: called once here first, train()'s own call keeps N."""
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if not raw:
+        return
+    if not raw.isdigit() or int(raw) < 1:
+        raise InvalidConfig(f"{THREADS_ENV}={raw!r}: give the training process's torch threads, a whole number of at least 1")
+    import torch
+
+    from .device import configure_threads
+
+    configure_threads(1)
+    torch.set_num_threads(int(raw))
+
+
 def main() -> int:
     """The child: read the job line, train, report; exit code 0 whenever a last line was written."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s [train %(process)d] %(message)s")
@@ -221,6 +238,7 @@ def main() -> int:
 
         root = Path(job["root"])
         store = RunStore(root)
+        _set_threads()
         cfg = _train.TrainConfig.from_dict(job["config"])
         # validated in the parent's submit: only the split is loaded here (what prepare() would keep)
         prepared = _train.Prepared(cfg, *_train._load_split(cfg, root))

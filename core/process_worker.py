@@ -30,7 +30,8 @@ then SIGKILL; the run is then recorded `cancelled` by JobManager as for any stop
 
 EMBEDLAB_TRAIN_IN=process (the app's default) or thread picks this or the in-thread `core.train.train`
 (`train_fn_from_env`; pages/_ui.py). A child pays the Python + torch import (about 3-5 s on the 2-core
-box) once per run; the dataset cache (core.datasets, on disk) is shared.
+box) once per run; the dataset cache (core.datasets, on disk) is shared. The child trains with one
+torch thread less than the cores (EMBEDLAB_TRAIN_THREADS overrides), so the server keeps a core.
 """
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ _logger = logging.getLogger(__name__)
 
 TRAIN_IN_ENV = "EMBEDLAB_TRAIN_IN"  # process (default) | thread
 TRAIN_IN = ("process", "thread")
-THREADS_ENV = "EMBEDLAB_TRAIN_THREADS"  # torch threads of a training process (default: all cores)
+THREADS_ENV = "EMBEDLAB_TRAIN_THREADS"  # torch threads of a training process (default: cores - 1, at least 1)
 STOP_POLL_S = 0.1  # how often the parent reads should_stop() while the child trains
 STOP_GRACE_S = 60.0  # how long a stopped child may take to end before it is terminated
 _ROOT = Path(__file__).resolve().parent.parent  # the directory that holds the `core` package
@@ -202,19 +203,20 @@ def _plain(value: Any):
 
 
 def _set_threads() -> None:
-    """EMBEDLAB_TRAIN_THREADS=N: the child's torch intra-op threads (default: every core, as in a thread).
-    configure_threads is cached per process: called once here first, train()'s own call keeps N."""
-    raw = os.environ.get(THREADS_ENV, "").strip()
-    if not raw:
-        return
-    if not raw.isdigit() or int(raw) < 1:
-        raise InvalidConfig(f"{THREADS_ENV}={raw!r}: give the training process's torch threads, a whole number of at least 1")
+    """The child's torch intra-op threads: EMBEDLAB_TRAIN_THREADS=N, default one less than the cores (at least
+    1), so the server keeps a core for its sessions. On the 2-core box (test_vit, BENCHMARKS.md) one thread
+    trained as fast as two with no viewer (325 vs 322 steps/s) and 99 against 4 steps/s with 4 viewers: two
+    threads wait on each other whenever the server takes one core. configure_threads is cached per process:
+    called here first, train()'s own call then keeps this number."""
     import torch
 
     from .device import configure_threads
 
-    configure_threads(1)
-    torch.set_num_threads(int(raw))
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if raw and (not raw.isdigit() or int(raw) < 1):
+        raise InvalidConfig(f"{THREADS_ENV}={raw!r}: give the training process's torch threads, a whole number of at least 1")
+    cores = configure_threads(1)
+    torch.set_num_threads(int(raw) if raw else max(1, cores - 1))
 
 
 def main() -> int:

@@ -45,6 +45,10 @@ cooperative either way: `should_stop` is checked every step, and the prepare pha
 embedding) is interrupted at its next progress event. A subprocess would only win on hard isolation
 (killing a hung native call, handing memory back to the OS), which this one-GPU / small-CPU tool
 does not need: a crashing run already ends as `failed` and the worker carries on.
+That held until browsers watched: a run in a server thread shares the GIL with every session's
+reruns (4 viewers stopped it, BENCHMARKS.md "Viewers on the Train page"), so the app now passes
+`train_fn=core.process_worker.train` (EMBEDLAB_TRAIN_IN=process, its default): the worker thread
+stays, and the run trains in a child process whose events it folds in here as before.
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import objectives
+from core import objectives, process_worker
 from core.dataset_import import import_dataset, import_files
 from core.errors import EmbedLabError
 from core.jobs import JobManager
@@ -58,8 +58,10 @@ def _store(root: str) -> RunStore:
 
 @st.cache_resource(show_spinner=False)
 def _manager(root: str) -> JobManager:
-    # EMBEDLAB_WORKERS (older name EMBEDLAB_MAX_RUNNING) runs at once; default one per CUDA GPU, 1 on a CPU
-    return JobManager(_store(root), max_running=None)
+    # EMBEDLAB_WORKERS (older name EMBEDLAB_MAX_RUNNING) runs at once; default one per CUDA GPU, 1 on a CPU.
+    # EMBEDLAB_TRAIN_IN=process (default): each run trains in a child process, so the sessions' reruns never
+    # take the GIL from it (core/process_worker.py); =thread: in a worker thread of this server
+    return JobManager(_store(root), max_running=None, train_fn=process_worker.train_fn_from_env())
 
 
 def get_store() -> RunStore:

@@ -10,6 +10,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # no numba warm-up thread in the app tests and the browser tests' servers: ~40 CPU seconds each on a
 # fresh home, taken from the runs they watch (tests/test_projections.py tests the warm-up itself)
 os.environ.setdefault("EMBEDLAB_PROJECTION_WARMUP", "0")
+# app and unit tests train in the server's thread: a child process per run costs ~3-5 s of imports each;
+# tests/test_process_worker.py tests the child, and the browser tests' servers use it (tests/e2e/e2e_server.py)
+os.environ.setdefault("EMBEDLAB_TRAIN_IN", "thread")
 
 import inspect  # noqa: E402
 from pathlib import Path  # noqa: E402

@@ -29,7 +29,9 @@ def serve_app(home: Path, log_path: Path, env: dict | None = None):
     Polls /_stcore/health instead of sleeping; the server log goes to `log_path`.
     """
     port = _free_port()
-    env = {**os.environ, "EMBEDLAB_HOME": str(home), "EMBEDLAB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "", **(env or {})}
+    env = {**os.environ, "EMBEDLAB_HOME": str(home), "EMBEDLAB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "",
+           "EMBEDLAB_TRAIN_IN": "process",  # the app's default, whatever tests/conftest.py set for in-process tests
+           **(env or {})}
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),

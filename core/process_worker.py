@@ -24,7 +24,7 @@ points its own file descriptor 1 at stderr so a stray print in a library cannot 
 
 The child does not validate again: the parent's JobManager.submit already did (that is where a bad
 setting is refused, before a run exists). It loads and splits the dataset itself, as train() would for
-a Prepared config (`Prepared(cfg, *core.train._load_split(cfg, root))`), so the parent keeps no data for
+a Prepared config (`Prepared(cfg, *core.train.load_split(cfg, root))`), so the parent keeps no data for
 the run. A stop the child does not obey within STOP_GRACE_S (a hung native call) ends it with SIGTERM,
 then SIGKILL; the run is then recorded `cancelled` by JobManager as for any stopped run.
 
@@ -243,7 +243,7 @@ def main() -> int:
         _set_threads()
         cfg = _train.TrainConfig.from_dict(job["config"])
         # validated in the parent's submit: only the split is loaded here (what prepare() would keep)
-        prepared = _train.Prepared(cfg, *_train._load_split(cfg, root))
+        prepared = _train.Prepared(cfg, *_train.load_split(cfg, root))
         result = _train.train(prepared, store=store, run_id=run_id, root=root,
                               on_event=lambda e: channel.send({"event": e}), should_stop=channel.stop.is_set,
                               resume=bool(job.get("resume")))

@@ -331,7 +331,7 @@ def prepare(cfg: TrainConfig, root: Path | None = None) -> Prepared:
                             f"(lite0-minilm, test_clip or an open_clip name), not {cfg.objective} on {cfg.backbone!r}")
     if entry.check is not None:  # the objective's own settings (FLYP: a trainable encoder; content-style: its section)
         entry.check(cfg)
-    data, parts = _load_split(cfg, root)
+    data, parts = load_split(cfg, root)
     shifts.resolve(cfg.shift, data.name)
     n_train = len(parts["train"]) if cfg.labels is None or entry.semi_supervised else int(parts["train"].labelled.sum())
     if cfg.batch_size > n_train:
@@ -411,7 +411,7 @@ def build_session(cfg: TrainConfig, root: Path | None = None, run_dir: Path | No
     if prepared is not None:
         data, parts = prepared.data, dict(prepared.parts)
     else:
-        data, parts = _load_split(cfg, root)
+        data, parts = load_split(cfg, root)
     parts["ood"] = shifts.shifted_split(parts["test"], cfg.shift)  # through the same input path as test
     backbone = bb.create_backbone(cfg.backbone, weights=cfg.weights, image_size=cfg.image_size, trainable=cfg.trainable)
     backbone.preprocess = dataclasses.replace(backbone.preprocess, hflip=data.hflip)
@@ -442,7 +442,9 @@ def build_session(cfg: TrainConfig, root: Path | None = None, run_dir: Path | No
     return Session(cfg, device, data, parts, backbone, method, sources, rows, steps, run_dir, entry=entry)
 
 
-def _load_split(cfg: TrainConfig, root: Path | None) -> tuple[ds.ImageData, dict[str, ds.Split]]:
+def load_split(cfg: TrainConfig, root: Path | None) -> tuple[ds.ImageData, dict[str, ds.Split]]:
+    """The run's dataset and its train / val / test / ood split (what `prepare` checks; a child process
+    given an already validated config loads only this)."""
     data = ds.load_dataset(cfg.dataset, root)
     parts = ds.splits(data, n_per_class=cfg.n_per_class, eval_per_class=cfg.eval_per_class, labels=cfg.labels,
                       seed=cfg.seed, selection=_selection_ids(cfg, root))

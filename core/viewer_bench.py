@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import json
 import os
 import re
@@ -367,6 +368,17 @@ async def _viewer_benchmark(viewers, *, window_s, settle_s, backbone, dataset, s
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)")}
 
 
+def _run_async(coro):
+    """asyncio.run, also from a thread whose event loop is already running (a sync Playwright session in the
+    same process, e.g. the test suite's browser fixtures): then in a thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def viewer_benchmark(viewers=(0, 1, 2, 4, 8), *, window_s: float = 20.0, settle_s: float = 5.0,
                      backbone: str | None = "test_vit", dataset: str | None = "digits", steps: int = 40_000,
                      eval_per_class: int | None = 20, home: Path | None = None, log: Path | None = None,
@@ -393,7 +405,7 @@ def viewer_benchmark(viewers=(0, 1, 2, 4, 8), *, window_s: float = 20.0, settle_
                                     steps=steps, eval_per_class=eval_per_class, home=Path(tmp) / "home",
                                     log=log or Path(tmp) / "server.log", repeat_baseline=repeat_baseline)
     Path(home).mkdir(parents=True, exist_ok=True)
-    return asyncio.run(_viewer_benchmark(tuple(viewers), window_s=window_s, settle_s=settle_s, backbone=backbone,
+    return _run_async(_viewer_benchmark(tuple(viewers), window_s=window_s, settle_s=settle_s, backbone=backbone,
                                          dataset=dataset, steps=steps, eval_per_class=eval_per_class, home=Path(home),
                                          log=Path(log or Path(home) / "server.log"), repeat_baseline=repeat_baseline))
 
@@ -475,7 +487,7 @@ def load_test(sessions: int = 20, *, backbone: str = "test_vit", dataset: str = 
             return load_test(sessions, backbone=backbone, dataset=dataset, steps=steps, stagger_s=stagger_s,
                              timeout_s=timeout_s, home=Path(tmp) / "home", log=log or Path(tmp) / "server.log")
     Path(home).mkdir(parents=True, exist_ok=True)
-    return asyncio.run(_load_test(sessions, backbone=backbone, dataset=dataset, steps=steps, stagger_s=stagger_s,
+    return _run_async(_load_test(sessions, backbone=backbone, dataset=dataset, steps=steps, stagger_s=stagger_s,
                                   timeout_s=timeout_s, home=Path(home), log=Path(log or Path(home) / "server.log")))
 
 

@@ -9,6 +9,7 @@ import re
 
 import pytest
 from e2e_server import ARTIFACTS, serve_app
+from test_train_flow import _pick, _set_number  # the same form helpers as the train flow
 
 pytestmark = pytest.mark.e2e
 PlaywrightError = pytest.importorskip("playwright.sync_api", reason="playwright is not installed").Error
@@ -54,32 +55,6 @@ def _join(pg, name: str) -> None:
     field.fill(name)
     pg.get_by_role("button", name="Join").click()
     pg.locator(".st-key-start").wait_for(timeout=60_000)
-
-
-def _settled(pg, selector: str) -> None:
-    pg.wait_for_function(f"document.querySelectorAll('{selector}').length === 1", timeout=15_000)
-
-
-def _pick(pg, key: str, text: str) -> None:
-    _settled(pg, f".st-key-{key}")
-    pg.locator(f".st-key-{key}").click()
-    pg.keyboard.type(text)
-    pg.get_by_role("option", name=re.compile(rf"^{re.escape(text)} —")).click()
-
-
-def _set_number(pg, key: str, value: int) -> None:
-    field = pg.locator(f".st-key-{key} input")
-    for _ in range(8):
-        try:
-            _settled(pg, f".st-key-{key} input")
-            field.fill(str(value))
-            field.press("Enter")
-            pg.wait_for_timeout(700)
-            if field.input_value() == str(value):
-                return
-        except PlaywrightError:
-            pg.wait_for_timeout(300)
-    raise AssertionError(f"{key} did not take the value {value}")
 
 
 def _value(pg, key: str) -> str:

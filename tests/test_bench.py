@@ -16,6 +16,7 @@ def root(home):
     return home
 
 
+@pytest.mark.slow  # over ~3 s of CPU (idle, 2026-12-02)
 def test_loop_and_extract_ratios(root):
     loop = bench.loop_ratio(root, steps=3, repeats=1)
     extract = bench.extract_ratio(root, n=40, repeats=1)

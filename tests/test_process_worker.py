@@ -22,6 +22,7 @@ def store(home):
     return RunStore(home)
 
 
+@pytest.mark.slow  # over ~3 s of CPU (idle, 2026-12-02)
 def test_a_real_run_in_a_child_matches_the_thread_run_and_its_events_arrive(store):
     events = []
     m = JobManager(store, train_fn=process_worker.train)
@@ -46,6 +47,7 @@ def test_a_real_run_in_a_child_matches_the_thread_run_and_its_events_arrive(stor
         thread.shutdown(timeout=30)
 
 
+@pytest.mark.slow  # over ~3 s of CPU (idle, 2026-12-02)
 def test_cancel_stops_the_child_within_seconds(store):
     m = JobManager(store, train_fn=process_worker.train)
     try:
@@ -64,6 +66,7 @@ def test_cancel_stops_the_child_within_seconds(store):
         m.shutdown(timeout=30)
 
 
+@pytest.mark.slow  # over ~3 s of CPU (idle, 2026-12-02)
 def test_an_error_in_the_child_comes_back_with_its_message(store):
     cfg = TrainConfig(objective="ce", steps=5, **{**TINY, "dataset": "no-such-dataset"})
     with pytest.raises(EmbedLabError) as in_process:
@@ -74,6 +77,7 @@ def test_an_error_in_the_child_comes_back_with_its_message(store):
     assert str(from_child.value) == str(in_process.value)
 
 
+@pytest.mark.slow  # over ~3 s of CPU (idle, 2026-12-02)
 def test_the_child_stops_when_the_parents_pipe_closes(store):
     """The server dies: its end of the pipe closes, the child stops within a step and marks the run interrupted."""
     cfg = TrainConfig(objective="ce", steps=20_000, eval_every=10_000, snapshots=0, **TINY).resolved()

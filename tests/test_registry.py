@@ -26,6 +26,7 @@ def test_register_decorator_lookup_and_did_you_mean():
     assert "spanner" not in reg and len(reg) == 0
 
 
+@pytest.mark.slow  # over ~3 s of CPU (idle, 2026-12-02)
 def test_registry_modules_import_no_plugin():
     """Importing a registry module registers only its own entries; the plugin list adds the rest."""
     code = ("import sys, core.objectives as o, core.backbones as b; "

@@ -247,6 +247,7 @@ def test_settings_table_keeps_hostile_names_inert(store):
     assert "&lt;img src=x onerror" in section and "dataset: " in section  # named, escaped, and warned about
 
 
+@pytest.mark.slow  # over ~3 s of CPU (idle, 2026-12-02)
 def test_cli_compare_html_names_steps(store, tmp_path):
     """The issue's check, end to end: `python -m core compare A B --html r.html` of runs with different step counts."""
     import subprocess

@@ -40,6 +40,7 @@ def test_selection_unique_sized_and_deterministic(strategy):
         assert sel.select_from_pool(pool, strategy, 25, seed=4, **FAST)["selected"] != a["selected"]
 
 
+@pytest.mark.slow  # over ~3 s of CPU (idle, 2026-12-02)
 def test_kcenter_activeft_and_density_cover_clusters_better_than_random():
     strategies = ("random", "kcenter", "activeft", "density")
     found = {s: [] for s in strategies}

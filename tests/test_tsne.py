@@ -32,6 +32,7 @@ def _knn_kept(x, y, k=10):
     return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(hi, lo)]))
 
 
+@pytest.mark.slow  # over ~3 s of CPU (idle, 2026-12-02)
 def test_tsne_defaults_are_as_faithful_as_sklearn_and_the_old_settings(digits):
     from sklearn.manifold import TSNE
 

@@ -414,6 +414,7 @@ def test_two_imports_to_one_name_at_once_never_both_succeed(tmp_path, datasets_h
     assert [p.name for p in datasets.iterdir()] == ["pets"]  # no staging left
 
 
+@pytest.mark.slow  # over ~3 s of CPU (idle, 2026-12-02)
 def test_an_import_waits_for_one_of_the_same_name_then_refuses(tmp_path, datasets_home, monkeypatch):
     root, datasets = datasets_home
     monkeypatch.setattr(di, "LOCK_WAIT_S", 0.3)

@@ -16,8 +16,11 @@ run: $(STAMP)
 	$(if $(WORKSHOP_ENV),$(WORKSHOP_ENV) $(PY) -m core.workshop --new-code --host $(strip $(HOST)) --port $(PORT))
 	$(WORKSHOP_ENV) $(PY) -m streamlit run app.py --server.address $(strip $(HOST)) --server.port $(PORT)
 
+# The browser tests (-m e2e) in a second pytest process beside the rest (tests/run_suite.py): they mostly
+# wait on their server and Chromium, so the two halves overlap on 2 cores. SPLIT=0: one pytest process.
+SPLIT ?= 1
 test: $(STAMP) system-deps
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(if $(filter 0,$(strip $(SPLIT))),$(PY) -m pytest,$(PY) tests/run_suite.py) $(PYTEST_ARGS)
 
 # The unit tier: no browser (e2e), no pages through AppTest (app), nothing marked slow; the tiers are
 # marked in tests/conftest.py and registered in pytest.ini. Under 2 minutes on 2 idle cores (README).

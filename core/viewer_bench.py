@@ -184,12 +184,24 @@ async def _settled(page, selector: str) -> None:
     await page.wait_for_function(f"document.querySelectorAll('{selector}').length === 1", timeout=PAGE_TIMEOUT_MS)
 
 
-async def _pick(page, key: str, text: str) -> None:
-    """Open the searchable select `key`, type to filter, click the option that starts with `text`."""
-    await _settled(page, f".st-key-{key}")
-    await page.locator(f".st-key-{key}").click()
-    await page.keyboard.type(text)
-    await page.get_by_role("option", name=re.compile(rf"^{re.escape(text)} —")).click()
+async def _pick(page, key: str, text: str, tries: int = 4) -> None:
+    """Open the searchable select `key`, type to filter, click the option that starts with `text`; a rerun
+    that redraws the select closed between the click and the typing means: close it and start again."""
+    from playwright.async_api import Error
+
+    option = page.get_by_role("option", name=re.compile(rf"^{re.escape(text)} —"))
+    for attempt in range(tries):
+        try:
+            await _settled(page, f".st-key-{key}")
+            await page.locator(f".st-key-{key}").click()
+            await page.keyboard.type(text)
+            await option.click(timeout=20_000)
+            return
+        except Error:
+            if attempt == tries - 1:
+                raise
+            await page.keyboard.press("Escape")
+            await page.wait_for_timeout(1_000)
 
 
 async def _set_number(page, key: str, value) -> None:

@@ -16,6 +16,12 @@ from pages import _ui
 from pages._ui import OBJECTIVE_COLORS, objective_label
 
 
+# Cards the Train page draws per list (others' runs, earlier batches): every session redraws its cards once a
+# second, so a room's runs on everyone's page would grow the server's work with sessions x runs; the rest are
+# counted under the cards, and the Runs page (and the class board) list them all.
+CARDS_SHOWN = 6
+
+
 def board() -> live.LiveBoard:
     return live.board_for(_ui.get_manager())  # through the module: tests patch the getters
 
@@ -38,6 +44,15 @@ def others(mine: set[str]) -> list[str]:
         return tuple(ids + [r.id for r in store.list(status=ACTIVE) if r.id not in ids])
 
     return [r for r in board().cached("active", fetch, mgr.peek) if r not in mine]
+
+
+def queue_positions() -> dict:
+    """The fair queue's {run_id: (position, wait estimate)}: computed once a second per server, not per card."""
+    mgr = _ui.get_manager()
+    positions = getattr(mgr, "queue_positions", None)
+    if positions is None:
+        return {}
+    return board().cached("queue", positions, mgr.peek)
 
 
 def invalidate(run_id: str | None = None) -> None:

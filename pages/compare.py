@@ -6,7 +6,7 @@ import streamlit as st
 from assets.scatter_component import COMPARE_COLOR_MODES, build_payload, scatter
 from core import metrics, report, settings_diff, spaces
 from core.errors import EmbedLabError
-from core.projections import METHOD_LABELS
+from core.projections import METHOD_LABELS, PROJECTION_HELP
 from core.safe_text import md_code, md_text
 from pages import _seeds_ui as seeds, _url
 from pages._grid import paged_grid
@@ -74,7 +74,7 @@ split = c1.segmented_control("Split", ["val", "test", "ood"], default=url.choice
                               help="ood: the shifted test split (each run's ood_shift)") or "val"
 method_names = list(METHOD_LABELS)
 method = c2.selectbox("Projection", method_names, index=method_names.index(url.choice("proj", method_names, "pca", what="projection")),
-                      format_func=METHOD_LABELS.get, key="compare_method")
+                      format_func=METHOD_LABELS.get, key="compare_method", help=PROJECTION_HELP)
 dims = c3.segmented_control("Dims", [2, 3], default=url.choice("dims", [2, 3], 2, what="dims"), format_func=lambda d: f"{d}-D",
                             key="compare_dims") or 2
 align = c4.segmented_control("Alignment", ["procrustes", "shared-pca"],

@@ -8,7 +8,7 @@ from assets.scatter_component import COLOR_MODES, build_payload, scatter
 from core import report, spaces
 from core.embeddings import has_embeddings, list_snapshots, load_embeddings, load_run_embeddings
 from core.errors import EmbedLabError
-from core.projections import METHOD_LABELS, align_frames, project, project_panes
+from core.projections import METHOD_LABELS, PROJECTION_HELP, align_frames, project, project_panes
 from core.safe_text import md_code, md_text
 from core.thumbnails import display_images
 from pages import _seeds_ui as seeds, _url
@@ -141,7 +141,7 @@ output = c3.selectbox("Space", outputs, index=outputs.index(space_default), key=
 methods = list(METHOD_LABELS)
 method = c4.selectbox("Projection", methods, index=methods.index(url.choice("proj", methods, "pca", what="projection")),
                       format_func=METHOD_LABELS.get, key="explore_method",
-                      help="PCA is instant; UMAP and t-SNE take a while the first time, then come from the disk cache")
+                      help=PROJECTION_HELP)
 c5, c6, c7, c8 = st.columns([1, 1.6, 1.6, 1.2])
 dims = c5.segmented_control("Dims", [2, 3], default=url.choice("dims", [2, 3], 2, what="dims"),
                             format_func=lambda d: f"{d}-D", key="explore_dims") or 2

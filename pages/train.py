@@ -593,8 +593,11 @@ def _run_card(p: dict) -> None:
             _card_actions(p, status, run_id, mgr)
 
 
-def _owner_of(run_id: str) -> tuple[str, str]:
-    """(owner id, owner name) of a run ('local', 'you' for runs from before workshop mode)."""
+def _owner_of(run_id: str, p: dict | None = None) -> tuple[str, str]:
+    """(owner id, owner name) of a run ('local', 'you' for runs from before workshop mode): from its shared
+    snapshot when that has them (no store read per card per poll), else from the store."""
+    if p is not None and "owner_id" in p:
+        return p["owner_id"] or "local", p.get("owner_name") or "you"
     try:
         record = get_store().get(run_id)
     except EmbedLabError:
@@ -605,7 +608,7 @@ def _owner_of(run_id: str) -> tuple[str, str]:
 def _card_actions(p: dict, status: str, run_id: str, mgr) -> None:
     """Open a finished run; cancel or resume only your own runs (the instructor: anyone's)."""
     ident = current_identity()
-    owner_id, owner_name = _owner_of(run_id)
+    owner_id, owner_name = _owner_of(run_id, p)
     allowed = can_manage(ident, owner_id)
     if workshop_enabled() and owner_id != ident.owner_id:
         st.caption(f":material/person: {md_text(owner_name)}")
@@ -652,8 +655,7 @@ def _cancel(run_id: str) -> None:
 
 def _queue_text(run_id: str, fallback: int | None) -> str:
     """queued · #k in line · ~wait, from the fair queue's positions and estimates."""
-    positions = getattr(get_manager(), "queue_positions", None)
-    pos, wait = (positions() if positions else {}).get(run_id, (fallback, None))
+    pos, wait = live.queue_positions().get(run_id, (fallback, None))
     if not pos:
         return "queued"
     return f"queued · #{pos} in line · " + (f"~{duration(wait)} wait" if wait is not None else "wait unknown yet")
@@ -715,12 +717,20 @@ def live_panel() -> None:
     if other:
         st.markdown("###### Also on this server" + (" · runs of others: only they or the instructor can stop them"
                                                       if workshop_enabled() else ""))
-        for p in other:
-            _run_card(p)
+        _cards(other)
     if earlier:
         with st.expander(f"Earlier in this session ({len(earlier)})"):
-            for p in earlier:
-                _run_card(p)
+            _cards(earlier)
+
+
+def _cards(snaps: list[dict]) -> None:
+    for p in snaps[:live.CARDS_SHOWN]:
+        _run_card(p)
+    if len(snaps) > live.CARDS_SHOWN:
+        more = snaps[live.CARDS_SHOWN:]
+        n_run = sum(p["status"] == "running" for p in more)
+        st.caption(f"and {len(more)} more ({n_run} running, {len(more) - n_run} queued or done): "
+                   "the Runs page lists every run.")
 
 
 def pinned_panel() -> None:

@@ -512,6 +512,27 @@ def test_outside_workshop_mode_nothing_asks_who_you_are(manager):
     assert at.button(key="start") and "Class board" not in str(at.sidebar)
 
 
+def test_a_room_of_runs_draws_a_few_cards_and_counts_the_rest(manager, workshop, monkeypatch):
+    """Every session redraws its cards once a second: others' runs are capped at CARDS_SHOWN cards (the rest
+    counted, the Runs page lists them), so the server's work does not grow with sessions x runs."""
+    from core.workshop import Identity
+    from pages._live import CARDS_SHOWN
+
+    gate = threading.Event()
+    manager._train_fn = QuickTrain(gate=gate)
+    monkeypatch.setenv("EMBEDLAB_QUEUE_CAP", "0")
+    bob = Identity("b" * 32, "Bob")
+    ids = [manager.submit(TrainConfig(objective="ce", dataset="digits", steps=5), owner=bob) for _ in range(9)]
+    at = _as(Identity("a" * 32, "Ada"))
+    shown = [c.value for c in at.caption if "Bob" in c.value]
+    assert len(shown) == CARDS_SHOWN < len(ids), shown
+    more = [c.value for c in at.caption if c.value.startswith(f"and {len(ids) - CARDS_SHOWN} more")]
+    assert more and "Runs page" in more[0], [c.value for c in at.caption]
+    gate.set()
+    for r in ids:
+        assert manager.wait(r, 20)
+
+
 def test_workshop_others_runs_have_no_cancel_and_a_forged_one_is_refused(manager, workshop):
     from core.errors import NotAllowed
     from core.workshop import Identity

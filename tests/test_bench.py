@@ -70,3 +70,26 @@ def test_table_marks_goals():
 def test_cpu_levers_report_speedups():
     levers = bench.cpu_levers(repeats=1, steps=1)
     assert _positive(levers["channels_last_train_speedup"]) and _positive(levers["bf16_cpu_train_speedup"])
+
+
+def test_browser_parts_are_opt_in_and_report_the_viewer_and_load_figures(monkeypatch):
+    """`--only viewers,load` maps core/viewer_bench.py's results to bench figures (the real browsers run in
+    tests/test_viewer_bench.py); a plain `bench` never starts them."""
+    from core import viewer_bench
+
+    calls = []
+    monkeypatch.setattr(viewer_bench, "viewer_benchmark", lambda viewers, **kw: calls.append(("viewers", viewers)) or {
+        "viewers": {str(n): {"steps_per_s": 100.0 - n, "ratio": (100.0 - n) / 100} for n in viewers}})
+    monkeypatch.setattr(viewer_bench, "load_test", lambda n, **kw: calls.append(("load", n)) or {
+        "sessions": n, "runs_finished": n, "lost": [], "not_finished": {"r1": "failed"}, "errors": [],
+        "pages_answered": 2 * n, "pages_expected": 2 * n, "p95_page_s": 3.0, "median_page_s": 1.0, "p95_start_s": 9.0})
+    out = bench.browser_figures(quick=False)
+    assert calls == [("viewers", (0, 1, 2, 4, 8)), ("load", 20)]
+    assert out["viewers_4_ratio"] == 0.96 and out["viewers_8_steps_per_s"] == 92.0
+    assert out["load_runs_lost"] == 1 and out["load_pages_answered"] == "40/40" and out["load_p95_page_s"] == 3.0
+    assert "MISSED" in bench.format_table({"load_runs_lost": 1})
+    assert {"viewers", "load"} <= set(bench.OPT_IN_PARTS)
+    calls.clear()
+    monkeypatch.setattr(bench, "loop_ratio", lambda *a, **k: {"loop_ratio": 1.0})
+    bench.run_bench(only=["loop"])
+    assert calls == []  # not named: no browser started

@@ -211,3 +211,17 @@ def test_curve_figures_are_built_once_per_version():
     c = _live.curve_figures([snap(2, 9)])
     assert c[0] is not a[0] and c[0].data[0].x[-1] == 9
     assert _live.curve_figures([])[0].layout.annotations[0].text.startswith("waiting")
+
+
+def test_the_server_runs_no_full_gc_after_every_script_run():
+    """Streamlit's post-run gc.collect(2) runs after every fragment run too: in a server holding torch and
+    plotly it was most of the server's CPU per viewer (BENCHMARKS.md). The app's config turns it off, and
+    Streamlit reads that option under this name."""
+    import tomllib
+    from pathlib import Path
+
+    from streamlit import config as st_config
+
+    settings = tomllib.loads((Path(__file__).resolve().parent.parent / ".streamlit" / "config.toml").read_text())
+    assert settings["runner"]["postScriptGC"] is False and settings["runner"]["magicEnabled"] is False
+    assert isinstance(st_config.get_option("runner.postScriptGC"), bool)  # a real option of this Streamlit

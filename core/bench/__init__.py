@@ -17,6 +17,10 @@ Every figure that can be a ratio is one, measured in one process with the two si
                     while it does not (alternating 2 s windows in one run)           goal <= 1.05
     pca_50k_s, umap_10k_s, tsne_5k_s   projection times on 384-d data (seconds), goals umap <= 10,
                     tsne <= 6; plus *_lever_*_s: what each UMAP / t-SNE setting buys
+    viewers_N_ratio  steps/s of a run with N headless Chromium pages on its Train page / with none
+                    (core/viewer_bench.py; opt-in: --only viewers)                   goal >= 0.9 at 4
+    load_*          N browser sessions each start a tiny run and watch it: runs finished / lost, pages
+                    answered, p95 page time (opt-in: --only load; 20 sessions, 3 with --quick)
     quick_compare_s  wall time of the default CE + LaCViT + FLYP comparison (cold caches),
                      quick_compare_warm_s the same with caches warm
 
@@ -35,7 +39,7 @@ import torch
 
 from .training import (POLL_INTERVAL_S, cache_speedup, compile_speedup, cpu_levers, extract_ratio,  # noqa: F401
                        gpu_throughput, loop_ratio, online_default_available, quick_compare, ui_slowdown)
-from .views import PROJECTION_LEVERS, explorer_scale, projection_times  # noqa: F401
+from .views import PROJECTION_LEVERS, browser_figures, explorer_scale, projection_times  # noqa: F401
 
 
 # ---------------------------------------------------------------------------------- entry
@@ -62,6 +66,8 @@ def run_bench(quick: bool = True, *, log: Callable[[str], None] = lambda s: None
             ("quick_compare", quick_compare),
             ("scale", explorer_scale),
             ("compile", compile_speedup),
+            ("viewers", lambda: browser_figures(quick=quick, parts=("viewers",))),
+            ("load", lambda: browser_figures(quick=quick, parts=("load",))),
         ]
         for name, fn in parts:
             if (only and name not in only) or (not only and name in OPT_IN_PARTS):
@@ -77,9 +83,10 @@ def run_bench(quick: bool = True, *, log: Callable[[str], None] = lambda s: None
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in results.items()}
 
 
-OPT_IN_PARTS = ("compile",)  # slow one-off measurements: run with --only
+OPT_IN_PARTS = ("compile", "viewers", "load")  # slow one-off measurements (real browsers): run with --only
 GOALS = {"loop_ratio": (">=", 0.97), "extract_ratio": (">=", 0.95), "cache_speedup": (">=", 20.0), "ui_slowdown": ("<=", 1.05),
-         "umap_10k_s": ("<=", 10.0), "tsne_5k_s": ("<=", 6.0)}
+         "umap_10k_s": ("<=", 10.0), "tsne_5k_s": ("<=", 6.0),
+         "viewers_4_ratio": (">=", 0.9), "load_runs_lost": ("<=", 0), "load_errors": ("<=", 0)}
 
 
 def format_table(results: dict) -> str:

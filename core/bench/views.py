@@ -10,8 +10,10 @@ import numpy as np
 PROJECTION_LEVERS = {  # name -> (method, params): each lever alone, then all together (the defaults)
     "umap": {"before": {"pre_pca": False, "n_epochs": 500}, "pca50": {"pre_pca": True, "n_epochs": 500},
              "epochs200": {"pre_pca": False, "n_epochs": 200}, "now": {}},
-    "tsne": {"before": {"knn": "annoy", "min_num_intervals": 50}, "pca50": {"pre_pca": True}, "all_cores": {"n_jobs": 2}, "now": {}},
-}  # "before": the old code's settings (umap's own n_epochs at 10k is 500; t-SNE: Annoy neighbours, a 50-interval FFT grid)
+    "tsne": {"before": {"knn": "annoy", "min_num_intervals": 50, "n_iter": 500}, "iter500": {"n_iter": 500},
+             "pca50": {"pre_pca": True}, "all_cores": {"n_jobs": 2}, "now": {}},
+}  # "before": the old code's settings (umap's own n_epochs at 10k is 500; t-SNE: Annoy neighbours, a 50-interval FFT
+#    grid, openTSNE's 500 normal iterations); "iter500": only openTSNE's 500 iterations instead of EmbedLab's 350
 
 
 def projection_times(root: Path, *, quick: bool, sizes: dict[str, int] | None = None, levers: bool = True,
@@ -75,4 +77,27 @@ def explorer_scale(sizes=(10_000, 50_000, 100_000), max_points: int = 50_000) ->
         out[f"explore_{tag}_pca_2panes_s"] = round(project_s, 2)
         out[f"explore_{tag}_payload_mb"] = round(payload_bytes(payload) / 1e6, 2)
         out[f"explore_{tag}_points_drawn"] = shown
+    return out
+
+
+def browser_figures(*, quick: bool, parts: tuple[str, ...] = ("viewers", "load")) -> dict:
+    """The two real-browser measurements of core/viewer_bench.py as bench figures: steps/s of a run with N
+    headless Chromium pages on its Train page (and the ratio to none), and the load test (sessions that each
+    start a tiny run and watch it). Opt-in parts of the bench (`--only viewers,load`): minutes, not seconds."""
+    from .. import viewer_bench
+
+    out: dict = {}
+    if "viewers" in parts:
+        shape = dict(window_s=6, settle_s=2, steps=12_000) if quick else dict(steps=150_000)
+        result = viewer_bench.viewer_benchmark((0, 1) if quick else (0, 1, 2, 4, 8), **shape)
+        for n, row in result["viewers"].items():
+            out[f"viewers_{n}_steps_per_s"] = row["steps_per_s"]
+            out[f"viewers_{n}_ratio"] = row["ratio"]
+    if "load" in parts:
+        r = viewer_bench.load_test(3 if quick else 20)
+        out.update({"load_sessions": r["sessions"], "load_runs_finished": r["runs_finished"],
+                    "load_runs_lost": len(r["lost"]) + len(r["not_finished"]), "load_errors": len(r["errors"]),
+                    "load_pages_answered": f"{r['pages_answered']}/{r['pages_expected']}",
+                    "load_p95_page_s": r["p95_page_s"], "load_median_page_s": r["median_page_s"],
+                    "load_p95_start_s": r["p95_start_s"]})
     return out

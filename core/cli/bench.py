@@ -37,6 +37,7 @@ def register(sub, common) -> None:
     p.add_argument("--quick", action="store_true", help="small sizes: under 5 minutes on 2 CPU cores")
     p.add_argument("--json", action="store_true", help="last line: one JSON object with every figure")
     p.add_argument("--only", help="comma list of parts: loop,extract,levers,cache,ui,projections,quick_compare,scale "
-                                  "(and compile, which only runs when named)")
+                                  "(and compile, viewers, load, which only run when named: viewers and load drive real "
+                                  "headless Chromium against a real server)")
     p.add_argument("--gpu", action="store_true", help="the GPU script: ViT-B/16 FLYP and LaCViT AMP step throughput vs a bare AMP loop")
     p.set_defaults(func=cmd_bench)

@@ -15,12 +15,24 @@ def _settled(page, selector: str) -> None:
     page.wait_for_function(f"document.querySelectorAll('{selector}').length === 1", timeout=15_000)
 
 
-def _pick(page, key: str, text: str) -> None:
-    """Open the searchable select `key`, type to filter, click the suggestion that starts with `text`."""
-    _settled(page, f".st-key-{key}")
-    page.locator(f".st-key-{key}").click()
-    page.keyboard.type(text)
-    page.get_by_role("option", name=re.compile(rf"^{re.escape(text)} —")).click()
+def _pick(page, key: str, text: str, tries: int = 4) -> None:
+    """Open the searchable select `key`, type to filter, click the suggestion that starts with `text`.
+
+    A rerun that lands between the click and the typing (a cookie just set, the previous input's rerun)
+    redraws the select closed and the typing goes nowhere: then close whatever is open and start again."""
+    option = page.get_by_role("option", name=re.compile(rf"^{re.escape(text)} —"))
+    for attempt in range(tries):
+        try:
+            _settled(page, f".st-key-{key}")
+            page.locator(f".st-key-{key}").click()
+            page.keyboard.type(text)
+            option.click(timeout=10_000)
+            return
+        except PlaywrightError:
+            if attempt == tries - 1:
+                raise
+            page.keyboard.press("Escape")
+            page.wait_for_timeout(1_000)
 
 
 def _set_number(page, key: str, value: int) -> None:

@@ -54,13 +54,13 @@ UMAP_EPOCHS = 200  # umap's own default for > 10k points; its 500 for small sets
 # EmbedLab's own choice, said in the Projection control's help and the README: with openTSNE's learning rate
 # of N / exaggeration the layout has settled by then (5,000 x 384: exact KL within 0.5 % of 500's, the same
 # trustworthiness, 0.963), and the last 150 iterations are the dearest, the FFT grid growing with the
-# layout's span: a third of the time (BENCHMARKS.md, lever `iter500`).
+# layout's span: a quarter of the total time (BENCHMARKS.md, lever `iter500`: 5.99 s against 4.50).
 TSNE_EXAGGERATION_ITER, TSNE_ITER = 250, 350
 PROJECTION_HELP = ("PCA is instant and exact. UMAP (umap-learn: 15 neighbours, min_dist 0.1, on the top 50 PCs, "
                    f"{UMAP_EPOCHS} epochs) and t-SNE (openTSNE: perplexity 30, PCA initialisation, "
                    f"{TSNE_EXAGGERATION_ITER} exaggerated + {TSNE_ITER} iterations, where openTSNE's default is "
-                   f"{TSNE_EXAGGERATION_ITER} + 500: the last 150 change its KL by under 0.5 % and cost a third of the "
-                   "time) arrive after PCA, then come from the disk cache. Distances between far-apart clusters "
+                   f"{TSNE_EXAGGERATION_ITER} + 500: the last {500 - TSNE_ITER} change its KL by under 0.5 % and cost a "
+                   "quarter of the time) arrive after PCA, then come from the disk cache. Distances between far-apart clusters "
                    "mean little in UMAP and t-SNE.")
 
 

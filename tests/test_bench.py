@@ -83,7 +83,7 @@ def test_browser_parts_are_opt_in_and_report_the_viewer_and_load_figures(monkeyp
     monkeypatch.setattr(viewer_bench, "load_test", lambda n, **kw: calls.append(("load", n)) or {
         "sessions": n, "runs_finished": n, "lost": [], "not_finished": {"r1": "failed"}, "errors": [],
         "pages_answered": 2 * n, "pages_expected": 2 * n, "p95_page_s": 3.0, "median_page_s": 1.0, "p95_start_s": 9.0})
-    out = bench.browser_figures(quick=False)
+    out = {**bench.viewer_figures(quick=False), **bench.load_figures(quick=False)}
     assert calls == [("viewers", (0, 1, 2, 4, 8)), ("load", 20)]
     assert out["viewers_4_ratio"] == 0.96 and out["viewers_8_steps_per_s"] == 92.0
     assert out["load_runs_lost"] == 1 and out["load_pages_answered"] == "40/40" and out["load_p95_page_s"] == 3.0

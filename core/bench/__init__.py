@@ -39,7 +39,7 @@ import torch
 
 from .training import (POLL_INTERVAL_S, cache_speedup, compile_speedup, cpu_levers, extract_ratio,  # noqa: F401
                        gpu_throughput, loop_ratio, online_default_available, quick_compare, ui_slowdown)
-from .views import PROJECTION_LEVERS, browser_figures, explorer_scale, projection_times  # noqa: F401
+from .views import PROJECTION_LEVERS, explorer_scale, load_figures, projection_times, viewer_figures  # noqa: F401
 
 
 # ---------------------------------------------------------------------------------- entry
@@ -66,8 +66,8 @@ def run_bench(quick: bool = True, *, log: Callable[[str], None] = lambda s: None
             ("quick_compare", quick_compare),
             ("scale", explorer_scale),
             ("compile", compile_speedup),
-            ("viewers", lambda: browser_figures(quick=quick, parts=("viewers",))),
-            ("load", lambda: browser_figures(quick=quick, parts=("load",))),
+            ("viewers", lambda: viewer_figures(quick=quick)),
+            ("load", lambda: load_figures(quick=quick)),
         ]
         for name, fn in parts:
             if (only and name not in only) or (not only and name in OPT_IN_PARTS):

@@ -80,24 +80,28 @@ def explorer_scale(sizes=(10_000, 50_000, 100_000), max_points: int = 50_000) ->
     return out
 
 
-def browser_figures(*, quick: bool, parts: tuple[str, ...] = ("viewers", "load")) -> dict:
-    """The two real-browser measurements of core/viewer_bench.py as bench figures: steps/s of a run with N
-    headless Chromium pages on its Train page (and the ratio to none), and the load test (sessions that each
-    start a tiny run and watch it). Opt-in parts of the bench (`--only viewers,load`): minutes, not seconds."""
+def viewer_figures(*, quick: bool) -> dict:
+    """core/viewer_bench.py's viewer table as bench figures: steps/s of a run with N headless Chromium pages on
+    its Train page, and the ratio to none (`--only viewers`, opt-in: minutes, not seconds)."""
     from .. import viewer_bench
 
+    shape = dict(window_s=6, settle_s=2, steps=12_000) if quick else dict(steps=150_000)
+    result = viewer_bench.viewer_benchmark((0, 1) if quick else (0, 1, 2, 4, 8), **shape)
     out: dict = {}
-    if "viewers" in parts:
-        shape = dict(window_s=6, settle_s=2, steps=12_000) if quick else dict(steps=150_000)
-        result = viewer_bench.viewer_benchmark((0, 1) if quick else (0, 1, 2, 4, 8), **shape)
-        for n, row in result["viewers"].items():
-            out[f"viewers_{n}_steps_per_s"] = row["steps_per_s"]
-            out[f"viewers_{n}_ratio"] = row["ratio"]
-    if "load" in parts:
-        r = viewer_bench.load_test(3 if quick else 20)
-        out.update({"load_sessions": r["sessions"], "load_runs_finished": r["runs_finished"],
-                    "load_runs_lost": len(r["lost"]) + len(r["not_finished"]), "load_errors": len(r["errors"]),
-                    "load_pages_answered": f"{r['pages_answered']}/{r['pages_expected']}",
-                    "load_p95_page_s": r["p95_page_s"], "load_median_page_s": r["median_page_s"],
-                    "load_p95_start_s": r["p95_start_s"]})
+    for n, row in result["viewers"].items():
+        out[f"viewers_{n}_steps_per_s"] = row["steps_per_s"]
+        out[f"viewers_{n}_ratio"] = row["ratio"]
     return out
+
+
+def load_figures(*, quick: bool) -> dict:
+    """core/viewer_bench.py's load test as bench figures: sessions that each start a tiny run and watch it
+    (`--only load`, opt-in). `load_runs_lost` counts runs started but missing from the store or not finished."""
+    from .. import viewer_bench
+
+    r = viewer_bench.load_test(3 if quick else 20)
+    return {"load_sessions": r["sessions"], "load_runs_finished": r["runs_finished"],
+            "load_runs_lost": len(r["lost"]) + len(r["not_finished"]), "load_errors": len(r["errors"]),
+            "load_pages_answered": f"{r['pages_answered']}/{r['pages_expected']}",
+            "load_p95_page_s": r["p95_page_s"], "load_median_page_s": r["median_page_s"],
+            "load_p95_start_s": r["p95_start_s"]}

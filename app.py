@@ -9,11 +9,13 @@ import streamlit as st
 
 from core.device import describe, hub_reachable
 from core.safe_text import md_code, md_text
+from core.preload import preload
 from core.projections import warm_up_at_start
 from core.workshop import workshop_enabled
 from pages import _identity
 from pages._ui import PAGES, get_manager, get_store, home_dir, routed
 
+preload()  # before any page, worker or warm-up thread imports pandas, pyarrow or sklearn lazily (core/preload.py)
 st.set_page_config(page_title="EmbedLab", page_icon=":material/scatter_plot:", layout="wide")
 
 

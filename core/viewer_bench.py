@@ -11,9 +11,13 @@ measures the run's steps/s over a fixed window for each N. Chromium runs at the 
 browsers' own drawing. Steps/s comes from the run's own clock: the (step, elapsed) pairs its worker
 writes to the store about once a second.
 
-`load_test` opens `sessions` real browser sessions on one server; each fills the form, starts a tiny
-run and watches it until it finishes; then every run must be in the store, finished, once, and every
-page load must have answered. Standalone on purpose (imports nothing from core.bench / core.cli).
+`load_test` opens `sessions` sessions on one server; each fills the form, starts a tiny run, polls it
+on the page's own timer until it finishes and reloads the page; then every run must be in the store,
+finished, once, and every page load must have answered. By default the sessions are websocket tabs
+(core/st_client.py: Streamlit's browser protocol without a renderer), each a person of a workshop with
+their own name cookie: 20 Chromium renderers on the same 2 cores measure Chromium, not the server
+(`--clients browser` runs them anyway, in single-user mode). Standalone on purpose (imports nothing
+from core.bench / core.cli).
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ import tempfile
 import time
 import logging
 import urllib.request
+from urllib.parse import quote
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,8 +64,9 @@ class Server:
 
 
 @contextmanager
-def serve(home: Path, log: Path, *, extra_env: dict | None = None):
-    """`streamlit run app.py` on a free 127.0.0.1 port with its own EMBEDLAB_HOME; yields a `Server`."""
+def serve(home: Path, log: Path, *, extra_env: dict | None = None, script: Path = ROOT / "app.py"):
+    """`streamlit run app.py` (or another `script`) on a free 127.0.0.1 port with its own EMBEDLAB_HOME;
+    yields a `Server`."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -68,7 +74,7 @@ def serve(home: Path, log: Path, *, extra_env: dict | None = None):
            "CUDA_VISIBLE_DEVICES": "", **(extra_env or {})}
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
+            [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
              "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
              "--server.fileWatcherType", "none"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
@@ -423,12 +429,20 @@ def viewer_benchmark(viewers=(0, 1, 2, 4, 8), *, window_s: float = 20.0, settle_
 
 
 # ------------------------------------------------------------------------------------- load test
-async def _session(i: int, browser, url: str, *, stagger_s, backbone, dataset, steps, timeout_s) -> dict:
-    await asyncio.sleep(i * stagger_s)
+WS_CLIENTS = "websocket"  # StreamlitSession tabs (core/st_client.py): the protocol a browser speaks, no renderer
+BROWSER_CLIENTS = "browser"  # headless Chromium contexts (one niced browser): renderers share the cores
+
+
+def _p95(xs: list[float]) -> float | None:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(0.95 * (len(xs) - 1))))] if xs else None
+
+
+async def _browser_session(i: int, browser, url: str, *, backbone, dataset, steps, timeout_s) -> dict:
     ctx = await browser.new_context(viewport={"width": 1280, "height": 1600})
     page = await ctx.new_page()
     page.set_default_timeout(PAGE_TIMEOUT_MS)
-    out: dict = {"session": i, "page_s": [], "error": None, "run_id": None}
+    out: dict = {"session": i, "page_s": [], "poll_s": [], "error": None, "run_id": None}
     try:
         t0 = time.perf_counter()
         run_id = await start_run(page, url, backbone=backbone, dataset=dataset, steps=steps)
@@ -449,58 +463,159 @@ async def _session(i: int, browser, url: str, *, stagger_s, backbone, dataset, s
     return out
 
 
-async def _load_test(sessions, *, backbone, dataset, steps, stagger_s, timeout_s, home, log) -> dict:
+def _person(i: int) -> dict[str, str]:
+    """The cookies of the i-th person of the room, as their browser keeps them after they gave a name."""
+    import uuid
+
+    return {"embedlab_owner": uuid.UUID(int=i + 1).hex, "embedlab_name": quote(f"Student {i + 1:02d}")}
+
+
+def _check(answer, what: str) -> None:
+    from .st_client import SessionError
+
+    if answer.exceptions:
+        raise SessionError(f"{what}: the page shows {answer.exceptions[0]}")
+
+
+def _started_run(answer, query_string: str) -> str:
+    """The run Start queued: named in the URL (single-user mode), or in workshop mode the one card on the
+    page this person may cancel (a fresh person has no other run; others' cards offer no Cancel)."""
+    from .st_client import SessionError
+
+    match = re.search(r"(?:^|&)runs=([^&#]+)", query_string)
+    if match:
+        return match.group(1)
+    own = {el.key.removeprefix("cancel-") for el in answer.elements if el.key and el.key.startswith("cancel-")}
+    if len(own) != 1:
+        raise SessionError(f"Start left {len(own)} runs of this person on the page, not 1")
+    return own.pop()
+
+
+async def _ws_session(i: int, url: str, *, backbone, dataset, steps, timeout_s, cookies) -> dict:
+    """One tab, as a person uses the Train page: load it, fill the form (each change a rerun), press Start,
+    keep polling on the page's own fragment timer until the run's card offers Explore, then reload the
+    page twice (the link with ?runs=, on a new connection each time, as a reload is)."""
+    from .st_client import SessionError, StreamlitSession
+
+    out: dict = {"session": i, "page_s": [], "poll_s": [], "error": None, "run_id": None}
+    try:
+        t0 = time.perf_counter()
+        async with StreamlitSession(url, cookies=cookies) as tab:
+            page = await tab.load()
+            _check(page, "the first load")
+            out["page_s"].append(page.seconds)
+            answer = page
+            for key, value in (("backbone", backbone), ("dataset", dataset), ("objectives", ["ce"]), ("steps", steps)):
+                if value is not None:
+                    answer = await tab.set(key, value)
+                    _check(answer, f"setting {key}")
+            start = answer.find(key="start")
+            if start is None or start.label != "Start 1 run":
+                raise SessionError(f"the form offers {start.label if start else 'no Start button'!r}, not 'Start 1 run'")
+            answer = await tab.click("start")
+            _check(answer, "Start")
+            run_id = out["run_id"] = _started_run(answer, tab.query_string)
+            out["start_s"] = time.perf_counter() - t0
+            explore = f"explore-{run_id}"
+            while True:
+                interval = min(tab.fragments.values(), default=1.0)
+                answers = await tab.poll()
+                for answer in answers:
+                    _check(answer, "a poll")
+                    out["poll_s"].append(answer.seconds)
+                if any(a.find(key=explore) for a in answers):
+                    break
+                if time.perf_counter() - t0 > timeout_s:
+                    raise SessionError(f"run {run_id} not finished on the page after {timeout_s:.0f} s")
+                await asyncio.sleep(max(0.0, interval - sum(a.seconds for a in answers)))
+            out["watched_s"] = time.perf_counter() - t0
+        for _ in range(2):
+            async with StreamlitSession(url, query=f"runs={run_id}", cookies=cookies) as tab:
+                page = await tab.load()
+                _check(page, "a reload")
+                if page.find(key=explore) is None:
+                    raise SessionError(f"a reload does not show run {run_id}'s card")
+                out["page_s"].append(page.seconds)
+    except (SessionError, OSError) as exc:  # one session's failure is a finding, not the end of the test
+        out["error"] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
+async def _load_test(sessions, *, clients, workshop, backbone, dataset, steps, stagger_s, timeout_s, home, log) -> dict:
     from .store import RunStore
 
-    async_playwright = _async_playwright()
-    with tempfile.TemporaryDirectory() as tmp, serve(home, log) as server:
-        executable = _niced_chromium(Path(tmp))
-        async with async_playwright() as p:
-            browser = await p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-            t0 = time.perf_counter()
-            try:
-                done = await asyncio.gather(*(_session(i, browser, server.url, stagger_s=stagger_s, backbone=backbone,
-                                                       dataset=dataset, steps=steps, timeout_s=timeout_s)
-                                              for i in range(sessions)))
-            finally:
-                await browser.close()
-            wall = time.perf_counter() - t0
+    env = {"EMBEDLAB_WORKSHOP": "1", "EMBEDLAB_INSTRUCTOR_CODE": "load-test"} if workshop else {}
+    kw = dict(backbone=backbone, dataset=dataset, steps=steps, timeout_s=timeout_s)
+
+    async def staggered(i, session):
+        await asyncio.sleep(i * stagger_s)
+        return await session
+
+    with tempfile.TemporaryDirectory() as tmp, serve(home, log, extra_env=env) as server:
+        t0 = time.perf_counter()
+        if clients == WS_CLIENTS:
+            done = await asyncio.gather(*(staggered(i, _ws_session(i, server.url, cookies=_person(i) if workshop else None,
+                                                                   **kw)) for i in range(sessions)))
+        elif clients == BROWSER_CLIENTS:
+            if workshop:
+                raise BenchError("the browser clients have no names: run them outside workshop mode")
+            async with _async_playwright()() as p:
+                browser = await p.chromium.launch(executable_path=_niced_chromium(Path(tmp)), args=CHROMIUM_ARGS)
+                try:
+                    done = await asyncio.gather(*(staggered(i, _browser_session(i, browser, server.url, **kw))
+                                                  for i in range(sessions)))
+                finally:
+                    await browser.close()
+        else:
+            raise BenchError(f"clients must be {WS_CLIENTS!r} or {BROWSER_CLIENTS!r}, not {clients!r}")
+        wall = time.perf_counter() - t0
+        server_cpu = _cpu_s(server.proc.pid)
         runs = RunStore(server.home).list()
     statuses = {r.id: r.status for r in runs}
+    owners = {r.id: getattr(r, "owner_id", None) for r in runs}
     started = [d["run_id"] for d in done if d["run_id"]]
-    page_s = sorted(s for d in done for s in d["page_s"])
-    start_s = sorted(d["start_s"] for d in done if "start_s" in d)
-
-    def p95(xs):
-        return xs[min(len(xs) - 1, int(round(0.95 * (len(xs) - 1))))] if xs else None
-
+    page_s = [s for d in done for s in d["page_s"]]
+    poll_s = [s for d in done for s in d["poll_s"]]
+    start_s = [d["start_s"] for d in done if "start_s" in d]
     return {
-        "sessions": sessions, "clients": "headless Chromium (one niced browser, one context per session)",
+        "sessions": sessions, "clients": clients, "workshop": workshop,
         "runs_recorded": len(runs), "runs_started": len(started), "runs_finished": sum(s == "finished" for s in statuses.values()),
         "lost": sorted(set(started) - set(statuses)), "duplicates": len(started) - len(set(started)),
         "not_finished": {r: statuses[r] for r in started if statuses.get(r) != "finished"},
-        "errors": [d["error"] for d in done if d["error"]], "pages_answered": len(page_s), "pages_expected": 2 * sessions,
-        "p95_page_s": p95(page_s), "median_page_s": statistics.median(page_s) if page_s else None,
-        "p95_start_s": p95(start_s), "wall_s": wall, "load_average": os.getloadavg(),
+        "owners": len({owners[r] for r in started if r in owners}),
+        "errors": [d["error"] for d in done if d["error"]],
+        "pages_answered": len(page_s), "pages_expected": (3 if clients == WS_CLIENTS else 2) * sessions,
+        "p95_page_s": _p95(page_s), "median_page_s": statistics.median(page_s) if page_s else None,
+        "polls_answered": len(poll_s), "p95_poll_s": _p95(poll_s), "max_poll_s": max(poll_s, default=None),
+        "p95_start_s": _p95(start_s), "wall_s": wall, "server_cpu_s": server_cpu, "load_average": os.getloadavg(),
         "backbone": backbone, "dataset": dataset, "steps": steps,
     }
 
 
-def load_test(sessions: int = 20, *, backbone: str = "test_vit", dataset: str = "digits", steps: int | None = 20,
-              stagger_s: float = 1.0, timeout_s: float = 900.0, home: Path | None = None, log: Path | None = None) -> dict:
-    """`sessions` browser sessions on one server, each starting a tiny CE run and watching it finish.
+def load_test(sessions: int = 20, *, clients: str = WS_CLIENTS, workshop: bool | None = None,
+              backbone: str = "test_vit", dataset: str = "digits", steps: int | None = 20, stagger_s: float = 1.0,
+              timeout_s: float = 900.0, home: Path | None = None, log: Path | None = None) -> dict:
+    """`sessions` sessions on one server, each starting a tiny CE run and watching it finish.
 
-    Returns counts (runs recorded / started / finished, lost, duplicates, errors), pages answered of
-    expected, the p95 and median page-load time (a reload and a fresh load per session, each until the
-    run's card has drawn) and the p95 time from opening the page to the started batch.
+    clients: "websocket" (default: core/st_client.py tabs, each a person of a workshop with their own
+    name cookie, so the queue is the fair one across 20 people) or "browser" (headless Chromium
+    contexts, single-user mode). workshop: default on for websocket clients.
+
+    Returns counts (runs recorded / started / finished, lost, duplicates, owners, errors), pages answered of
+    expected with their p95 and median time (websocket: the first load and two reloads per session, each
+    until the run's card is in the answer; browser: the two reloads), the polls answered and their p95,
+    and the p95 time from opening the page to the started batch.
     """
+    workshop = clients == WS_CLIENTS if workshop is None else workshop
     if home is None:
         with tempfile.TemporaryDirectory(prefix="embedlab-load-") as tmp:
-            return load_test(sessions, backbone=backbone, dataset=dataset, steps=steps, stagger_s=stagger_s,
-                             timeout_s=timeout_s, home=Path(tmp) / "home", log=log or Path(tmp) / "server.log")
+            return load_test(sessions, clients=clients, workshop=workshop, backbone=backbone, dataset=dataset,
+                             steps=steps, stagger_s=stagger_s, timeout_s=timeout_s, home=Path(tmp) / "home",
+                             log=log or Path(tmp) / "server.log")
     Path(home).mkdir(parents=True, exist_ok=True)
-    return _run_async(_load_test(sessions, backbone=backbone, dataset=dataset, steps=steps, stagger_s=stagger_s,
-                                  timeout_s=timeout_s, home=Path(home), log=Path(log or Path(home) / "server.log")))
+    return _run_async(_load_test(sessions, clients=clients, workshop=workshop, backbone=backbone, dataset=dataset,
+                                  steps=steps, stagger_s=stagger_s, timeout_s=timeout_s, home=Path(home),
+                                  log=Path(log or Path(home) / "server.log")))
 
 
 def format_viewers(result: dict) -> str:
@@ -517,13 +632,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.viewer_bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small form: viewers 0 and 1, short windows, 3 sessions")
     parser.add_argument("--only", choices=("viewers", "load"), help="run one of the two")
+    parser.add_argument("--clients", choices=(WS_CLIENTS, BROWSER_CLIENTS), default=WS_CLIENTS,
+                        help="the load test's sessions: websocket tabs (a workshop of named people) or headless Chromium")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     out = {}
     if args.only in (None, "viewers"):
         out["viewers"] = viewer_benchmark((0, 1), window_s=6, settle_s=2, steps=12_000) if args.quick else viewer_benchmark()
     if args.only in (None, "load"):
-        out["load"] = load_test(3) if args.quick else load_test(20)
+        out["load"] = load_test(3 if args.quick else 20, clients=args.clients)
     if args.json:
         print(json.dumps(out, indent=2, default=str))
     else:

@@ -81,13 +81,16 @@ def test_browser_parts_are_opt_in_and_report_the_viewer_and_load_figures(monkeyp
     monkeypatch.setattr(viewer_bench, "viewer_benchmark", lambda viewers, **kw: calls.append(("viewers", viewers)) or {
         "viewers": {str(n): {"steps_per_s": 100.0 - n, "ratio": (100.0 - n) / 100} for n in viewers}})
     monkeypatch.setattr(viewer_bench, "load_test", lambda n, **kw: calls.append(("load", n)) or {
-        "sessions": n, "runs_finished": n, "lost": [], "not_finished": {"r1": "failed"}, "errors": [],
-        "pages_answered": 2 * n, "pages_expected": 2 * n, "p95_page_s": 3.0, "median_page_s": 1.0, "p95_start_s": 9.0})
+        "sessions": n, "clients": "websocket", "runs_finished": n, "lost": [], "not_finished": {"r1": "failed"},
+        "errors": [], "pages_answered": 3 * n - 1, "pages_expected": 3 * n, "p95_page_s": 3.0, "median_page_s": 1.0,
+        "p95_poll_s": 0.2, "p95_start_s": 9.0})
     out = {**bench.viewer_figures(quick=False), **bench.load_figures(quick=False)}
     assert calls == [("viewers", (0, 1, 2, 4, 8)), ("load", 20)]
     assert out["viewers_4_ratio"] == 0.96 and out["viewers_8_steps_per_s"] == 92.0
-    assert out["load_runs_lost"] == 1 and out["load_pages_answered"] == "40/40" and out["load_p95_page_s"] == 3.0
-    assert "MISSED" in bench.format_table({"load_runs_lost": 1})
+    assert out["load_runs_lost"] == 0 and out["load_runs_unfinished"] == 1  # in the store, but failed
+    assert out["load_pages_missing"] == 1 and out["load_p95_page_s"] == 3.0 and out["load_p95_poll_s"] == 0.2
+    for figure in ("load_runs_lost", "load_runs_unfinished", "load_pages_missing"):
+        assert "MISSED" in bench.format_table({figure: 1}) and "MISSED" not in bench.format_table({figure: 0})
     assert {"viewers", "load"} <= set(bench.OPT_IN_PARTS)
     calls.clear()
     monkeypatch.setattr(bench, "loop_ratio", lambda *a, **k: {"loop_ratio": 1.0})

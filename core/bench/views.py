@@ -95,13 +95,15 @@ def viewer_figures(*, quick: bool) -> dict:
 
 
 def load_figures(*, quick: bool) -> dict:
-    """core/viewer_bench.py's load test as bench figures: sessions that each start a tiny run and watch it
-    (`--only load`, opt-in). `load_runs_lost` counts runs started but missing from the store or not finished."""
+    """core/viewer_bench.py's load test as bench figures: sessions (websocket tabs, one person each, in
+    workshop mode) that each start a tiny run and watch it (`--only load`, opt-in). Lost: started but not in
+    the store; unfinished: in the store but not finished; pages missing: loads that got no whole answer."""
     from .. import viewer_bench
 
     r = viewer_bench.load_test(3 if quick else 20)
-    return {"load_sessions": r["sessions"], "load_runs_finished": r["runs_finished"],
-            "load_runs_lost": len(r["lost"]) + len(r["not_finished"]), "load_errors": len(r["errors"]),
-            "load_pages_answered": f"{r['pages_answered']}/{r['pages_expected']}",
+    return {"load_sessions": r["sessions"], "load_clients": r["clients"], "load_runs_finished": r["runs_finished"],
+            "load_runs_lost": len(r["lost"]), "load_runs_unfinished": len(r["not_finished"]),
+            "load_errors": len(r["errors"]), "load_pages_missing": r["pages_expected"] - r["pages_answered"],
             "load_p95_page_s": r["p95_page_s"], "load_median_page_s": r["median_page_s"],
-            "load_p95_start_s": r["p95_start_s"]}
+            "load_p95_poll_s": r["p95_poll_s"], "load_p95_start_s": r["p95_start_s"],
+            "load_first_error": r["errors"][0] if r["errors"] else None}

@@ -9,7 +9,8 @@ elements), `page_info_changed` (the script set `st.query_params`) and `script_fi
 `StreamlitSession` does the same, so a load test can put 20 sessions on one server without 20
 renderers (which on a 2-core box measure Chromium, not the server). It does not draw, run the page's
 JavaScript or keep the element tree: each answer is the flat list of elements the run sent, which is
-enough to find a widget by its key or a button by its label. Cookies are sent on the handshake, as a
+enough to find a widget by its key or a button by its label. It reports no cached messages, so every
+answer comes whole (no `ref_hash` to an earlier one). Cookies are sent on the handshake, as a
 browser that has been here before sends its own (the app's cookie-writing script is not run).
 
 Of streamlit it uses only the message classes (`streamlit.proto`, the one streamlit import core allows:
@@ -43,9 +44,9 @@ class Element:
     @property
     def key(self) -> str | None:
         """The user key a widget was given (Streamlit ends a keyed widget's id with `-<key>`)."""
-        # the generated prefix and the hash contain no "-" after the second one: the rest is the key
+        # "$$ID-<hash>-<key>": the prefix and the hash hold no "-", the rest is the key ("None": no key given)
         parts = self.id.split("-", 2)
-        return parts[2] if len(parts) == 3 else None
+        return parts[2] if len(parts) == 3 and parts[2] != "None" else None
 
 
 @dataclass
@@ -127,7 +128,7 @@ class StreamlitSession:
             self._ws = await asyncio.wait_for(
                 connect(self.ws_url, subprotocols=["streamlit"], additional_headers=headers, max_size=None,
                         open_timeout=self.timeout_s, ping_interval=None), self.timeout_s)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except Exception as exc:  # noqa: BLE001 - refused, timed out, or a handshake the server rejected
             raise SessionError(f"could not connect to {self.ws_url}: {exc}") from exc
         return self
 
@@ -195,7 +196,10 @@ class StreamlitSession:
         overridden = {s.id for s in extra}
         rerun.widget_states.widgets.extend([s for i, s in self._states.items() if i not in overridden] + extra)
         t0 = time.perf_counter()
-        await self._ws.send(msg.SerializeToString())
+        try:
+            await self._ws.send(msg.SerializeToString())
+        except Exception as exc:  # noqa: BLE001 - websockets' ConnectionClosed
+            raise SessionError(f"the server closed the session: {exc}") from exc
         elements: list[Element] = []
         exceptions: list[str] = []
         deadline = t0 + self.timeout_s

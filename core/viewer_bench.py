@@ -386,7 +386,7 @@ async def _viewer_benchmark(viewers, *, window_s, settle_s, backbone, dataset, s
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)")}
 
 
-def _run_async(coro):
+def run_async(coro):
     """asyncio.run, also from a thread whose event loop is already running (a sync Playwright session in the
     same process, e.g. the test suite's browser fixtures): then in a thread of its own."""
     try:
@@ -423,7 +423,7 @@ def viewer_benchmark(viewers=(0, 1, 2, 4, 8), *, window_s: float = 20.0, settle_
                                     steps=steps, eval_per_class=eval_per_class, home=Path(tmp) / "home",
                                     log=log or Path(tmp) / "server.log", repeat_baseline=repeat_baseline)
     Path(home).mkdir(parents=True, exist_ok=True)
-    return _run_async(_viewer_benchmark(tuple(viewers), window_s=window_s, settle_s=settle_s, backbone=backbone,
+    return run_async(_viewer_benchmark(tuple(viewers), window_s=window_s, settle_s=settle_s, backbone=backbone,
                                          dataset=dataset, steps=steps, eval_per_class=eval_per_class, home=Path(home),
                                          log=Path(log or Path(home) / "server.log"), repeat_baseline=repeat_baseline))
 
@@ -491,52 +491,66 @@ def _started_run(answer, query_string: str) -> str:
     return own.pop()
 
 
+async def _start_from_the_form(tab, *, backbone, dataset, steps) -> tuple[str, float]:
+    """Load the Train page, fill the form (each change a rerun, as a browser sends it), press Start.
+    Returns the run id and the first load's answer time."""
+    from .st_client import SessionError
+
+    answer = await tab.load()
+    _check(answer, "the first load")
+    first_load_s = answer.seconds
+    for key, value in (("backbone", backbone), ("dataset", dataset), ("objectives", ["ce"]), ("steps", steps)):
+        if value is not None:
+            answer = await tab.set(key, value)
+            _check(answer, f"setting {key}")
+    start = answer.find(key="start")
+    if start is None or start.label != "Start 1 run":
+        raise SessionError(f"the form offers {start.label if start else 'no Start button'!r}, not 'Start 1 run'")
+    answer = await tab.click("start")
+    _check(answer, "Start")
+    return _started_run(answer, tab.query_string), first_load_s
+
+
+async def _poll_until(tab, key: str, deadline: float, poll_s: list[float]) -> None:
+    """Poll on the page's own fragment timer until an answer holds the element `key`."""
+    from .st_client import SessionError
+
+    while True:
+        interval = min(tab.fragments.values(), default=1.0)
+        answers = await tab.poll()
+        for answer in answers:
+            _check(answer, "a poll")
+            poll_s.append(answer.seconds)
+        if any(a.find(key=key) for a in answers):
+            return
+        if time.perf_counter() > deadline:
+            raise SessionError(f"no {key!r} on the page in time")
+        await asyncio.sleep(max(0.0, interval - sum(a.seconds for a in answers)))
+
+
 async def _ws_session(i: int, url: str, *, backbone, dataset, steps, timeout_s, cookies) -> dict:
-    """One tab, as a person uses the Train page: load it, fill the form (each change a rerun), press Start,
-    keep polling on the page's own fragment timer until the run's card offers Explore, then reload the
-    page twice (the link with ?runs=, on a new connection each time, as a reload is)."""
+    """One tab, as a person uses the Train page: fill the form and Start, watch the run's card until it
+    offers Explore, then reload the page twice (the link with ?runs=, a new connection each time, as a
+    reload is; the answer must hold the card)."""
     from .st_client import SessionError, StreamlitSession
 
     out: dict = {"session": i, "page_s": [], "poll_s": [], "error": None, "run_id": None}
     try:
         t0 = time.perf_counter()
         async with StreamlitSession(url, cookies=cookies) as tab:
-            page = await tab.load()
-            _check(page, "the first load")
-            out["page_s"].append(page.seconds)
-            answer = page
-            for key, value in (("backbone", backbone), ("dataset", dataset), ("objectives", ["ce"]), ("steps", steps)):
-                if value is not None:
-                    answer = await tab.set(key, value)
-                    _check(answer, f"setting {key}")
-            start = answer.find(key="start")
-            if start is None or start.label != "Start 1 run":
-                raise SessionError(f"the form offers {start.label if start else 'no Start button'!r}, not 'Start 1 run'")
-            answer = await tab.click("start")
-            _check(answer, "Start")
-            run_id = out["run_id"] = _started_run(answer, tab.query_string)
-            out["start_s"] = time.perf_counter() - t0
-            explore = f"explore-{run_id}"
-            while True:
-                interval = min(tab.fragments.values(), default=1.0)
-                answers = await tab.poll()
-                for answer in answers:
-                    _check(answer, "a poll")
-                    out["poll_s"].append(answer.seconds)
-                if any(a.find(key=explore) for a in answers):
-                    break
-                if time.perf_counter() - t0 > timeout_s:
-                    raise SessionError(f"run {run_id} not finished on the page after {timeout_s:.0f} s")
-                await asyncio.sleep(max(0.0, interval - sum(a.seconds for a in answers)))
+            run_id, first_load_s = await _start_from_the_form(tab, backbone=backbone, dataset=dataset, steps=steps)
+            out.update(run_id=run_id, start_s=time.perf_counter() - t0)
+            out["page_s"].append(first_load_s)
+            await _poll_until(tab, f"explore-{run_id}", t0 + timeout_s, out["poll_s"])
             out["watched_s"] = time.perf_counter() - t0
         for _ in range(2):
             async with StreamlitSession(url, query=f"runs={run_id}", cookies=cookies) as tab:
                 page = await tab.load()
                 _check(page, "a reload")
-                if page.find(key=explore) is None:
+                if page.find(key=f"explore-{run_id}") is None:
                     raise SessionError(f"a reload does not show run {run_id}'s card")
                 out["page_s"].append(page.seconds)
-    except (SessionError, OSError) as exc:  # one session's failure is a finding, not the end of the test
+    except SessionError as exc:  # one session's failure is a finding, not the end of the test
         out["error"] = f"{type(exc).__name__}: {exc}"
     return out
 
@@ -569,7 +583,6 @@ async def _load_test(sessions, *, clients, workshop, backbone, dataset, steps, s
         else:
             raise BenchError(f"clients must be {WS_CLIENTS!r} or {BROWSER_CLIENTS!r}, not {clients!r}")
         wall = time.perf_counter() - t0
-        server_cpu = _cpu_s(server.proc.pid)
         runs = RunStore(server.home).list()
     statuses = {r.id: r.status for r in runs}
     owners = {r.id: getattr(r, "owner_id", None) for r in runs}
@@ -587,7 +600,7 @@ async def _load_test(sessions, *, clients, workshop, backbone, dataset, steps, s
         "pages_answered": len(page_s), "pages_expected": (3 if clients == WS_CLIENTS else 2) * sessions,
         "p95_page_s": _p95(page_s), "median_page_s": statistics.median(page_s) if page_s else None,
         "polls_answered": len(poll_s), "p95_poll_s": _p95(poll_s), "max_poll_s": max(poll_s, default=None),
-        "p95_start_s": _p95(start_s), "wall_s": wall, "server_cpu_s": server_cpu, "load_average": os.getloadavg(),
+        "p95_start_s": _p95(start_s), "wall_s": wall, "load_average": os.getloadavg(),
         "backbone": backbone, "dataset": dataset, "steps": steps,
     }
 
@@ -613,7 +626,7 @@ def load_test(sessions: int = 20, *, clients: str = WS_CLIENTS, workshop: bool |
                              steps=steps, stagger_s=stagger_s, timeout_s=timeout_s, home=Path(tmp) / "home",
                              log=log or Path(tmp) / "server.log")
     Path(home).mkdir(parents=True, exist_ok=True)
-    return _run_async(_load_test(sessions, clients=clients, workshop=workshop, backbone=backbone, dataset=dataset,
+    return run_async(_load_test(sessions, clients=clients, workshop=workshop, backbone=backbone, dataset=dataset,
                                   steps=steps, stagger_s=stagger_s, timeout_s=timeout_s, home=Path(home),
                                   log=Path(log or Path(home) / "server.log")))
 

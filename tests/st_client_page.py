@@ -13,6 +13,7 @@ if st.button("Go", key="go"):
     st.query_params["clicked"] = str(n)
 st.markdown(f"clicks={st.session_state.get('clicks', 0)}")
 st.button("Never", key="never", disabled=True)
+st.button("Keyless")
 
 
 @st.fragment(run_every=0.5)

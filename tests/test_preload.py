@@ -5,8 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from core.preload import SHARED
-
 REPO = Path(__file__).resolve().parents[1]
 
 

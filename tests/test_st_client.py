@@ -2,7 +2,6 @@
 widget values round-trip and persist across reruns as a browser's do, a button triggers once, the
 URL's query string goes both ways, cookies reach `st.context.cookies`, the fragment timer is announced
 and its polls rerun only the fragment, and an exception on the page is reported."""
-import asyncio
 import re
 import socket
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 pytestmark = pytest.mark.e2e  # a real server (a small page): the half of make test that waits on servers
 
 from core.st_client import SessionError, StreamlitSession
-from core.viewer_bench import serve
+from core.viewer_bench import run_async, serve
 
 PAGE = Path(__file__).with_name("st_client_page.py")
 
@@ -29,7 +28,7 @@ def _texts(answer, kind="markdown"):
 
 
 def _run(coro):
-    return asyncio.run(coro)
+    return run_async(coro)  # asyncio.run, in a thread of its own when the browser tests' loop is running
 
 
 def test_widgets_keep_their_values_and_a_button_triggers_once(url):
@@ -39,6 +38,8 @@ def test_widgets_keep_their_values_and_a_button_triggers_once(url):
             assert page.status == "FINISHED_SUCCESSFULLY" and page.exceptions == []
             assert {"n", "pick", "many", "go", "never", "fail"} <= {el.key for el in page.elements if el.key}
             assert "values n=1 pick=a many=x" in _texts(page)
+            keyless = page.find(label="Keyless", kind="button")
+            assert keyless is not None and keyless.key is None  # found by its label; no key of "None"
             await tab.set("n", 5)
             await tab.set("pick", "b")
             after = await tab.set("many", ["y", "z"])

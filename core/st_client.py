@@ -181,10 +181,9 @@ class StreamlitSession:
             raise SessionError(f"no widget with key {key!r} on the page")
         return el
 
-    async def _rerun(self, *, extra: list | None = None, fragment_id: str = "", auto: bool = False) -> Answer:
-        if self._ws is None:
-            raise SessionError("not connected")
-        BackMsg, ForwardMsg, _ = _protos()
+    def _request(self, extra: list, fragment_id: str, auto: bool) -> bytes:
+        """The BackMsg a browser sends for a rerun: URL, page, every widget value it holds, `extra` on top."""
+        BackMsg, _, _ = _protos()
         msg = BackMsg()
         rerun = msg.rerun_script
         rerun.query_string = self.query_string
@@ -192,51 +191,61 @@ class StreamlitSession:
         rerun.fragment_id = fragment_id
         rerun.is_auto_rerun = auto
         rerun.context_info.url = self.http_url + (f"?{self.query_string}" if self.query_string else "")
-        extra = extra or []
         overridden = {s.id for s in extra}
         rerun.widget_states.widgets.extend([s for i, s in self._states.items() if i not in overridden] + extra)
+        return msg.SerializeToString()
+
+    def _fold(self, fwd, answer: Answer, full_run: bool) -> None:
+        """Take one ForwardMsg into the session (page, URL, fragment timers, widgets) and the answer."""
+        kind = fwd.WhichOneof("type")
+        if kind == "new_session":
+            self.page_script_hash = fwd.new_session.page_script_hash
+            if full_run:
+                self.fragments.clear()  # a full run announces its fragments again
+                answer.elements.clear()  # after an st.rerun(): only the last run's elements are the page
+                answer.exceptions.clear()
+        elif kind == "page_info_changed":
+            self.query_string = fwd.page_info_changed.query_string
+        elif kind == "auto_rerun":
+            self.fragments[fwd.auto_rerun.fragment_id] = fwd.auto_rerun.interval
+        elif kind == "stop_auto_rerun":
+            for f in fwd.stop_auto_rerun.fragment_ids:
+                self.fragments.pop(f, None)
+        elif kind == "delta" and fwd.delta.WhichOneof("type") == "new_element":
+            el = _element(fwd.delta.new_element)
+            if el is None:
+                return
+            answer.elements.append(el)
+            if el.kind == "exception":
+                answer.exceptions.append(el.label)
+            elif el.key:
+                self._seen[el.key] = el
+
+    async def _rerun(self, *, extra: list | None = None, fragment_id: str = "", auto: bool = False) -> Answer:
+        """Send one rerun and read until the server has finished it (a run it cut short for a newer one,
+        an st.rerun(), is not the end)."""
+        if self._ws is None:
+            raise SessionError("not connected")
+        _, ForwardMsg, _ = _protos()
+        answer = Answer([], [], 0.0, "")
         t0 = time.perf_counter()
         try:
-            await self._ws.send(msg.SerializeToString())
+            await self._ws.send(self._request(extra or [], fragment_id, auto))
         except Exception as exc:  # noqa: BLE001 - websockets' ConnectionClosed
             raise SessionError(f"the server closed the session: {exc}") from exc
-        elements: list[Element] = []
-        exceptions: list[str] = []
-        deadline = t0 + self.timeout_s
         while True:
-            left = deadline - time.perf_counter()
             try:
-                raw = await asyncio.wait_for(self._ws.recv(), max(0.001, left))
+                raw = await asyncio.wait_for(self._ws.recv(), max(0.001, t0 + self.timeout_s - time.perf_counter()))
             except asyncio.TimeoutError as exc:
                 raise SessionError(f"no answer in {self.timeout_s:.0f} s") from exc
             except Exception as exc:  # noqa: BLE001 - websockets' ConnectionClosed and friends
                 raise SessionError(f"the server closed the session: {exc}") from exc
             fwd = ForwardMsg()
             fwd.ParseFromString(raw)
-            kind = fwd.WhichOneof("type")
-            if kind == "new_session":
-                self.page_script_hash = fwd.new_session.page_script_hash
-                if not fragment_id:
-                    self.fragments.clear()  # a full run announces its fragments again
-                    elements.clear()  # after an st.rerun(): only the last run's elements are the page
-                    exceptions.clear()
-            elif kind == "page_info_changed":
-                self.query_string = fwd.page_info_changed.query_string
-            elif kind == "auto_rerun":
-                self.fragments[fwd.auto_rerun.fragment_id] = fwd.auto_rerun.interval
-            elif kind == "stop_auto_rerun":
-                for f in fwd.stop_auto_rerun.fragment_ids:
-                    self.fragments.pop(f, None)
-            elif kind == "delta" and fwd.delta.WhichOneof("type") == "new_element":
-                el = _element(fwd.delta.new_element)
-                if el is not None:
-                    elements.append(el)
-                    if el.kind == "exception":
-                        exceptions.append(el.label)
-                    elif el.key:
-                        self._seen[el.key] = el
-            elif kind == "script_finished":
-                status = ForwardMsg.ScriptFinishedStatus.Name(fwd.script_finished)
-                if status == "FINISHED_EARLY_FOR_RERUN":  # st.rerun() or a newer request: the next run answers
-                    continue
-                return Answer(elements, exceptions, time.perf_counter() - t0, status)
+            if fwd.WhichOneof("type") != "script_finished":
+                self._fold(fwd, answer, full_run=not fragment_id)
+                continue
+            status = ForwardMsg.ScriptFinishedStatus.Name(fwd.script_finished)
+            if status != "FINISHED_EARLY_FOR_RERUN":
+                answer.seconds, answer.status = time.perf_counter() - t0, status
+                return answer

@@ -13,15 +13,16 @@ enough to find a widget by its key or a button by its label. It reports no cache
 answer comes whole (no `ref_hash` to an earlier one). Cookies are sent on the handshake, as a
 browser that has been here before sends its own (the app's cookie-writing script is not run).
 
-Of streamlit it uses only the message classes (`streamlit.proto`, the one streamlit import core allows:
-tests/test_architecture.py), never the st.* API; importing them loads the streamlit package, so the
-import sits inside the functions and only a load test pays for it.
+It never imports streamlit (core stays UI-free: tests/test_architecture.py): the message classes are
+built from the schema streamlit ships, read as data (`_protos`).
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 TIMEOUT_S = 120.0  # one answer on a loaded 2-core box, with runs training beside it
@@ -69,12 +70,51 @@ class Answer:
         return [el.label for el in self.elements if el.kind == kind]
 
 
+@functools.cache
 def _protos():
-    from streamlit.proto.BackMsg_pb2 import BackMsg
-    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
-    from streamlit.proto.WidgetStates_pb2 import WidgetState
+    """(BackMsg, ForwardMsg, WidgetState) built from Streamlit's own schema, read as data.
 
-    return BackMsg, ForwardMsg, WidgetState
+    Each `streamlit/proto/*_pb2.py` holds its FileDescriptorProto as one bytes literal; they are read with
+    `ast` (never executed, never imported: importing them would load the whole streamlit package into
+    the library) and added, dependencies first, to a private descriptor pool."""
+    import ast
+    import importlib
+    import importlib.util
+
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    spec = importlib.util.find_spec("streamlit")  # locates the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise SessionError("streamlit is not installed: its protocol schema is needed")
+    files: dict[str, descriptor_pb2.FileDescriptorProto] = {}
+    for path in (Path(spec.submodule_search_locations[0]) / "proto").glob("*_pb2.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "AddSerializedFile"
+                    and node.args and isinstance(node.args[0], ast.Constant)):
+                proto = descriptor_pb2.FileDescriptorProto.FromString(node.args[0].value)
+                files[proto.name] = proto
+    pool = descriptor_pool.DescriptorPool()
+    added: set[str] = set()
+
+    def add(name: str) -> None:
+        if name in added:
+            return
+        added.add(name)
+        if name not in files:  # protobuf's own (google/protobuf/timestamp.proto, ...): from its default pool
+            importlib.import_module(name.removesuffix(".proto").replace("/", ".") + "_pb2")
+            files[name] = descriptor_pb2.FileDescriptorProto()
+            descriptor_pool.Default().FindFileByName(name).CopyToProto(files[name])
+        for dep in files[name].dependency:
+            add(dep)
+        pool.Add(files[name])
+
+    for name in sorted(files):
+        add(name)
+
+    def message(full_name: str):
+        return message_factory.GetMessageClass(pool.FindMessageTypeByName(full_name))
+
+    return message("BackMsg"), message("ForwardMsg"), message("WidgetState")
 
 
 def _element(proto) -> Element | None:

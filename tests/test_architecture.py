@@ -16,9 +16,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 ROOTS = ("core", "pages", "assets")  # packages of the project; app.py is the one top-level module
 LIBRARY_MUST_NOT_IMPORT = ("assets", "streamlit", "pages")  # the UI, from the library's point of view
-# The one exception: core/st_client.py talks to a running server as a browser tab does, so it needs the
-# wire protocol's message classes (streamlit.proto), never the st.* API or the runtime.
-WIRE_PROTOCOL = {"core.st_client": "streamlit.proto"}
 
 # Edges allowed to close a circle: none. Kept as a hook so a future temporary exception is explicit,
 # named edge by edge (importer, imported); test_allowed_edges_still_exist keeps the list from going stale.
@@ -122,8 +119,7 @@ def layer_violations(graph, raw) -> list[str]:
             where = f"{module} -> {imported} (line {line})"
             if _in(imported, "core.cli") and not cli_side:
                 bad.append(f"{where}: only the command line imports core.cli")
-            protocol_only = module in WIRE_PROTOCOL and _in(imported, WIRE_PROTOCOL[module])
-            if any(_in(imported, ui) for ui in LIBRARY_MUST_NOT_IMPORT) and not protocol_only:
+            if any(_in(imported, ui) for ui in LIBRARY_MUST_NOT_IMPORT):
                 bad.append(f"{where}: the library never imports the UI")
             if _in(imported, "core.bench") and not (cli_side or _in(module, "core.bench")):
                 bad.append(f"{where}: the benchmark is outside the library's import graph (only the CLI imports it)")
@@ -196,8 +192,6 @@ def test_library_reaching_into_the_ui_or_the_bench_is_flagged(tmp_path):
         "core/cli/_common.py": "",
         "core/__main__.py": "from .cli import main\n",
         "core/report.py": "import streamlit as st\n",
-        "core/st_client.py": "def f():\n    from streamlit.proto.BackMsg_pb2 import BackMsg\n    import streamlit\n",
-        "core/live.py": "from streamlit.proto.ForwardMsg_pb2 import ForwardMsg\n",
         "core/curves.py": "from .cli._common import x\nfrom . import bench\n",
         "assets/scatter_component/__init__.py": "from core.report import class_colour\n",
     })
@@ -206,7 +200,6 @@ def test_library_reaching_into_the_ui_or_the_bench_is_flagged(tmp_path):
     bad = layer_violations(graph, raw)
     flagged = {b.split(" (")[0] for b in bad}
     assert flagged == {"core.bench -> assets.scatter_component", "core.report -> streamlit",
-                       "core.st_client -> streamlit", "core.live -> streamlit.proto.ForwardMsg_pb2",
                        "core.curves -> core.cli._common", "core.curves -> core.bench"}
     assert find_cycle(graph) is None
 

@@ -93,3 +93,17 @@ def test_no_server_is_a_clear_error():
             pass
     with pytest.raises(SessionError, match="could not connect"):
         _run(go())
+
+
+def test_the_messages_come_from_the_schema_without_importing_streamlit():
+    """core stays UI-free: the client's message classes are built from streamlit's schema read as data."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from core.st_client import _protos; B, F, W = _protos(); "
+            "assert F.ScriptFinishedStatus.Name(3) == 'FINISHED_FRAGMENT_RUN_SUCCESSFULLY'; "
+            "assert 'rerun_script' in B.DESCRIPTOR.fields_by_name and 'trigger_value' in W.DESCRIPTOR.fields_by_name; "
+            "print('streamlit' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr[-2000:]

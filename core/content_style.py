@@ -79,15 +79,13 @@ the content code, which is what lets unlabelled samples shape the content head.
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 from torch.nn.utils.parametrizations import spectral_norm
 
+from .config import CS_PREFIX as PREFIX, ContentStyleConfig  # noqa: F401  (the settings live with TrainConfig)
 from .errors import InvalidConfig
 from .objectives import Method, Stage, labelled_ce, register_objective
 
@@ -100,26 +98,6 @@ CONTENT_LIPSCHITZ = 10.0  # D_c's Lipschitz bound: the simplex is only sqrt(2) w
 STYLE_LIPSCHITZ = 1.0  # D_s's: style codes live at the scale of N(0, I)
 PRIOR_TEMPERATURE = 0.05  # Gumbel-softmax temperature of the content prior's samples (smoothed categorical)
 _EPS = 1e-8
-PREFIX = "cs_"  # this section's settings are `cs_<field>` in TrainConfig's JSON, on the CLI and in method kwargs
-
-
-# ------------------------------------------------------------------------------------- settings
-@dataclass
-class ContentStyleConfig:
-    """content-style's own settings: the `content_style` section of TrainConfig (flat `cs_*` keys in its JSON)."""
-
-    style_dim: int = 8  # size of the style vector S
-    ce_weight: float = 1.0  # weight of CE on the labelled samples
-    prior_weight: float = 1.0  # weight of the content -> class-prior term (all samples)
-    entropy_weight: float = 1.0  # share of mean per-sample entropy inside the prior term (moments)
-    style_weight: float = 1.0  # weight of the style -> N(0, I) term (all samples)
-    recon_weight: float = 1.0  # weight of reconstructing the embedding (the latent token)
-    regulariser: str = "adversarial"  # priors: adversarial (the paper's discriminators) | moments
-    recon_detach: bool = False  # detach the reconstruction target (False: the paper's)
-
-    def flat(self) -> dict:
-        """{cs_<field>: value}: the keys stored runs, the CLI and ContentStyleMethod use."""
-        return {PREFIX + k: v for k, v in dataclasses.asdict(self).items()}
 
 
 # ------------------------------------------------------------------------------------- losses

@@ -172,10 +172,31 @@ def import_uploaded_folder(uploads, name: str, root: str) -> tuple[str, str, str
     """Import an `st.file_uploader(accept_multiple_files="directory")` upload as dataset `name`
     (default: the chosen folder's name). Returns what `import_uploaded_zip` returns."""
     if not uploads:
-        return "error", "choose a folder first", None
-    top = {u.name.replace("\\", "/").split("/", 1)[0] for u in uploads if "/" in u.name.replace("\\", "/")}
-    name = (name or "").strip() or default_dataset_name(top.pop() if len(top) == 1 else "")
+        return "error", "choose a folder first (and wait until its files have uploaded)", None
+    name = (name or "").strip() or default_dataset_name(_uploaded_folder_name(uploads))
     return _imported(lambda: import_files([(u.name, u.getvalue()) for u in uploads], name, root=Path(root)))
+
+
+def _uploaded_folder_name(uploads) -> str:
+    """The chosen folder's name: the one first path part all uploaded files share ('' if none)."""
+    top = {u.name.replace("\\", "/").split("/", 1)[0] for u in uploads if "/" in u.name.replace("\\", "/")}
+    return top.pop() if len(top) == 1 else ""
+
+
+def upload_ready(uploads) -> str | None:
+    """What the server holds of an upload, said before Import (Markdown-safe), or None when nothing is there.
+
+    The browser uploads a folder file by file and tells the server only when all are in, so this line
+    is the sign that Import will see them."""
+    from core.safe_text import md_text
+
+    if not uploads:
+        return None
+    if not isinstance(uploads, list):
+        return f"{md_text(uploads.name)} is uploaded: press Import"
+    folder = _uploaded_folder_name(uploads)
+    where = f" from '{md_text(folder)}'" if folder else ""
+    return f"{len(uploads)} file{'s' if len(uploads) != 1 else ''}{where} uploaded: press Import"
 
 
 def default_dataset_name(text: str) -> str:

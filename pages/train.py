@@ -26,7 +26,7 @@ from pages import _seeds_ui as seeds
 from pages._wording import ui_message
 from pages._ui import (duration, ensure_router, get_manager, get_store, home_dir, import_uploaded_folder,
                        import_uploaded_weights, import_uploaded_zip, objective_label, open_in_compare, open_in_explore, pct,
-                       short_id, status_badge)
+                       short_id, status_badge, upload_ready)
 from pages._identity import current as current_identity, pinned_run_id
 
 ensure_router()
@@ -284,6 +284,9 @@ def data_section(root: str, online: bool) -> None:
                              help="A zip with one sub-folder per class, e.g. cats/1.jpg, dogs/2.png. "
                                   "Corrupt or non-image files are skipped.")
             limit = f"up to {cap_mb} MB per zip"
+        ready = upload_ready(st.session_state.get("upload_folder" if source == "folder" else "upload_zip"))
+        if ready:
+            st.caption(f":material/check_circle: {ready}")
         st.caption(f":material/info: At least 2 class folders with 2 images each; {limit} (the server's upload limit). "
                    "Corrupt, empty and non-image files are skipped and listed.")
         st.text_input("Dataset name", key="import_name", persist_state="session",

@@ -1,5 +1,6 @@
 """Shared test setup: CPU only, offline, and a fresh EMBEDLAB_HOME per test session."""
 import os
+from pathlib import Path
 
 os.environ["CUDA_VISIBLE_DEVICES"] = ""  # as open_clip's tests do: everything on the CPU
 os.environ["EMBEDLAB_OFFLINE"] = "1"  # never touch the network; offline paths must fail fast
@@ -14,8 +15,23 @@ os.environ.setdefault("EMBEDLAB_PROJECTION_WARMUP", "0")
 # tests/test_process_worker.py tests the child, and the browser tests' servers use it (tests/e2e/e2e_server.py)
 os.environ.setdefault("EMBEDLAB_TRAIN_IN", "thread")
 
+
+def _shared_numba_cache() -> str:
+    """One numba cache for the whole suite: both halves of `make test`, the CLI children and the browser
+    tests' servers. Each fresh EMBEDLAB_HOME would otherwise compile UMAP's kernels again (~50 s on 2
+    cores, paid by several processes); it sits in the venv beside the numba it was compiled by, so a second
+    `make test` on the machine loads them (`make clean` removes it)."""
+    import sys
+    import tempfile
+
+    venv = Path(sys.prefix)
+    folder = venv / "numba-cache" if os.access(venv, os.W_OK) else Path(tempfile.gettempdir()) / f"embedlab-numba-{os.getuid()}"
+    return str(folder)
+
+
+os.environ.setdefault("NUMBA_CACHE_DIR", _shared_numba_cache())
+
 import inspect  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 

@@ -13,6 +13,7 @@ when both halves pass (a half that selects no test, pytest's 5, counts as passed
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -21,6 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LOG = ROOT / "test-artifacts" / "browser-tests.log"
 NO_TESTS = 5  # pytest.ExitCode.NO_TESTS_COLLECTED
+# The CPU half yields to the browser half: a browser test waits on its server's training against a clock,
+# a unit test does not; the CPU half soaks up what the browser half leaves idle.
+CPU_HALF_NICE = int(os.environ.get("SUITE_CPU_NICE", "5"))
 
 
 def combined_status(codes: list[int]) -> int:
@@ -29,6 +33,13 @@ def combined_status(codes: list[int]) -> int:
         return NO_TESTS
     failed = [c for c in codes if c not in (0, NO_TESTS)]
     return failed[0] if failed else 0
+
+
+def _workers() -> list[str]:
+    """pytest-xdist's options for the CPU half: SUITE_WORKERS processes (default 2), a test file per worker
+    at a time (`--dist loadfile`: a module's fixtures and caches stay in one process). 0 or 1: no xdist."""
+    n = int(os.environ.get("SUITE_WORKERS", "2"))
+    return ["-n", str(n), "--dist", "loadfile"] if n > 1 else []
 
 
 def main(args: list[str]) -> int:
@@ -41,7 +52,8 @@ def main(args: list[str]) -> int:
                                    stdout=log, stderr=subprocess.STDOUT)
         print(f"run_suite: browser tests in the background (pid {browser.pid}), their output: {LOG}", flush=True)
         try:
-            rest = subprocess.call([*pytest, "-m", "not e2e", *args], cwd=ROOT)
+            rest = subprocess.call([*pytest, "-m", "not e2e", *_workers(), *args], cwd=ROOT,
+                                   preexec_fn=lambda: os.nice(CPU_HALF_NICE))
             print(f"run_suite: waiting for the browser tests ({time.perf_counter() - t0:.0f} s so far)", flush=True)
             browser_rc = browser.wait()
         except KeyboardInterrupt:

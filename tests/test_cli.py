@@ -1,6 +1,7 @@
 """core/cli/ end to end: `python -m core ...` in subprocesses (started together, since each one
 spends seconds importing torch), plus the cheap commands and argument errors in-process."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -174,3 +175,23 @@ def test_the_command_table_names_every_sub_command():
         listed += names
     parsed = cli_mod.build_parser()._subparsers._group_actions[0].choices
     assert list(parsed) == listed and len(set(listed)) == len(listed) == 17
+
+
+def test_listing_commands_never_import_torch(tmp_path):
+    """`runs`, `show`, `cancel` and `datasets` answer in a fraction of a second: the parser's defaults come
+    from core/config.py, and only the commands that train or embed import torch."""
+    import subprocess
+    import sys
+
+    from core.config import TrainConfig
+    from core.store import RunStore
+
+    run_id = RunStore(tmp_path).create_run(TrainConfig(objective="ce").to_dict())
+    probe = ("import sys; from core.cli import main; codes = [main(a + ['--runs-dir', sys.argv[1]]) for a in "
+             f"(['runs'], ['show', {run_id!r}], ['datasets'], ['cancel', {run_id!r}])]; "
+             "print(codes, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[0, 0, 0, 0] False", out.stdout
+    assert RunStore(tmp_path).cancel_requested(run_id)  # the cancel reached the store (its worker ends the run)

@@ -167,6 +167,8 @@ def test_numba_cache_goes_to_a_writable_folder_and_covers_umap(home, monkeypatch
     # the layout optimiser does not ask numba to cache it: it is what recompiled at every server start
     kernels = [v for v in vars(umap.layouts).values() if isinstance(v, Dispatcher)]
     assert kernels and not any(isinstance(k._cache, NullCache) for k in kernels)
+    monkeypatch.undo()
+    P.prepare_numba()  # numba back on the suite's cache for the tests after this one
 
 
 @pytest.mark.slow

@@ -20,8 +20,8 @@ def projection_times(root: Path, *, quick: bool, sizes: dict[str, int] | None = 
                      params: dict[str, dict] | None = None) -> dict:
     """Seconds to project clustered 384-d data: PCA 50k, UMAP 10k, t-SNE 5k (2-D), with the defaults;
     `levers`: each speed lever of UMAP / t-SNE alone and all together, the settings run one after
-    another on the same data (`<method>_<n>k_lever_<name>_s`); `params`: per-method settings under
-    every lever (the test's small form uses few t-SNE iterations). `projection_jit_warmup_s` is the first
+    another on the same data (`<method>_<n>k_lever_<name>_s`); `params`: per-method settings that
+    override every lever's (the test's small form runs every lever with few t-SNE iterations). `projection_jit_warmup_s` is the first
     tiny UMAP + t-SNE in this process: numba loading its kernels from the disk cache on a warm machine,
     compiling them (15-20 s) only the first time on a machine."""
     from .. import projections
@@ -45,7 +45,7 @@ def projection_times(root: Path, *, quick: bool, sizes: dict[str, int] | None = 
             runs = PROJECTION_LEVERS[method]
         for name, lever in runs.items():
             t0, c0 = time.perf_counter(), time.process_time()
-            projections.project(x, method=method, dims=2, seed=0, cache=False, **{**(params_all.get(method) or {}), **lever})
+            projections.project(x, method=method, dims=2, seed=0, cache=False, **{**lever, **(params_all.get(method) or {})})
             key = tag if name == "now" else f"{tag}_lever_{name}"
             out[f"{key}_s"] = round(time.perf_counter() - t0, 2)
             # CPU seconds of all threads: on a shared machine wall time mostly measures the neighbours

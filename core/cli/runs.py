@@ -182,7 +182,7 @@ def cmd_cancel(args) -> int:
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    from ..train import TrainConfig
+    from ..config import TrainConfig
 
     d = TrainConfig()
     p.add_argument("--objective", default="ce,lacvit,flyp", help="ce, lacvit, flyp, or a comma list (default: all three)")

@@ -4,6 +4,7 @@ The server gets its own EMBEDLAB_HOME and is offline (EMBEDLAB_OFFLINE=1); scree
 test-artifacts/ (gitignored). Tests skip with a reason when Playwright or Chromium is missing.
 """
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,9 @@ def page(browser, request):
     if report is not None and report.failed:  # what the browser showed when it failed
         ARTIFACTS.mkdir(exist_ok=True)
         pg.screenshot(path=str(ARTIFACTS / f"FAILED-{request.node.name}.png"), full_page=True)
+        # and its messages, straight to the terminal: a CI log has no screenshots
+        alerts = pg.locator("[data-testid=stAlert], [data-testid=stCaptionContainer]").all_inner_texts()
+        print(f"\n{request.node.name} failed; the page's messages:", *alerts[:40], sep="\n  ", file=sys.__stdout__, flush=True)
     context.close()
 
 

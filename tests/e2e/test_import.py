@@ -26,10 +26,11 @@ def test_folder_upload_becomes_a_dataset(app_url, page, shot, tmp_path):
     chooser.wait_for(state="attached", timeout=15_000)
     assert chooser.get_attribute("webkitdirectory") is not None  # a real directory picker
     chooser.set_input_files(folder)
-    page.locator(".st-key-upload_folder").get_by_text("0.png").first.wait_for(timeout=30_000)
+    # the browser tells the server about a folder only once every file is in: Import before that has nothing
+    page.get_by_text("7 files from 'garden birds' uploaded: press Import").wait_for(timeout=60_000)
     page.get_by_role("button", name="Import").click()
     message = page.get_by_text("imported 6 images in 2 classes as 'garden birds'", exact=False)
-    message.wait_for(timeout=30_000)
+    message.wait_for(timeout=60_000)
     assert "; 1 file skipped: 1 not images — first: robin/broken.png" in message.inner_text()
     # the new dataset is selected and previewed (once the rerun has replaced the previous preview)
     page.get_by_text("6 images · 2 classes", exact=False).wait_for(timeout=30_000)

@@ -316,9 +316,17 @@ def test_folder_upload_with_hostile_paths_writes_nothing(tmp_path, path, reason)
     assert snapshot(home / "datasets") == {} and not list(tmp_path.rglob("evil.png"))
 
 
+def test_upload_ready_says_what_the_server_holds():
+    assert ui.upload_ready(None) is None and ui.upload_ready([]) is None
+    assert ui.upload_ready(_folder(classes(GOOD))) == f"{sum(GOOD.values())} files from 'pets' uploaded: press Import"
+    hostile = _folder({"*x*[a](javascript:1)/c/0.png": png(seed=1)}, top="")
+    assert ui.upload_ready(hostile) == "1 file from '\\*x\\*\\[a\\](javascript:1)' uploaded: press Import"
+
+
 def test_folder_upload_refusals(tmp_path):
     home = tmp_path / "home"
-    assert ui.import_uploaded_folder([], "", str(home)) == ("error", "choose a folder first", None)
+    assert ui.import_uploaded_folder([], "", str(home)) == (
+        "error", "choose a folder first (and wait until its files have uploaded)", None)
     twice = _folder(classes(GOOD)) + _folder({"cats/0.png": png(seed=9)})
     assert ui.import_uploaded_folder(twice, "", str(home))[1] == (
         "the uploaded folder refused: entry 'pets/cats/0.png' appears twice")
